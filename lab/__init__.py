@@ -1,0 +1,1 @@
+"""The lab: real servers (ZooKeeper, and later the two-node cluster) for tests, demo and bench."""

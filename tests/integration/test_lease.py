@@ -1,0 +1,550 @@
+"""The ZooKeeper adapter (failoverd.lease) against a real ZooKeeper 3.8 server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+
+from failoverd.clock import boottime
+from failoverd.core import (
+    CheckStatus,
+    ClusterView,
+    LastLeader,
+    MalformedMember,
+    MemberStatus,
+    SwitchoverRequest,
+    ZkState,
+)
+from failoverd.lease import (
+    DuplicateNode,
+    LeaseConflict,
+    LeaseError,
+    ZkCluster,
+    ZkOperationFailed,
+    ZkUnreachable,
+    member_from_json,
+    member_to_json,
+)
+from lab.zookeeper import ZooKeeperServer, free_port
+
+from .conftest import Child, MakeCluster, TcpProxy
+
+pytestmark = pytest.mark.integration
+
+CHILD_T = 1.0  # session timeout of child processes: short, to keep the suite fast
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.01) -> Any:
+    """Poll until ``predicate()`` is truthy; bounded in time and count. Returns its value."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / step) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(step)
+    return None
+
+
+def view_of(cluster: ZkCluster) -> ClusterView:
+    view = cluster.view()
+    assert view is not None
+    return view
+
+
+def member(node: str, reason: str = "ok", **kw: Any) -> MemberStatus:
+    return MemberStatus(node=node, role="passive", epoch=0, eligible=True, healthy=True,
+                        reason=reason, **kw)  # fmt: skip
+
+
+def cons_timeout_ms(server: ZooKeeperServer, session_id: int) -> int:
+    """The session timeout the server itself reports for a session (``cons``)."""
+    for line in server.four_letter("cons").splitlines():
+        if f"sid={session_id:#x}," in line:
+            match = re.search(r"[,(]to=(\d+)", line)
+            assert match, line
+            return int(match.group(1))
+    raise AssertionError(f"session {session_id:#x} not in cons")
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def test_member_record_round_trips_every_field() -> None:
+    """Guards the JSON helpers against fields added to MemberStatus later."""
+    full = MemberStatus(
+        node="n1", role="active", epoch=7, eligible=False, healthy=False, reason="app down",
+        reason_code="checks_failed", lsn=123456, db_role="primary",
+        checks=(CheckStatus("app", False, "HTTP 503", 0.25), CheckStatus("pg", True)),
+        published_at=1700000000.5, version="1.2.3",
+    )  # fmt: skip
+    for f in dataclasses.fields(MemberStatus):
+        if f.name not in ("age",):
+            assert getattr(full, f.name) != f.default, f"test must set {f.name} to a non-default"
+    assert member_from_json("n1", member_to_json(full)) == full
+    assert "age" not in json.loads(member_to_json(full))
+
+
+def test_negotiated_timeout_is_what_the_server_granted(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    within = make_cluster(zookeeper, "n1", session_timeout=3.0, layout=False)
+    above = make_cluster(zookeeper, "n2", session_timeout=60.0, layout=False)
+    below = make_cluster(zookeeper, "n3", session_timeout=0.05, layout=False)
+    for cluster, expected in ((within, 3.0), (above, 20.0), (below, 0.2)):
+        assert cluster.negotiated_timeout == expected
+        assert cluster.status().negotiated_timeout == expected
+        assert cluster.session_id is not None
+        assert cons_timeout_ms(zookeeper, cluster.session_id) == expected * 1000
+
+
+def test_negotiated_timeout_falls_back_to_cons(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a future kazoo route the Connect answer elsewhere, ``cons`` still tells."""
+    monkeypatch.setattr(ZkCluster, "_hook_negotiation", lambda self: None)
+    cluster = make_cluster(zookeeper, "n1", session_timeout=60.0, layout=False)
+    assert cluster.negotiated_timeout == 20.0
+
+
+def test_two_clients_race_for_the_lease_one_winner_per_round(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    a, b = make_cluster(zookeeper, "a"), make_cluster(zookeeper, "b")
+    rounds = 30
+    winners: list[str] = []
+    for expected in range(rounds):
+        barrier = threading.Barrier(2, timeout=5)
+        outcome: dict[str, object] = {}
+
+        def race(cluster: ZkCluster, expected: int = expected, barrier: threading.Barrier = barrier,
+                 outcome: dict[str, object] = outcome) -> None:  # fmt: skip
+            barrier.wait()
+            try:
+                outcome[cluster.node] = cluster.acquire(expected)
+            except LeaseError as exc:
+                outcome[cluster.node] = exc
+
+        threads = [threading.Thread(target=race, args=(c,)) for c in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        won = {n: r for n, r in outcome.items() if isinstance(r, int)}
+        lost = {n: r for n, r in outcome.items() if not isinstance(r, int)}
+        assert len(won) == 1, outcome
+        assert all(isinstance(r, LeaseConflict) for r in lost.values()), outcome
+        (winner, epoch), = won.items()  # fmt: skip
+        assert epoch == expected + 1
+        holder = a if winner == "a" else b
+        lease = view_of(holder).lease
+        assert lease is not None
+        assert (lease.node, lease.epoch, lease.mine) == (winner, epoch, True)
+        holder.release(epoch, final_lsn=None, clean=True)
+        winners.append(winner)
+    for cluster in (a, b):
+
+        def converged(c: ZkCluster = cluster) -> bool:
+            v = view_of(c)
+            return v.epoch == rounds and v.lease is None
+
+        assert wait_for(converged, 5), view_of(cluster)
+    assert len(winners) == rounds
+
+
+def test_frozen_holder_loses_the_lease_after_its_session_timeout(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster, spawn_child: Callable[..., Child],
+    zk_chroot: str,
+) -> None:  # fmt: skip
+    other = make_cluster(zookeeper, "b")
+    child = spawn_child(zookeeper, zk_chroot, "a", CHILD_T, "lease")
+    _session, negotiated = child.expect("READY").split()
+    assert float(negotiated) == CHILD_T
+    epoch = int(child.expect("EPOCH"))
+    seen = wait_for(lambda: (v := other.view()) and v.lease and v.lease.epoch == epoch, 5)
+    assert seen, other.view()
+    lease = view_of(other).lease
+    assert lease is not None
+    assert (lease.node, lease.mine) == ("a", False)
+
+    child.signal(signal.SIGSTOP)
+    frozen_at = boottime()
+    gone = wait_for(lambda: view_of(other).lease is None, CHILD_T + 2.0)
+    elapsed = boottime() - frozen_at
+    assert gone, f"lease still held {elapsed:.2f} s after SIGSTOP"
+    assert elapsed >= 0.8 * CHILD_T, f"lease vanished after {elapsed:.2f} s, before the timeout"
+    # It expired: no last_leader record says it was given back.
+    assert view_of(other).last_leader is None
+
+    assert other.acquire(epoch) == epoch + 1
+    lease = view_of(other).lease
+    assert lease is not None
+    assert (lease.node, lease.epoch, lease.mine) == ("b", epoch + 1, True)
+    child.kill()
+
+
+def test_malformed_records_are_reported_and_the_reader_recovers(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    raw_client: Callable[..., KazooClient], zk_chroot: str,
+) -> None:  # fmt: skip
+    writer, reader = make_cluster(zookeeper, "n1"), make_cluster(zookeeper, "n2")
+    wakeups = threading.Semaphore(0)
+    reader.add_listener(wakeups.release)
+    raw = raw_client(zookeeper)
+    path = f"{zk_chroot}/members/n1"
+
+    writer.claim_member(member("n1", "first"), wait=1.0)
+    assert wait_for(lambda: isinstance(view_of(reader).member("n1"), MemberStatus), 5)
+    assert wakeups.acquire(timeout=1), "listener was not called on a view change"
+
+    def malformed() -> MalformedMember | None:
+        m = view_of(reader).member("n1")
+        return m if isinstance(m, MalformedMember) else None
+
+    for garbage, words in (
+        (b"\xff\x00 not json", "JSON"),
+        (b'{"node": "n1", "epoch": 1}', "'role'"),
+        (json.dumps({**json.loads(member_to_json(member("n1"))), "epoch": "7"}).encode(),
+         "'epoch' must be an integer"),
+        (member_to_json(member("n9")), "names node 'n9'"),
+    ):  # fmt: skip
+        raw.set(path, garbage)
+
+        def reported(words: str = words) -> MalformedMember | None:
+            m = malformed()
+            return m if m is not None and words in m.error else None
+
+        bad = wait_for(reported, 5)
+        assert bad, (words, view_of(reader).member("n1"))
+        assert bad.node == "n1"
+
+    writer.publish(member("n1", "second"))
+    fixed = wait_for(lambda: (m := view_of(reader).member("n1")) and
+                     isinstance(m, MemberStatus) and m.reason == "second" and m, 5)  # fmt: skip
+    assert fixed
+    time.sleep(0.3)
+    aged = view_of(reader).member("n1")
+    assert isinstance(aged, MemberStatus)
+    assert aged.age >= 0.3
+
+    # Malformed cluster records: reported as problems, never trusted.
+    raw.set(f"{zk_chroot}/epoch", b"seven")
+    raw.set(f"{zk_chroot}/last_leader", b'{"node": "n1"}')
+    raw.create(f"{zk_chroot}/switchover", b"[]")
+    raw.create(f"{zk_chroot}/lease", b"{oops", ephemeral=True)
+    assert wait_for(lambda: len(view_of(reader).problems) == 4, 5), view_of(reader).problems
+    view = view_of(reader)
+    assert view.epoch == -1
+    assert view.last_leader is None and view.switchover is None
+    assert view.lease is not None and view.lease.node == "<malformed>" and not view.lease.mine
+    text = " ".join(view.problems)
+    for words in ("epoch", "last_leader", "switchover", "lease"):
+        assert words in text
+    with pytest.raises(ZkOperationFailed, match="epoch"):
+        reader.acquire(0)
+    raw.set(f"{zk_chroot}/epoch", b"0")
+    with pytest.raises(LeaseConflict, match="already held"):
+        reader.acquire(0)
+
+    raw.delete(f"{zk_chroot}/lease")
+    raw.delete(f"{zk_chroot}/switchover")
+    raw.set(f"{zk_chroot}/last_leader", b"")
+    assert wait_for(lambda: view_of(reader).problems == (), 5), view_of(reader).problems
+    assert reader.acquire(0) == 1
+
+
+def test_another_cluster_can_neither_see_nor_take_the_lease(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    raw_client: Callable[..., KazooClient], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    prod_root, stage_root = "/failoverd/prod-acl", "/failoverd/stage-acl"
+    prod_creds, stage_creds = ("prod", "prod-secret"), ("stage", "stage-secret")
+    prod = make_cluster(zookeeper, "n1", chroot=prod_root, credentials=prod_creds)
+    prod.claim_member(member("n1"), wait=1.0)
+    assert prod.acquire(0) == 1
+
+    stage = make_cluster(zookeeper, "n1", chroot=stage_root, credentials=stage_creds)
+    view = view_of(stage)
+    assert (view.epoch, view.lease, view.members, view.problems) == (0, None, (), ())
+    assert stage.acquire(0) == 1  # its own lease, in its own chroot
+    assert view_of(prod).lease is not None and view_of(prod).lease.mine  # type: ignore[union-attr]
+
+    # A stage daemon pointed at the prod chroot by mistake gets nowhere.
+    lost = make_cluster(zookeeper, "n2", chroot=prod_root, credentials=stage_creds, layout=False)
+    with pytest.raises(ZkOperationFailed, match="NoAuth"):
+        lost.ensure_layout()
+    with pytest.raises(ZkOperationFailed, match="NoAuth"):
+        lost.acquire(1)
+    with pytest.raises(ZkOperationFailed):
+        lost.wait_view(0.5)
+
+    raw: Any = raw_client(zookeeper, auth=stage_creds)
+    for method, args in (
+        (raw.get, (f"{prod_root}/lease",)),
+        (raw.get_children, (f"{prod_root}/members",)),
+        (raw.get, (f"{prod_root}/epoch",)),
+        (raw.set, (f"{prod_root}/epoch", b"5")),
+        (raw.delete, (f"{prod_root}/lease",)),
+        (raw.create, (f"{prod_root}/switchover", b"{}")),
+    ):
+        with pytest.raises(NoAuthError):
+            method(*args)
+    assert prod.view() is not None and view_of(prod).epoch == 1
+
+    with caplog.at_level(logging.WARNING, logger="failoverd.lease"):
+        prod.ensure_layout()  # idempotent, and its own ACL is recognised
+        assert "ACL" not in caplog.text
+        # A chroot created without credentials does not protect the cluster: said loudly.
+        open_root = "/failoverd/open-acl"
+        raw_client(zookeeper).create(open_root, b"", makepath=True)
+        make_cluster(zookeeper, "n1", chroot=open_root, credentials=prod_creds)
+        assert f"{open_root} exists with ACL" in caplog.text
+
+
+def test_zookeeper_restart_under_a_connected_client(
+    fresh_zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    zk = fresh_zookeeper
+    holder = make_cluster(zk, "n1", session_timeout=2.0)
+    assert holder.acquire(0) == 1
+    session = holder.session_id
+    holder.roundtrip(1.0)
+    assert wait_for(lambda: holder.status().last_roundtrip_sent_at, 2)
+    before = holder.status()
+    assert before.state == ZkState.CONNECTED
+
+    zk.stop()
+    assert wait_for(lambda: holder.status().state == ZkState.SUSPENDED, 3), holder.status()
+    suspended = holder.status()
+    assert suspended.changed_at > before.changed_at
+    for _ in range(50):  # 2.5 s of ticks, longer than the session: nothing proves liveness
+        holder.roundtrip(0.2)
+        time.sleep(0.05)
+    assert holder.status().last_roundtrip_sent_at == before.last_roundtrip_sent_at
+    assert holder.status().state == ZkState.SUSPENDED  # kazoo cannot know the session's fate
+    for attempt in (
+        lambda: holder.acquire(1),
+        lambda: holder.release(1, None, True),
+        lambda: holder.set_paused(True),
+        lambda: holder.read_history(1),
+    ):
+        with pytest.raises(LeaseError):
+            attempt()
+    holder.publish(member("n1"))  # fire and forget: must not raise either
+    holder.append_history({"kind": "test"})
+
+    zk.start()
+    assert wait_for(lambda: holder.status().state == ZkState.CONNECTED, 8), holder.status()
+    after = holder.status()
+    assert after.changed_at > suspended.changed_at
+    resumed_from = boottime()
+    for _ in range(200):
+        holder.roundtrip(0.5)
+        if (holder.status().last_roundtrip_sent_at or 0) >= resumed_from:
+            break
+        time.sleep(0.01)
+    assert (holder.status().last_roundtrip_sent_at or 0) >= resumed_from
+
+    # A restarted server restores its sessions with a fresh timeout, however long it was down:
+    # same session, the lease survived, and it was never acquired twice.
+    assert holder.session_id == session
+    assert wait_for(lambda: (lease := view_of(holder).lease) and lease.mine and lease.epoch == 1, 3)
+    with pytest.raises(LeaseConflict):
+        holder.acquire(1)
+    assert view_of(holder).epoch == 1
+
+
+def test_partition_longer_than_the_session_loses_the_lease_safely(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    zk_proxy: Callable[[ZooKeeperServer], TcpProxy],
+) -> None:  # fmt: skip
+    t = 1.0
+    proxy = zk_proxy(zookeeper)
+    holder = make_cluster(proxy, "n1", session_timeout=t)
+    peer = make_cluster(zookeeper, "n2", session_timeout=4.0)
+    assert holder.acquire(0) == 1
+    session = holder.session_id
+    states: list[ZkState] = []
+    holder.add_listener(lambda: states.append(holder.status().state))
+    assert wait_for(lambda: view_of(peer).lease is not None, 5)
+
+    def tick() -> None:
+        holder.roundtrip(0.2)
+        time.sleep(0.02)
+
+    for _ in range(10):
+        tick()
+    proxy.blackhole()
+    cut_at = boottime()
+    # The peer sees the lease expire and takes it; the holder keeps ticking meanwhile.
+    acquired_at = None
+    for _ in range(400):
+        tick()
+        if view_of(peer).lease is None:
+            assert peer.acquire(1) == 2
+            acquired_at = boottime()
+            break
+    assert acquired_at is not None, "the lease never expired"
+    last_ok = holder.status().last_roundtrip_sent_at
+    assert last_ok is not None and last_ok <= cut_at
+    # The basis of self-fencing: a session outlives its last successful round-trip by >= T.
+    assert acquired_at - last_ok >= 0.9 * t, acquired_at - last_ok
+    assert holder.roundtrip_failures > 0
+    assert holder.status().state == ZkState.SUSPENDED
+    view = view_of(holder)  # stale, and says so only through the connection state
+    assert view.lease is not None and view.lease.mine
+
+    proxy.heal()
+    assert wait_for(lambda: holder.status().state == ZkState.CONNECTED, 8), holder.status()
+    assert ZkState.LOST in states, states
+    assert holder.session_id not in (None, session)
+    assert wait_for(
+        lambda: (lease := view_of(holder).lease) and lease.node == "n2" and not lease.mine, 5
+    ), view_of(holder)
+    assert view_of(holder).epoch == 2
+    with pytest.raises(LeaseConflict):
+        holder.acquire(1)
+    with pytest.raises(LeaseConflict):
+        holder.release(1, None, True)
+
+
+def test_duplicate_node_name_is_refused_while_the_other_keeps_publishing(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    first = make_cluster(zookeeper, "dup")
+    first.claim_member(member("dup", "first"), wait=1.0)
+    stop = threading.Event()
+
+    def keep_publishing() -> None:
+        for i in range(100):
+            if stop.wait(0.1):
+                return
+            first.publish(member("dup", f"tick {i}"))
+
+    publisher = threading.Thread(target=keep_publishing)
+    publisher.start()
+    try:
+        second = make_cluster(zookeeper, "dup")
+        started = boottime()
+        with pytest.raises(DuplicateNode, match="duplicate node name"):
+            second.claim_member(member("dup", "second"), wait=5.0)
+        assert boottime() - started < 2.0  # refused on the first update, not after the wait
+    finally:
+        stop.set()
+        publisher.join(5)
+
+    # A silent record that outlives the wait is refused as well.
+    third = make_cluster(zookeeper, "dup")
+    started = boottime()
+    with pytest.raises(DuplicateNode, match="still there"):
+        third.claim_member(member("dup", "third"), wait=0.5)
+    assert 0.5 <= boottime() - started < 2.0
+
+
+def test_claim_waits_for_the_previous_life_to_expire(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster, spawn_child: Callable[..., Child],
+    zk_chroot: str, raw_client: Callable[..., KazooClient],
+) -> None:  # fmt: skip
+    new_life = make_cluster(zookeeper, "ghost")
+    child = spawn_child(zookeeper, zk_chroot, "ghost", CHILD_T, "member")
+    old_session = int(child.expect("READY").split()[0], 16)
+    child.expect("CLAIMED")
+    child.signal(signal.SIGKILL)
+    killed_at = boottime()
+    new_life.claim_member(member("ghost", "new life"), wait=CHILD_T + 3.0)
+    elapsed = boottime() - killed_at
+    assert 0.8 * CHILD_T <= elapsed <= CHILD_T + 2.0, elapsed
+    _data, stat = raw_client(zookeeper).get(f"{zk_chroot}/members/ghost")
+    assert stat.ephemeralOwner == new_life.session_id != old_session
+    assert wait_for(
+        lambda: (m := view_of(new_life).member("ghost")) and getattr(m, "reason", "") == "new life",
+        5,
+    )
+
+
+def test_release_writes_last_leader_and_only_the_holder_may_release(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    a, b = make_cluster(zookeeper, "a"), make_cluster(zookeeper, "b")
+    epoch = a.acquire(0)
+    assert wait_for(lambda: view_of(b).lease is not None, 5)
+    with pytest.raises(LeaseConflict, match="not by us"):
+        b.release(epoch, final_lsn=1, clean=True)
+    with pytest.raises(LeaseConflict):
+        a.release(epoch + 1, final_lsn=1, clean=True)
+
+    a.release(epoch, final_lsn=0x3000060, clean=False)
+    expected = LastLeader(node="a", epoch=epoch, final_lsn=0x3000060, clean=False)
+    assert view_of(a).lease is None  # at once, without waiting for the watch
+    assert view_of(a).last_leader == expected
+    assert wait_for(lambda: view_of(b).last_leader == expected and view_of(b).lease is None, 5)
+    with pytest.raises(LeaseConflict, match="no lease"):
+        a.release(epoch, final_lsn=None, clean=True)
+
+
+def test_pause_switchover_and_history(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    ctl, daemon = make_cluster(zookeeper, "ctl"), make_cluster(zookeeper, "n1")
+    ctl.set_paused(True)
+    ctl.set_paused(True)  # idempotent
+    assert wait_for(lambda: view_of(daemon).paused, 5)
+    ctl.set_paused(False)
+    assert wait_for(lambda: not view_of(daemon).paused, 5)
+
+    req = SwitchoverRequest(target="n2", from_epoch=3, requested_by="ops@host", deadline=1e10)
+    ctl.request_switchover(req)
+    assert wait_for(lambda: view_of(daemon).switchover == req, 5)
+    with pytest.raises(LeaseConflict, match="pending"):
+        ctl.request_switchover(dataclasses.replace(req, target=None, force=True))
+    daemon.clear_switchover()
+    daemon.clear_switchover()
+    assert wait_for(lambda: view_of(ctl).switchover is None, 5)
+
+    for i in range(5):
+        daemon.append_history({"kind": "failover", "epoch": i})
+    assert wait_for(lambda: len(ctl.read_history(10)) == 5, 5)  # appended asynchronously
+    records = ctl.read_history(3)
+    assert [r["epoch"] for r in records] == [2, 3, 4]
+    assert all(isinstance(r["time"], float) and str(r["id"]).startswith("event-") for r in records)
+
+
+def test_view_of_a_missing_cluster_waits_for_its_layout(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    reader = make_cluster(zookeeper, "ctl", layout=False)
+    reader.watch()
+    with pytest.raises(ZkOperationFailed, match="run failoverctl init"):
+        reader.wait_view(0.5)
+    assert reader.view() is None
+    make_cluster(zookeeper, "n1").claim_member(member("n1"), wait=1.0)  # creates the layout
+    reader.ensure_layout()  # idempotent; resumes the watches
+    assert wait_for(lambda: (v := reader.view()) and v.member("n1"), 5)
+    assert view_of(reader).problems == ()
+
+
+def test_unreachable_zookeeper_at_start(tmp_path: Any) -> None:
+    port = free_port()
+    cluster = ZkCluster([f"127.0.0.1:{port}"], "/failoverd/none", "n1", 2.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ZkUnreachable, match=rf"127\.0\.0\.1:{port}.*within 1\.0 s"):
+            cluster.start(timeout=1.0)
+        assert time.monotonic() - started < 2.5
+        assert cluster.status().state == ZkState.LOST
+        with pytest.raises(ZkOperationFailed):
+            cluster.acquire(0)
+    finally:
+        cluster.close()
