@@ -95,9 +95,11 @@ class LastLeader:
 @dataclass(frozen=True)
 class CheckStatus:
     name: str
-    healthy: bool
-    reason: str = ""
-    latency: float | None = None
+    healthy: bool  # after rise/fall hysteresis
+    reason: str = ""  # why the last probe failed, in words
+    latency: float | None = None  # seconds the last probe took
+    successes: int = 0  # consecutive passes
+    failures: int = 0  # consecutive failures
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,8 @@ class Takeover:
     promoted: bool = False
     phases: tuple[tuple[str, float], ...] = ()
     last_mark: float = 0.0
+    expected_epoch: int | None = None  # the epoch counter the acquisition was decided on
+    lease_free_since: float | None = None  # when the lease this takeover follows was seen free
 
     def mark(self, phase: str, now: float) -> Takeover:
         """Close a phase: how long since the previous mark."""
@@ -426,6 +430,7 @@ class State:
     last_publish_at: float | None = None
     last_published: MemberStatus | None = None
     handled_switchover: SwitchoverRequest | None = None  # the request last cleared or refused
+    paused_from: Role | None = None  # the role a pause interrupted
     fence_final_lsn: int | None = None  # where our self-fence stopped the database
     fence_stop_clean: bool = False
     reason: Reason = field(
@@ -589,6 +594,8 @@ class _Step:
         c = self.cluster
         if c is None or self.obs.zk.state is not ZkState.CONNECTED:
             return False
+        if c.epoch < self.state.epoch:
+            return False  # a view from before our acquisition: it has not caught up yet
         return not self.holds_lease()
 
     def managed_db(self) -> bool:
@@ -624,7 +631,8 @@ def step(settings: Settings, state: State, obs: Observation) -> Step:
     _track_cluster(st)
     result = st.pending_result()
     _dispatch(st, result)
-    _maybe_publish(st)
+    if not st.state.exit:
+        _maybe_publish(st)
     return Step(st.state, tuple(st.actions), st.reason)
 
 
@@ -633,7 +641,8 @@ def _track_cluster(st: _Step) -> None:
     c = st.cluster
     if c is None:
         return
-    if c.epoch > st.state.highest_epoch:
+    new_epoch = c.epoch > st.state.highest_epoch
+    if new_epoch:
         st.set(highest_epoch=c.epoch)
     peer = c.member(st.s.peer)
     if isinstance(peer, MemberStatus) and peer.role == Role.ACTIVE and peer.lsn is not None:
@@ -645,7 +654,7 @@ def _track_cluster(st: _Step) -> None:
     ):
         st.set(active_lsn=max(st.state.active_lsn or 0, c.last_leader.final_lsn))
     if c.lease is None:
-        if st.state.lease_free_since is None:
+        if st.state.lease_free_since is None or new_epoch:
             st.set(lease_free_since=st.obs.now)
     elif st.state.lease_free_since is not None:
         st.set(lease_free_since=None)
@@ -657,14 +666,23 @@ def _dispatch(st: _Step, result: Done | None) -> None:
 
     # Paused: only observe and publish. A paused daemon that is stopped leaves everything as is.
     if role is Role.PAUSED:
+        _note_while_paused(st, result)
         if st.obs.shutdown_requested:
             st.set(exit=True)
             st.decide("shutdown_paused", "stopping while paused: VIP and database left as they are")
             return
         if c is not None and not c.paused:
-            st.set(role=Role.STARTING, pending=None)
+            back = st.state.paused_from
+            st.set(role=Role.STARTING, paused_from=None)
             st.decide("resumed", "maintenance mode ended: re-evaluating from scratch")
-            _starting(st)
+            if c.lease is not None and c.lease.mine and back is Role.PROMOTING:
+                st.set(role=back)  # an unfinished takeover: its fence must not be skipped
+                _promoting(st, None)
+            elif c.lease is not None and c.lease.mine and back in (Role.PASSIVE, Role.FENCED):
+                st.set(role=back)  # a lease being given back: go on giving it back
+                (_passive if back is Role.PASSIVE else _fenced)(st, None)
+            else:
+                _starting(st)
         return
 
     # Self-fence comes before everything else, pause included: a node that may hold the VIP and
@@ -674,7 +692,8 @@ def _dispatch(st: _Step, result: Done | None) -> None:
         return
 
     if c is not None and c.paused:
-        st.set(role=Role.PAUSED, pending=None, takeover=None, demotion=None)
+        st.set(role=Role.PAUSED, paused_from=role, demotion=None)
+        _note_while_paused(st, result)
         st.decide("paused", "cluster paused: observing only, changing nothing")
         return
 
@@ -694,6 +713,25 @@ def _dispatch(st: _Step, result: Done | None) -> None:
         _demoting(st, result)
     elif role is Role.FENCED:
         _fenced(st, result)
+
+
+def _note_while_paused(st: _Step, done: Done | None) -> None:
+    """Remember how an interrupted takeover's fence ended; act on it only after the pause."""
+    t = st.state.takeover
+    if done is None or done.kind != "FencePeer" or st.state.paused_from is not Role.PROMOTING:
+        return
+    if t is None:
+        return
+    fence = done.result.fence
+    if fence in (FenceOutcome.FENCED, FenceOutcome.UNREACHABLE):
+        st.set(takeover=replace(t, fenced=True))
+        if fence is FenceOutcome.FENCED:
+            st.set(peer_fenced_at=st.obs.now)
+    else:
+        # As on fence_failed: no promotion under this epoch; the lease goes back after the pause.
+        st.set(
+            paused_from=Role.PASSIVE, takeover=None, retry_after=st.obs.now + st.s.fence_retry_after
+        )
 
 
 # -- self-fence ---------------------------------------------------------------------------------
@@ -738,6 +776,8 @@ def _starting(st: _Step) -> None:
     """Take a role from what is found; never trust our own memory of a previous life."""
     missing = _first_observation_missing(st)
     c = st.cluster
+    if missing is None and st.state.pending is not None:
+        missing = f"{st.state.pending.kind} still in flight"
     if missing is not None or c is None:
         st.set(role=Role.STARTING)
         st.decide("waiting_for_observation", f"starting: {missing}")
@@ -746,6 +786,11 @@ def _starting(st: _Step) -> None:
     lease = c.lease
 
     if lease is not None and lease.mine and lease.epoch == c.epoch:
+        if lease.epoch > st.state.epoch:
+            # An acquisition whose result we never saw: carry on with it (fencing if needed).
+            st.set(epoch=lease.epoch)
+            _begin_takeover(st, lease.epoch)
+            return
         # Still our session (resumed from pause): keep the role the database proves.
         st.set(epoch=lease.epoch)
         if db.role in (DbRole.PRIMARY, DbRole.UNMANAGED):
@@ -861,15 +906,22 @@ def _passive(st: _Step, done: Done | None) -> None:
     if c is None:
         st.decide("zk_unavailable", "passive: no ZooKeeper view")
         return
-    db = st.obs.database
-    if db.role in (DbRole.PRIMARY, DbRole.STOPPED):
-        _starting(st)  # something changed under us: re-derive the role
-        return
     lease = c.lease
     if lease is not None and lease.mine and lease.epoch == c.epoch and lease.epoch > st.state.epoch:
         # An acquisition whose result we never saw: carry on with it.
         st.set(epoch=lease.epoch)
         _begin_takeover(st, lease.epoch)
+        return
+    if lease is not None and lease.mine and lease.epoch == st.state.epoch:
+        # A lease we gave back (after a failed fence) whose release did not go through.
+        reason = st.decide(
+            "releasing", f"still holding the lease (epoch {lease.epoch}): giving it back again"
+        )
+        st.emit(ReleaseLease, reason, epoch=lease.epoch, final_lsn=None, clean=False)
+        return
+    db = st.obs.database
+    if db.role in (DbRole.PRIMARY, DbRole.STOPPED):
+        _starting(st)  # something changed under us: re-derive the role
         return
     if lease is not None:
         ok, why = eligibility(st.s, st.state, st.obs)
@@ -933,6 +985,9 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
     assert c is not None
     if st.state.pending is not None:
         return
+    if c.epoch < 0:
+        st.decide("epoch_unknown", "lease free but the epoch record is unreadable: taking nothing")
+        return
     if c.epoch < st.state.highest_epoch:
         st.decide(
             "epoch_regressed",
@@ -952,7 +1007,13 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
         return
     if not readopt:
         ok, why = eligibility(st.s, st.state, st.obs)
-        if not ok:
+        forced = (
+            sw is not None
+            and sw.force
+            and sw.target in (None, st.s.node)
+            and st.obs.database.role in (DbRole.REPLICA, DbRole.UNMANAGED)
+        )
+        if not ok and not forced:
             st.decide("not_eligible", f"lease free but not eligible: {why}")
             return
         last = c.last_leader
@@ -988,10 +1049,13 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
     reason = st.decide("acquiring", f"lease free: acquiring it (epoch {c.epoch + 1})")
     st.set(
         takeover=Takeover(
-            kind="readopt" if readopt else _takeover_kind(st),
+            kind="readopt" if readopt and c.epoch > 0 else _takeover_kind(st),
             from_node=_previous_holder(st),
             started_at=st.obs.now,
             last_mark=st.obs.now,
+            lease_free_since=st.state.lease_free_since,
+            expected_epoch=c.epoch,
+            fence_needed=_needs_fence(c, c.epoch + 1),
         )
     )
     st.emit(AcquireLease, reason, expected_epoch=c.epoch)
@@ -1042,12 +1106,18 @@ def _needs_fence(c: ClusterView, epoch: int) -> bool:
 
 def _begin_takeover(st: _Step, epoch: int) -> None:
     c = st.cluster
-    assert c is not None
     t = st.state.takeover or Takeover(
         kind="failover", from_node=st.s.peer, started_at=st.obs.now, last_mark=st.obs.now
     )
-    fence_needed = _needs_fence(c, epoch)
-    free_since = st.state.lease_free_since
+    # Judged on the view the acquisition was decided on when this one is missing; with neither,
+    # assume the previous lease expired: a needless fence costs time, a missing one split brain.
+    if c is not None:
+        fence_needed = _needs_fence(c, epoch)
+    elif t.expected_epoch is not None and t.expected_epoch + 1 == epoch:
+        fence_needed = t.fence_needed
+    else:
+        fence_needed = True
+    free_since = t.lease_free_since if t.lease_free_since is not None else st.state.lease_free_since
     fenced_already = (
         st.state.peer_fenced_at is not None
         and free_since is not None
@@ -1181,7 +1251,7 @@ def _become_active(st: _Step) -> None:
     assert t is not None
     now = st.obs.now
     t = t.mark("vip", now)
-    began = st.state.lease_free_since if st.state.lease_free_since is not None else t.started_at
+    began = t.lease_free_since if t.lease_free_since is not None else t.started_at
     began = min(began, t.started_at)
     total = now - began
     reason = st.decide("active", f"active (epoch {st.state.epoch}) after {t.kind} in {total:.2f} s")
@@ -1310,7 +1380,7 @@ def _demoting(st: _Step, done: Done | None) -> None:
                 clean=d.clean and r.ok and r.clean is not False,
             )
         elif done.kind == "ReleaseLease":
-            d = replace(d, released=True)
+            d = replace(d, released=r.ok)
         elif done.kind == "StartReplica":
             if r.ok:
                 st.set(role=Role.PASSIVE, demotion=None)
@@ -1376,9 +1446,16 @@ def _fenced(st: _Step, done: Done | None) -> None:
         if done.kind == "StopDatabase":
             st.set(fence_final_lsn=r.final_lsn, fence_stop_clean=bool(r.ok and r.clean))
             if not r.ok:
-                st.decide(
-                    "fence_incomplete", f"fenced, but stopping the database failed: {r.detail}"
+                reason = st.decide(
+                    "fence_incomplete",
+                    f"fenced, but stopping the database failed: {r.detail}; "
+                    "stopping it in immediate mode",
                 )
+                if st.managed_db():
+                    st.emit(StopDatabase, reason, mode="immediate")
+                    if st.obs.shutdown_requested:
+                        st.set(exit=True)
+                    return
         elif not r.ok:
             st.decide("fence_incomplete", f"fenced, but {done.kind} failed: {r.detail}")
     if st.obs.shutdown_requested:

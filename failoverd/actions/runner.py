@@ -1,0 +1,141 @@
+"""Runs the core's actions on worker threads and hands their results back to the loop.
+
+The loop never blocks on an action: sequencing actions run on one worker (the core keeps at most
+one in flight), hooks on another so a slow hook cannot delay a promotion, and every result goes
+through ``on_result`` to become part of the next observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from failoverd.actions.hooks import run_hook
+from failoverd.clock import boottime
+from failoverd.config import Config
+from failoverd.core import (
+    AcquireLease,
+    Action,
+    ActionResult,
+    AddVip,
+    ClearSwitchover,
+    FenceOutcome,
+    FencePeer,
+    Promote,
+    Publish,
+    RecordEvent,
+    ReleaseLease,
+    RemoveVip,
+    RunHook,
+    StartReplica,
+    StopDatabase,
+)
+from failoverd.lease import LeaseError, ZkCluster
+
+UNAVAILABLE = "not available in this build (the database, VIP and fencing adapters come next)"
+
+
+class ActionRunner:
+    def __init__(
+        self,
+        cfg: Config,
+        zk: ZkCluster,
+        log: Any,
+        on_result: Callable[[ActionResult], None],
+        clock: Callable[[], float] = boottime,
+    ) -> None:
+        self.cfg = cfg
+        self.zk = zk
+        self.log = log
+        self.on_result = on_result
+        self.clock = clock
+        self._sequencing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action")
+        self._hooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hook")
+
+    def submit(self, action: Action) -> None:
+        """Start an action; fire-and-forget ones that only queue I/O run inline."""
+        if isinstance(action, Publish):
+            self.zk.publish(action.status)
+        elif isinstance(action, RecordEvent):
+            self.zk.append_history(_event_record(action, self.cfg.node))
+        elif isinstance(action, RunHook):
+            self._hooks.submit(self._run, action)
+        else:
+            self._sequencing.submit(self._run, action)
+
+    def _run(self, action: Action) -> None:
+        started = self.clock()
+        try:
+            result = self._execute(action)
+        except Exception as e:  # an adapter bug must not kill the worker or lose the result
+            self.log.exception("action_crashed", action=action.name, id=action.id)
+            result = ActionResult(action.id, ok=False, detail=f"{action.name} crashed: {e!r}")
+        self.log.info(
+            "action_done" if result.ok else "action_failed",
+            action=action.name,
+            id=action.id,
+            detail=result.detail,
+            duration_s=round(self.clock() - started, 4),
+        )
+        self.on_result(result)
+
+    def _execute(self, action: Action) -> ActionResult:
+        if isinstance(action, AcquireLease):
+            try:
+                epoch = self.zk.acquire(action.expected_epoch)
+            except LeaseError as e:
+                return ActionResult(action.id, ok=False, detail=str(e))
+            return ActionResult(action.id, ok=True, epoch=epoch, detail=f"epoch {epoch}")
+        if isinstance(action, ReleaseLease):
+            try:
+                self.zk.release(action.epoch, action.final_lsn, action.clean)
+            except LeaseError as e:
+                return ActionResult(action.id, ok=False, detail=str(e))
+            return ActionResult(action.id, ok=True, detail=f"released epoch {action.epoch}")
+        if isinstance(action, ClearSwitchover):
+            try:
+                self.zk.clear_switchover()
+            except LeaseError as e:
+                return ActionResult(action.id, ok=False, detail=str(e))
+            return ActionResult(action.id, ok=True, detail="switchover request cleared")
+        if isinstance(action, RunHook):
+            return run_hook(
+                action,
+                self.cfg.hooks.on_role_change,
+                self.cfg.node,
+                self.cfg.cluster.name,
+                self.cfg.hooks.timeout,
+            )
+        if isinstance(action, AddVip | Promote) and self.clock() > action.not_after:
+            late = self.clock() - action.not_after
+            return ActionResult(
+                action.id, ok=False, detail=f"refused: {late:.3f} s past its not_after deadline"
+            )
+        if isinstance(action, FencePeer):
+            self.log.warning("action_unavailable", action=action.name, detail=UNAVAILABLE)
+            return ActionResult(
+                action.id, ok=True, fence=FenceOutcome.UNREACHABLE, detail=f"fence {UNAVAILABLE}"
+            )
+        if isinstance(action, AddVip | RemoveVip | Promote | StopDatabase | StartReplica):
+            self.log.warning("action_unavailable", action=action.name, detail=UNAVAILABLE)
+            return ActionResult(action.id, ok=True, detail=f"skipped: {UNAVAILABLE}")
+        return ActionResult(action.id, ok=False, detail=f"no adapter for {action.name}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let running actions finish (bounded by their own timeouts), start no new ones."""
+        self._sequencing.shutdown(wait=True, cancel_futures=True)
+        self._hooks.shutdown(wait=False, cancel_futures=True)
+
+
+def _event_record(action: RecordEvent, node: str) -> dict[str, object]:
+    return {
+        "kind": action.kind,
+        "epoch": action.epoch,
+        "from": action.from_node,
+        "to": action.to_node,
+        "by": node,
+        "reason": action.reason.text,
+        "reason_code": action.reason.code,
+        "phases": {name: round(seconds, 4) for name, seconds in action.phases},
+    }

@@ -1,0 +1,199 @@
+"""Command-line entry points. The only place that maps errors to exit codes and messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from failoverd import __version__
+from failoverd import log as logmod
+from failoverd.clock import boottime, walltime
+from failoverd.config import Config, ConfigError, effective_config_toml, load_config
+from failoverd.core import ClusterView
+from failoverd.lease import LeaseError, ZkCluster, ZkUnreachable
+from failoverd.status import UNKNOWN, as_json, as_table, assess
+
+DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
+CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr, never a traceback."""
+    click.echo(f"{Path(sys.argv[0]).name}: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+# -- failoverd ----------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="failoverd")
+def failoverd_main() -> None:
+    """failoverd: active/passive failover on a ZooKeeper lease."""
+
+
+@failoverd_main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+def check_config(file: str) -> None:
+    """Print every problem in FILE and exit non-zero, or print the effective configuration."""
+    cfg = _load(file)
+    click.echo(effective_config_toml(cfg), nl=False)
+
+
+@failoverd_main.command("run")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="FAILOVERD_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help=CONFIG_HELP,
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def run(config_path: str, log_level: str) -> None:
+    """Run the daemon in the foreground until SIGTERM."""
+    from failoverd.daemon import Daemon, StartupError  # noqa: PLC0415  (keeps check-config light)
+
+    cfg = _load(config_path)
+    logmod.configure(log_level)
+    daemon = Daemon(cfg)
+    try:
+        daemon.start()
+    except StartupError as e:
+        _fail(str(e), EXIT_STARTUP)
+    daemon.install_signal_handlers()
+    sys.exit(daemon.run())
+
+
+# -- failoverctl --------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="failoverctl")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="FAILOVERD_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help=CONFIG_HELP,
+)
+@click.option("--timeout", default=3.0, show_default=True, help="seconds to wait for ZooKeeper")
+@click.pass_context
+def failoverctl_main(ctx: click.Context, config_path: str, timeout: float) -> None:
+    """Inspect and steer a failoverd cluster through ZooKeeper, from any host that reaches it."""
+    # kazoo narrates every failed connection attempt; the command says what matters in one line.
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    ctx.obj = (config_path, timeout)
+
+
+@contextmanager
+def _connected(ctx: click.Context, unknown_exit: int = 1) -> Iterator[tuple[Config, ZkCluster]]:
+    config_path, timeout = ctx.obj
+    cfg = _load(config_path)
+    zk = ZkCluster(
+        cfg.cluster.zookeeper_hosts,
+        cfg.cluster.chroot,
+        f"failoverctl-{os.getpid()}",
+        cfg.timings.session_timeout,
+        credentials=cfg.cluster.credentials,
+    )
+    try:
+        zk.start(timeout=timeout)
+    except ZkUnreachable as e:
+        _fail(f"ZooKeeper unreachable: {e}", unknown_exit)
+    try:
+        yield cfg, zk
+    except LeaseError as e:
+        _fail(str(e), unknown_exit)
+    finally:
+        zk.close()
+
+
+def _read_view(zk: ZkCluster, timeout: float) -> ClusterView | None:
+    """The first complete view, or None when the cluster was never initialised."""
+    changed = threading.Event()
+    zk.add_listener(changed.set)
+    zk.watch()
+    deadline = boottime() + timeout
+    while (left := deadline - boottime()) > 0:
+        view = zk.view()
+        if view is not None:
+            return view
+        changed.wait(min(0.05, left))
+        changed.clear()
+    return None
+
+
+@failoverctl_main.command("status")
+@click.option("--json", "as_json_flag", is_flag=True, help="machine-readable output")
+@click.pass_context
+def status(ctx: click.Context, as_json_flag: bool) -> None:
+    """Cluster state; exit 0 healthy, 1 degraded, 2 critical, 3 unknown."""
+    with _connected(ctx, unknown_exit=UNKNOWN) as (cfg, zk):
+        view = _read_view(zk, ctx.obj[1])
+        if view is None:
+            _fail(
+                f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot} "
+                "(run `failoverctl init`, or check cluster.chroot and credentials)",
+                UNKNOWN,
+            )
+        members = [m.name for m in cfg.members]
+        result = assess(view, members)
+        render = as_json if as_json_flag else as_table
+        click.echo(render(view, result, cfg.cluster.name, cfg.cluster.chroot, walltime()))
+    sys.exit(result.code)
+
+
+@failoverctl_main.command("init")
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the cluster's ZooKeeper layout (idempotent)."""
+    with _connected(ctx) as (cfg, zk):
+        zk.ensure_layout()
+        click.echo(f"cluster {cfg.cluster.name} ready under {cfg.cluster.chroot}")
+
+
+@failoverctl_main.command("pause")
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    """Maintenance mode: daemons observe and publish, and change nothing."""
+    with _connected(ctx) as (cfg, zk):
+        zk.set_paused(True)
+        click.echo(f"cluster {cfg.cluster.name} paused: VIP and primary stay where they are")
+
+
+@failoverctl_main.command("resume")
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Leave maintenance mode: daemons re-evaluate the cluster from scratch."""
+    with _connected(ctx) as (cfg, zk):
+        zk.set_paused(False)
+        click.echo(f"cluster {cfg.cluster.name} resumed")

@@ -1,0 +1,265 @@
+"""The daemon loop: gather an observation, ask the core, run its actions, repeat.
+
+It wakes every ``loop_interval``, at once when ZooKeeper or an action reports something, and at
+the self-fence deadline even if nothing else happens. Nothing here decides: the core does.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from failoverd import __version__
+from failoverd import log as logmod
+from failoverd.actions.runner import ActionRunner
+from failoverd.actions.vip import VipError, verify_interface
+from failoverd.clock import boottime, walltime
+from failoverd.config import Config
+from failoverd.core import (
+    UNMANAGED_DB,
+    ActionResult,
+    LocalHealth,
+    MemberStatus,
+    Observation,
+    PeerDb,
+    PeerProbe,
+    Publish,
+    Role,
+    Settings,
+    State,
+    Step,
+    step,
+)
+from failoverd.lease import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is one line for the operator."""
+
+
+def settings_from(cfg: Config) -> Settings:
+    return Settings(
+        node=cfg.node,
+        peer=cfg.peer.name,
+        self_fence_after=cfg.timings.self_fence_after,
+        min_failover_interval=cfg.timings.min_failover_interval,
+        max_lag_on_failover=cfg.failover.max_lag_on_failover,
+        max_replication_silence=cfg.failover.max_replication_silence,
+        nofailover=cfg.failover.nofailover,
+        publish_every=cfg.timings.publish_every,
+        action_timeout=cfg.timings.action_timeout,
+        fence_retry_after=cfg.timings.fence_retry_after,
+        version=__version__,
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Callable[[], float] = boottime,
+        wall: Callable[[], float] = walltime,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.wall = wall
+        self.settings = settings_from(cfg)
+        self.log: Any = logmod.get().bind(node=cfg.node, cluster=cfg.cluster.name)
+        self.zk = ZkCluster(
+            cfg.cluster.zookeeper_hosts,
+            cfg.cluster.chroot,
+            cfg.node,
+            cfg.timings.session_timeout,
+            credentials=cfg.cluster.credentials,
+            clock=clock,
+        )
+        self.state = State()
+        self._wake = threading.Event()
+        self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
+        self._shutdown = threading.Event()
+        self.runner = ActionRunner(cfg, self.zk, self.log, self._on_result, clock=clock)
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and verify what only the running node can; StartupError says what is wrong."""
+        path = self.cfg.path
+        try:
+            verify_interface(self.cfg.vip)
+        except VipError as e:
+            raise StartupError(f"{path}: vip.interface: {e}") from e
+        try:
+            self.zk.start(timeout=self.cfg.timings.start_timeout)
+        except ZkUnreachable as e:
+            raise StartupError(f"ZooKeeper unreachable: {e}") from e
+        try:
+            self._check_session_timeout()
+            self.zk.ensure_layout()
+            self.zk.add_listener(self._wake.set)
+            self.zk.claim_member(self._initial_status(), wait=self.zk.negotiated_timeout + 1.0)
+        except DuplicateNode as e:
+            self.zk.close()
+            raise StartupError(f"refusing to start: {e}") from e
+        except LeaseError as e:
+            self.zk.close()
+            raise StartupError(f"ZooKeeper: {e}") from e
+        except StartupError:
+            self.zk.close()
+            raise
+        self.log.info(
+            "started",
+            version=__version__,
+            zookeeper=",".join(self.cfg.cluster.zookeeper_hosts),
+            chroot=self.cfg.cluster.chroot,
+            session_timeout_s=self.zk.negotiated_timeout,
+            self_fence_after_s=self.cfg.timings.self_fence_after,
+        )
+        self._say_what_is_missing()
+
+    def _check_session_timeout(self) -> None:
+        t = self.cfg.timings
+        negotiated = self.zk.negotiated_timeout
+        if t.self_fence_after >= negotiated:
+            raise StartupError(
+                f"{self.cfg.path}: timings.self_fence_after: {t.self_fence_after:g} s is not below "
+                f"the session timeout ZooKeeper negotiated, {negotiated:g} s (requested "
+                f"{t.session_timeout:g} s; the server's minSessionTimeout/maxSessionTimeout "
+                "bound it): the node could not fence itself before its session expires"
+            )
+        if abs(negotiated - t.session_timeout) > 1e-3:
+            self.log.warning(
+                "session_timeout_negotiated",
+                requested_s=t.session_timeout,
+                negotiated_s=negotiated,
+            )
+
+    def _say_what_is_missing(self) -> None:
+        """This build runs with what exists; say plainly what it does not do yet."""
+        if self.cfg.checks:
+            self.log.warning(
+                "checks_not_run",
+                checks=[c.name for c in self.cfg.checks],
+                detail="health checks are not available in this build: this node counts as "
+                "healthy and eligibility is judged on the lease alone",
+            )
+        if self.cfg.postgres is not None:
+            self.log.warning(
+                "database_not_managed",
+                detail="database management is not available in this build: running as a "
+                "cluster without a managed database",
+            )
+        self.log.warning(
+            "actions_not_available",
+            detail="VIP, promotion and fencing adapters are not available in this build: "
+            "those actions are logged and skipped",
+        )
+
+    def _initial_status(self) -> MemberStatus:
+        return MemberStatus(
+            node=self.cfg.node,
+            role=Role.STARTING.value,
+            epoch=0,
+            eligible=False,
+            healthy=False,
+            reason="starting",
+            reason_code="starting",
+            db_role=UNMANAGED_DB.role.value,
+            published_at=self.wall(),
+            version=__version__,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _on_result(self, result: ActionResult) -> None:
+        self._results.put(result)
+        self._wake.set()
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.log.info("signal", signal=signal.Signals(signum).name)
+            self.request_shutdown()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def observe(self) -> Observation:
+        results: list[ActionResult] = []
+        while True:
+            try:
+                results.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        now = self.clock()
+        return Observation(
+            now=now,
+            wall_now=self.wall(),
+            zk=self.zk.status(),
+            cluster=self.zk.view(),
+            local=LocalHealth(checks=(), complete=True),
+            database=UNMANAGED_DB,
+            peer_database=PeerProbe(PeerDb.UNMANAGED, now),
+            results=tuple(results),
+            shutdown_requested=self._shutdown.is_set(),
+        )
+
+    def tick(self) -> Step:
+        """One round: round-trip, observe, decide, act."""
+        self.zk.roundtrip(deadline=self.cfg.timings.roundtrip_timeout)
+        obs = self.observe()
+        before = self.state
+        result = step(self.settings, before, obs)
+        self.state = result.state
+        if (before.role, before.reason.code) != (result.state.role, result.reason.code):
+            self.log.info(
+                result.reason.code,
+                reason=result.reason.text,
+                role=result.state.role.value,
+                previous_role=before.role.value,
+                epoch=result.state.epoch,
+            )
+        for action in result.actions:
+            if not isinstance(action, Publish):
+                self.log.info(
+                    "action",
+                    action=action.name,
+                    id=action.id,
+                    reason_code=action.reason.code,
+                    role=result.state.role.value,
+                    epoch=result.state.epoch,
+                )
+            self.runner.submit(action)
+        return result
+
+    def _sleep_until_next(self) -> None:
+        """Sleep one interval, but wake at the self-fence deadline and on any report."""
+        now = self.clock()
+        timeout = self.cfg.timings.loop_interval
+        sent = self.zk.status().last_roundtrip_sent_at
+        if sent is not None:
+            until_fence = sent + self.settings.self_fence_after - now
+            if until_fence > 0:
+                timeout = min(timeout, until_fence + 0.001)
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def run(self) -> int:
+        """Loop until the core says the daemon may exit; returns the process exit code."""
+        try:
+            while not self.state.exit:
+                self.tick()
+                if self.state.exit:
+                    break
+                self._sleep_until_next()
+        finally:
+            self.runner.close()
+            self.zk.close()
+        self.log.info("exited", role=self.state.role.value, reason=self.state.reason.text)
+        return 0

@@ -1,0 +1,165 @@
+"""The cluster as an operator sees it: a pure assessment of a ZooKeeper view, and its rendering.
+
+Exit codes follow the monitoring-plugin convention so Nagios-style checks and scripts can use
+``failoverctl status`` directly: 0 healthy, 1 degraded, 2 critical, 3 unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from failoverd.core import ClusterView, MalformedMember, MemberStatus, Role
+
+HEALTHY, DEGRADED, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", CRITICAL: "critical", UNKNOWN: "unknown"}
+
+
+@dataclass(frozen=True)
+class Assessment:
+    code: int
+    warnings: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        return STATE_NAMES[self.code]
+
+
+def assess(view: ClusterView, members: Sequence[str]) -> Assessment:
+    """Judge the cluster from its records; every finding is a sentence an operator can act on."""
+    code = HEALTHY
+    warnings: list[str] = []
+
+    def worse(level: int, text: str) -> None:
+        nonlocal code
+        code = max(code, level)
+        warnings.append(text)
+
+    records = {m.node: m for m in view.members}
+    actives = [
+        m for m in view.members if isinstance(m, MemberStatus) and m.role == Role.ACTIVE.value
+    ]
+    if len(actives) > 1:
+        worse(
+            CRITICAL, "more than one node says it is active: " + ", ".join(m.node for m in actives)
+        )
+    if view.lease is None:
+        worse(CRITICAL, "no active node: the lease is free")
+    else:
+        holder = records.get(view.lease.node)
+        if not isinstance(holder, MemberStatus):
+            worse(DEGRADED, f"{view.lease.node} holds the lease but publishes no status")
+        elif holder.role == Role.PROMOTING.value:
+            worse(DEGRADED, f"{holder.node} is taking over (epoch {view.lease.epoch})")
+        elif holder.role != Role.ACTIVE.value:
+            worse(CRITICAL, f"{holder.node} holds the lease but is {holder.role}: {holder.reason}")
+    for name in members:
+        m = records.get(name)
+        if m is None:
+            worse(DEGRADED, f"{name} publishes no status: daemon down or cut off from ZooKeeper")
+        elif isinstance(m, MalformedMember):
+            worse(DEGRADED, f"{name}'s member record is malformed: {m.error}")
+        else:
+            failing = [c for c in m.checks if not c.healthy]
+            for c in failing:
+                worse(DEGRADED, f"{name} check {c.name} failing: {c.reason}")
+            if m.role == Role.PASSIVE.value and not m.eligible:
+                worse(DEGRADED, f"{name} not eligible: {m.reason}")
+            elif m.role in (Role.FENCED.value, Role.STARTING.value, Role.DEMOTING.value):
+                worse(DEGRADED, f"{name} is {m.role}: {m.reason}")
+    for name in records:
+        if name not in members:
+            worse(DEGRADED, f"{name} publishes status but is not a configured member")
+    for problem in view.problems:
+        worse(DEGRADED, problem)
+    if view.paused:
+        warnings.append("cluster paused (maintenance): failoverd changes nothing until resumed")
+    return Assessment(code, tuple(warnings))
+
+
+def _when(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(wall))
+
+
+def as_json(
+    view: ClusterView, assessment: Assessment, cluster: str, chroot: str, now: float
+) -> str:
+    members = []
+    for m in view.members:
+        if isinstance(m, MalformedMember):
+            members.append({"node": m.node, "malformed": m.error})
+        else:
+            record = asdict(m)
+            record["age_s"] = round(max(0.0, now - m.published_at), 3)
+            members.append(record)
+    doc = {
+        "cluster": cluster,
+        "chroot": chroot,
+        "state": assessment.state,
+        "exit_code": assessment.code,
+        "epoch": view.epoch,
+        "lease": None
+        if view.lease is None
+        else {
+            "node": view.lease.node,
+            "epoch": view.lease.epoch,
+            "since": view.lease.since,
+        },
+        "last_leader": None if view.last_leader is None else asdict(view.last_leader),
+        "paused": view.paused,
+        "switchover": None if view.switchover is None else asdict(view.switchover),
+        "members": members,
+        "warnings": list(assessment.warnings),
+    }
+    return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def as_table(
+    view: ClusterView, assessment: Assessment, cluster: str, chroot: str, now: float
+) -> str:
+    lines = [f"cluster {cluster} ({chroot}): {assessment.state.upper()}"]
+    if view.lease is None:
+        lines.append(
+            f"active: none    epoch {view.epoch}    paused: {'yes' if view.paused else 'no'}"
+        )
+    else:
+        since = view.lease.since
+        lines.append(
+            f"active: {view.lease.node}    epoch {view.lease.epoch}    since {_when(since)} "
+            f"({max(0.0, now - since):.0f} s)    paused: {'yes' if view.paused else 'no'}"
+        )
+    if view.last_leader is not None:
+        ll = view.last_leader
+        lsn = "" if ll.final_lsn is None else f", final LSN {ll.final_lsn}"
+        lines.append(
+            f"last release: {ll.node} epoch {ll.epoch} ({'clean' if ll.clean else 'unclean'}{lsn})"
+        )
+    header = ("NODE", "ROLE", "EPOCH", "ELIGIBLE", "HEALTHY", "DB", "AGE", "REASON")
+    rows: list[tuple[str, ...]] = []
+    for m in view.members:
+        if isinstance(m, MalformedMember):
+            rows.append((m.node, "?", "?", "?", "?", "?", "?", f"malformed record: {m.error}"))
+            continue
+        rows.append(
+            (
+                m.node,
+                m.role,
+                str(m.epoch),
+                "-" if m.role != Role.PASSIVE.value else ("yes" if m.eligible else "no"),
+                "yes" if m.healthy else "no",
+                m.db_role,
+                f"{max(0.0, now - m.published_at):.1f}s",
+                m.reason,
+            )
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines.append("")
+    for row in [header, *rows]:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    if assessment.warnings:
+        lines.append("")
+        lines.extend(f"! {w}" for w in assessment.warnings)
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""The README's main job, for now: a real ZooKeeper and two failoverd daemons on loopback.
+
+It shows the lease holder, kills it with SIGKILL, and shows the other node take over with the
+time it took, ``--runs`` times (restarting the killed daemon in between, so it comes back as
+passive: no automatic fail-back). The next issues grow this into the two-node lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from lab.zookeeper import ZooKeeperServer
+
+NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
+SESSION_TIMEOUT = 2.0
+BIN = Path(sys.executable).parent
+CHROOT = "/failoverd/demo"
+
+
+def node_config(base: Path, node: str, zk_hosts: str) -> Path:
+    members = "\n".join(
+        f'[[members]]\nname = "{name}"\naddress = "{addr}"\n' for name, addr in NODES.items()
+    )
+    text = f"""node = "{node}"
+
+[cluster]
+name = "demo"
+zookeeper_hosts = ["{zk_hosts}"]
+chroot = "{CHROOT}"
+
+{members}
+[vip]
+# Never added in this build: loopback demo, the host's interfaces stay untouched.
+address = "127.77.0.100/8"
+interface = "lo"
+
+[timings]
+session_timeout = {SESSION_TIMEOUT}
+
+[metrics]
+enabled = false
+"""
+    path = base / f"{node}.toml"
+    path.write_text(text)
+    return path
+
+
+class Node:
+    def __init__(self, name: str, config: Path, logdir: Path) -> None:
+        self.name = name
+        self.config = config
+        self.logfile = logdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.logfile.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "failoverd"), "run", "-c", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def kill(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.kill(signal.SIGTERM)
+        if self.wait(10) is None:
+            self.kill(signal.SIGKILL)
+            self.wait(5)
+
+
+def status(config: Path) -> str:
+    done = subprocess.run(
+        [str(BIN / "failoverctl"), "-c", str(config), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return (done.stdout + done.stderr).rstrip() + f"\n(exit code {done.returncode})"
+
+
+def lease_holder(zk: KazooClient) -> tuple[str | None, int]:
+    try:
+        data, _ = zk.get(f"{CHROOT}/lease")
+    except NoNodeError:
+        return None, 0
+    record: dict[str, Any] = json.loads(data)
+    return str(record["node"]), int(record["epoch"])
+
+
+def member_role(zk: KazooClient, node: str) -> str | None:
+    try:
+        data, _ = zk.get(f"{CHROOT}/members/{node}")
+    except NoNodeError:
+        return None
+    return str(json.loads(data).get("role"))
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.005) -> float | None:
+    """Poll until predicate() is true; the time it became true, or None. Bounded."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / step) + 1):
+        if predicate():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            break
+        time.sleep(step)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="kill/takeover rounds (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="only the timings")
+    args = parser.parse_args(argv)
+    say = (lambda *a: None) if args.quiet else print
+
+    base = Path(tempfile.mkdtemp(prefix="failoverd-demo-"))
+    os.chmod(base, 0o755)
+    server = ZooKeeperServer(base / "zk", max_session_timeout_ms=20000)
+    nodes: dict[str, Node] = {}
+    takeovers: list[float] = []
+    try:
+        server.start()
+        say(f"ZooKeeper 3.8 on {server.hosts} (pid {server.pid}); daemon logs in {base}")
+        for name in NODES:
+            nodes[name] = Node(name, node_config(base, name, server.hosts), base)
+        zk = KazooClient(hosts=server.hosts)
+        zk.start(timeout=10)
+        for node in nodes.values():
+            node.start()
+        if (
+            wait_for(lambda: all(member_role(zk, n) in ("active", "passive") for n in nodes), 30)
+            is None
+        ):
+            raise SystemExit(f"daemons did not come up; see logs in {base}")
+        say("\n== status before ==")
+        say(status(nodes["n1"].config))
+        for run in range(1, args.runs + 1):
+            holder, epoch = lease_holder(zk)
+            if holder is None:
+                raise SystemExit("no lease holder")
+            other = next(n for n in nodes if n != holder)
+            say(f"\n== run {run}: SIGKILL the active daemon {holder} (epoch {epoch}) ==")
+            killed_at = time.monotonic()
+            nodes[holder].kill(signal.SIGKILL)
+            nodes[holder].wait(5)
+            lease_at = wait_for(lambda o=other: lease_holder(zk)[0] == o, SESSION_TIMEOUT + 15)
+            active_at = wait_for(lambda o=other: member_role(zk, o) == "active", 10)
+            if lease_at is None or active_at is None:
+                raise SystemExit(f"{other} did not take over; see logs in {base}")
+            takeover = active_at - killed_at
+            takeovers.append(takeover)
+            say(
+                f"  +{lease_at - killed_at:6.3f} s  {other} holds the lease "
+                f"(the session of {holder} expired after ~{SESSION_TIMEOUT:g} s)"
+            )
+            say(f"  +{takeover:6.3f} s  {other} is active, epoch {lease_holder(zk)[1]}")
+            say(f"takeover in {takeover:.3f} s")
+            nodes[holder].start()  # comes back as passive: no automatic fail-back
+            if wait_for(lambda h=holder: member_role(zk, h) == "passive", 30) is None:
+                raise SystemExit(f"{holder} did not come back as passive; see {base}")
+        say("\n== status after ==")
+        say(status(nodes["n1"].config))
+        zk.stop()
+        zk.close()
+    finally:
+        for node in nodes.values():
+            node.stop()
+        server.stop()
+    if takeovers:
+        print(
+            f"\ntakeover after SIGKILL over {len(takeovers)} run(s), session timeout "
+            f"{SESSION_TIMEOUT:g} s: min {min(takeovers):.3f} s, "
+            f"median {statistics.median(takeovers):.3f} s, max {max(takeovers):.3f} s"
+        )
+    subprocess.run(["rm", "-rf", str(base)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

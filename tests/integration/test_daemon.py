@@ -1,0 +1,345 @@
+"""`failoverd run` and `failoverctl` as processes against a real ZooKeeper."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+from lab.zookeeper import ZooKeeperServer, free_port
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
+SESSION = 1.0  # short sessions keep the suite fast; the lab uses 2 s
+
+
+def write_config(
+    path: Path, node: str, hosts: str, chroot: str, *, extra: str = "", session: float = SESSION
+) -> Path:
+    members = "\n".join(f'[[members]]\nname = "{n}"\naddress = "{a}"\n' for n, a in NODES.items())
+    path.write_text(
+        f'node = "{node}"\n{extra}\n[cluster]\nname = "t"\nzookeeper_hosts = ["{hosts}"]\n'
+        f'chroot = "{chroot}"\n\n{members}\n[vip]\naddress = "127.77.0.100/8"\ninterface = "lo"\n'
+        f"\n[timings]\nsession_timeout = {session}\nstart_timeout = 2.0\n"
+        "\n[metrics]\nenabled = false\n"
+    )
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / step) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(step)
+    return None
+
+
+class Daemon:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log = config.with_suffix(".log")
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "failoverd"), "run", "-c", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def stop(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+
+@pytest.fixture(scope="module")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"), max_session_timeout_ms=20000)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster(
+    zk_server: ZooKeeperServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    chroot = f"/failoverd/{request.node.name.replace('[', '_').replace(']', '')}"
+    configs = {n: write_config(tmp_path / f"{n}.toml", n, zk_server.hosts, chroot) for n in NODES}
+    client = KazooClient(hosts=zk_server.hosts)
+    client.start(timeout=10)
+    daemons: list[Daemon] = []
+
+    def start(node: str) -> Daemon:
+        d = Daemon(configs[node])
+        daemons.append(d)
+        return d
+
+    try:
+        yield {"configs": configs, "zk": client, "chroot": chroot, "start": start}
+    finally:
+        for d in daemons:
+            d.stop()
+        client.stop()
+        client.close()
+
+
+def record(zk: KazooClient, path: str) -> dict[str, Any] | None:
+    try:
+        data, _ = zk.get(path)
+    except NoNodeError:
+        return None
+    return json.loads(data) if data else None
+
+
+def ctl(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "failoverctl"), "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def roles(zk: KazooClient, chroot: str) -> dict[str, str | None]:
+    return {n: (r or {}).get("role") for n in NODES for r in [record(zk, f"{chroot}/members/{n}")]}
+
+
+def bring_up(cluster: dict[str, Any]) -> tuple[str, str, dict[str, Daemon]]:
+    """Start both daemons; returns (active, passive, daemons)."""
+    daemons = {n: cluster["start"](n) for n in NODES}
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    settled = wait_for(
+        lambda: sorted(v or "" for v in roles(zk, chroot).values()) == ["active", "passive"], 20
+    )
+    assert settled, (roles(zk, chroot), [d.log.read_text()[-2000:] for d in daemons.values()])
+    active = next(n for n, r in roles(zk, chroot).items() if r == "active")
+    passive = next(n for n in NODES if n != active)
+    return active, passive, daemons
+
+
+def test_one_active_one_passive_and_status_reports_it(cluster: dict[str, Any]) -> None:
+    active, passive, daemons = bring_up(cluster)
+    lease = record(cluster["zk"], f"{cluster['chroot']}/lease")
+    assert lease is not None and lease["node"] == active and lease["epoch"] == 1
+    done = ctl(cluster["configs"][passive], "status", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["state"] == "healthy"
+    assert doc["lease"]["node"] == active
+    assert {m["node"]: m["role"] for m in doc["members"]} == {active: "active", passive: "passive"}
+    table = ctl(cluster["configs"][active], "status")
+    assert table.returncode == 0
+    assert f"active: {active}" in table.stdout
+    # Every decision is logged as a JSON line with its reason (stdout is not a terminal).
+    events = daemons[active].events()
+    assert any(e.get("event") == "active" and e.get("node") == active for e in events)
+
+
+def test_sigterm_steps_down_cleanly_and_peer_takes_over_without_waiting_for_expiry(
+    cluster: dict[str, Any],
+) -> None:
+    active, passive, daemons = bring_up(cluster)
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    started = time.monotonic()
+    daemons[active].signal(signal.SIGTERM)
+    assert daemons[active].wait(10) == 0
+    last = record(zk, f"{chroot}/last_leader")
+    assert last is not None and last["node"] == active and last["epoch"] == 1 and last["clean"]
+    assert wait_for(lambda: roles(zk, chroot)[passive] == "active", 10)
+    took = time.monotonic() - started
+    lease = record(zk, f"{chroot}/lease")
+    assert lease is not None and lease["node"] == passive and lease["epoch"] == 2
+    # A clean release needs no session expiry: generous bound, well below expiry + fence paths.
+    assert took < SESSION + 3.0, took
+
+
+def test_sigkill_of_the_active_is_taken_over_after_session_expiry(
+    cluster: dict[str, Any],
+) -> None:
+    active, passive, daemons = bring_up(cluster)
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    killed = time.monotonic()
+    daemons[active].signal(signal.SIGKILL)
+    assert wait_for(lambda: roles(zk, chroot)[passive] == "active", SESSION + 10)
+    took = time.monotonic() - killed
+    assert took >= SESSION * 0.8, f"took over before the old session could expire: {took}"
+    history = zk.get_children(f"{chroot}/history")
+    kinds = [record(zk, f"{chroot}/history/{h}")["kind"] for h in sorted(history)]  # type: ignore[index]
+    assert "failover" in kinds
+    # No automatic fail-back: the restarted node comes back passive.
+    cluster["start"](active)
+    assert wait_for(lambda: roles(zk, chroot)[active] == "passive", SESSION + 10)
+    assert roles(zk, chroot)[passive] == "active"
+
+
+def test_second_daemon_with_the_same_name_is_refused(cluster: dict[str, Any]) -> None:
+    active, _passive, _daemons = bring_up(cluster)
+    duplicate = cluster["start"](active)
+    rc = duplicate.wait(SESSION + 15)
+    assert rc not in (None, 0)
+    text = duplicate.log.read_text()
+    assert "duplicate node name" in text or "another live daemon" in text, text
+    assert "Traceback" not in text
+
+
+def test_restarted_daemon_starts_once_its_lingering_session_expires(
+    cluster: dict[str, Any],
+) -> None:
+    _active, passive, daemons = bring_up(cluster)
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    daemons[passive].signal(signal.SIGKILL)
+    daemons[passive].wait(5)
+    restarted = cluster["start"](passive)  # its previous session still holds members/<passive>
+    assert wait_for(lambda: roles(zk, chroot)[passive] == "passive", SESSION + 10)
+    assert restarted.proc.poll() is None
+
+
+def test_paused_daemon_stops_leaving_everything_and_peer_does_not_take_over(
+    cluster: dict[str, Any],
+) -> None:
+    active, passive, daemons = bring_up(cluster)
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    assert ctl(cluster["configs"][active], "pause").returncode == 0
+    assert wait_for(lambda: set(roles(zk, chroot).values()) == {"paused"}, 10)
+    daemons[active].signal(signal.SIGTERM)
+    assert daemons[active].wait(10) == 0
+    assert record(zk, f"{chroot}/last_leader") is None  # no voluntary release while paused
+    time.sleep(SESSION + 1.0)
+    assert record(zk, f"{chroot}/lease") is None  # its session closed: the lease went with it
+    assert roles(zk, chroot)[passive] == "paused"
+    assert ctl(cluster["configs"][passive], "resume").returncode == 0
+    assert wait_for(lambda: roles(zk, chroot)[passive] == "active", 10)
+
+
+def test_status_exit_codes(cluster: dict[str, Any], zk_server: ZooKeeperServer) -> None:
+    cfg = cluster["configs"]["n1"]
+    missing = ctl(cfg, "status")
+    assert missing.returncode == 3 and "not found" in missing.stderr  # never initialised
+    assert ctl(cfg, "init").returncode == 0
+    nobody = ctl(cfg, "status", "--json")
+    assert nobody.returncode == 2, nobody.stdout  # no active
+    assert "no active node" in json.loads(nobody.stdout)["warnings"][0]
+    cluster["start"]("n1")
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    assert wait_for(lambda: roles(zk, chroot)["n1"] == "active", 10)
+    one = ctl(cfg, "status")
+    assert one.returncode == 1, one.stdout  # degraded: n2 publishes nothing
+    assert "n2 publishes no status" in one.stdout
+    unreachable = write_config(
+        cfg.parent / "down.toml", "n1", f"127.0.0.1:{free_port()}", cluster["chroot"]
+    )
+    down = ctl(unreachable, "--timeout", "0.5", "status")
+    assert down.returncode == 3
+    assert down.stderr.count("\n") == 1 and "ZooKeeper unreachable" in down.stderr
+
+
+def test_unreachable_zookeeper_at_start_is_one_clear_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "n1.toml", "n1", f"127.0.0.1:{free_port()}", "/failoverd/x")
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "failoverd"), "run", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10
+    assert "ZooKeeper unreachable" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+
+
+def test_session_timeout_negotiated_below_self_fence_after_is_refused(tmp_path: Path) -> None:
+    with ZooKeeperServer(tmp_path / "zk", max_session_timeout_ms=800) as server:
+        cfg = write_config(tmp_path / "n1.toml", "n1", server.hosts, "/failoverd/x", session=2.0)
+        done = subprocess.run(
+            [str(BIN / "failoverd"), "run", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "timings.self_fence_after" in done.stderr
+    assert "negotiated" in done.stderr and str(cfg) in done.stderr
+
+
+def test_vip_interface_missing_is_refused_at_start(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "n1.toml", "n1", "127.0.0.1:1", "/failoverd/x")
+    cfg.write_text(cfg.read_text().replace('interface = "lo"', 'interface = "nosuch0"'))
+    done = subprocess.run(
+        [str(BIN / "failoverd"), "run", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "vip.interface" in done.stderr and "nosuch0" in done.stderr
+
+
+def test_check_config_prints_all_errors_or_the_effective_config(tmp_path: Path) -> None:
+    good = write_config(tmp_path / "n1.toml", "n1", "127.0.0.1:2181", "/failoverd/x")
+    ok = subprocess.run(
+        [str(BIN / "failoverd"), "check-config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ok.returncode == 0 and "self_fence_after = 0.5" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        good.read_text()
+        .replace('node = "n1"', 'node = "n9"')
+        .replace("session_timeout", "session_timout")
+    )
+    done = subprocess.run(
+        [str(BIN / "failoverd"), "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "n9" in done.stderr and "did you mean 'session_timeout'" in done.stderr
+    assert all(line.startswith(str(bad)) for line in done.stderr.splitlines())
