@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -17,11 +17,14 @@ from failoverd import __version__
 from failoverd import log as logmod
 from failoverd.actions.runner import ActionRunner
 from failoverd.actions.vip import VipError, verify_interface
+from failoverd.checks.postgres import database_status
+from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config
 from failoverd.core import (
     UNMANAGED_DB,
     ActionResult,
+    DatabaseStatus,
     LocalHealth,
     MemberStatus,
     Observation,
@@ -82,12 +85,26 @@ class Daemon:
         self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
         self._shutdown = threading.Event()
         self.runner = ActionRunner(cfg, self.zk, self.log, self._on_result, clock=clock)
+        self.checks = CheckRunner(
+            build_checks(cfg),
+            self.log,
+            on_change=self._wake.set,
+            clock=clock,
+            observers=build_observers(cfg),
+        )
+        postgres_checks = [c.name for c in cfg.checks if c.type == "postgres"]
+        self._postgres_check = postgres_checks[0] if postgres_checks else None
 
     # -- start-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect and verify what only the running node can; StartupError says what is wrong."""
         path = self.cfg.path
+        if self.cfg.postgres is not None and self._postgres_check is None:
+            raise StartupError(
+                f"{path}: postgres: a managed database needs a [checks.<name>] of type "
+                "postgres to observe it"
+            )
         try:
             verify_interface(self.cfg.vip)
         except VipError as e:
@@ -119,6 +136,7 @@ class Daemon:
             self_fence_after_s=self.cfg.timings.self_fence_after,
         )
         self._say_what_is_missing()
+        self.checks.start()
 
     def _check_session_timeout(self) -> None:
         t = self.cfg.timings
@@ -139,19 +157,6 @@ class Daemon:
 
     def _say_what_is_missing(self) -> None:
         """This build runs with what exists; say plainly what it does not do yet."""
-        if self.cfg.checks:
-            self.log.warning(
-                "checks_not_run",
-                checks=[c.name for c in self.cfg.checks],
-                detail="health checks are not available in this build: this node counts as "
-                "healthy and eligibility is judged on the lease alone",
-            )
-        if self.cfg.postgres is not None:
-            self.log.warning(
-                "database_not_managed",
-                detail="database management is not available in this build: running as a "
-                "cluster without a managed database",
-            )
         self.log.warning(
             "actions_not_available",
             detail="VIP, promotion and fencing adapters are not available in this build: "
@@ -198,14 +203,20 @@ class Daemon:
             except queue.Empty:
                 break
         now = self.clock()
+        snap = self.checks.snapshot()
+        database: DatabaseStatus = UNMANAGED_DB
+        peer = PeerProbe(PeerDb.UNMANAGED, now)
+        if self.cfg.postgres is not None:
+            database = database_status(snap.facts.get(self._postgres_check or ""))
+            peer = peer_probe(snap.facts.get(PEER_DB))
         return Observation(
             now=now,
             wall_now=self.wall(),
             zk=self.zk.status(),
             cluster=self.zk.view(),
-            local=LocalHealth(checks=(), complete=True),
-            database=UNMANAGED_DB,
-            peer_database=PeerProbe(PeerDb.UNMANAGED, now),
+            local=LocalHealth(checks=snap.checks, complete=snap.complete),
+            database=database,
+            peer_database=peer,
             results=tuple(results),
             shutdown_requested=self._shutdown.is_set(),
         )
@@ -259,7 +270,26 @@ class Daemon:
                     break
                 self._sleep_until_next()
         finally:
+            self.checks.stop()
             self.runner.close()
             self.zk.close()
         self.log.info("exited", role=self.state.role.value, reason=self.state.reason.text)
         return 0
+
+
+def peer_probe(facts: Mapping[str, object] | None) -> PeerProbe:
+    """The core's view of the peer's database from the latest direct probe.
+
+    A probe that gave no answer in time means the peer is unreachable: that is what it saw.
+    """
+    if facts is None:
+        return PeerProbe(PeerDb.UNKNOWN, 0.0)
+    probed_at = facts.get("probed_at")
+    at = float(probed_at) if isinstance(probed_at, int | float) else 0.0
+    value = facts.get("peer_db")
+    if value is None:
+        return PeerProbe(PeerDb.UNREACHABLE, at)
+    try:
+        return PeerProbe(PeerDb(str(value)), at)
+    except ValueError:
+        return PeerProbe(PeerDb.UNKNOWN, at)

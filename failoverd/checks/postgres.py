@@ -1,0 +1,274 @@
+"""PostgreSQL: can a client connect and run a trivial query within budget, and what is the
+server (primary or replica, LSNs, WAL receiver, lag, standbys)? What it learns feeds the core's
+DatabaseStatus, which decides eligibility; this module only measures and reports."""
+
+from __future__ import annotations
+
+import math
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from failoverd.checks.base import Probe, judge_latency
+from failoverd.config import CheckConfig, PostgresConfig
+from failoverd.core import DatabaseStatus, DbRole
+
+STATE_QUERY = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery()
+            THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) - '0/0'::pg_lsn
+            ELSE pg_current_wal_lsn() - '0/0'::pg_lsn END AS lsn,
+       pg_last_wal_replay_lsn() - '0/0'::pg_lsn AS replayed_lsn,
+       (SELECT status FROM pg_stat_wal_receiver) AS wal_receiver,
+       (SELECT extract(epoch FROM now() - last_msg_receipt_time) FROM pg_stat_wal_receiver)
+           AS last_received_age,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replay_delay
+"""
+
+STANDBYS_QUERY = """
+SELECT application_name, host(client_addr) AS client_addr, state, sync_state,
+       pg_current_wal_lsn() - replay_lsn AS replay_lag_bytes,
+       extract(epoch FROM replay_lag) AS replay_lag_s
+FROM pg_stat_replication ORDER BY application_name
+"""
+
+CONTROL_STATES = {
+    # pg_controldata "Database cluster state" -> (was_primary, stopped_cleanly)
+    "shut down": (True, True),
+    "shut down in recovery": (False, True),
+    "in production": (True, False),
+    "in archive recovery": (False, False),
+    "in crash recovery": (True, False),
+    "shutting down": (True, False),
+}
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def read_password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    return path.read_text().strip() or None
+
+
+def control_state(bin_dir: Path, data_dir: Path, timeout: float) -> str | None:
+    """The control file's "Database cluster state", or None when it cannot be read."""
+    try:
+        done = subprocess.run(
+            [str(bin_dir / "pg_controldata"), str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.splitlines():
+        if line.startswith("Database cluster state:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def postmaster_running(data_dir: Path) -> bool:
+    """Is the postmaster named in postmaster.pid alive? (A stale file after a crash is not.)"""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return Path(f"/proc/{pid}").exists()
+
+
+class PostgresCheck:
+    def __init__(self, cfg: CheckConfig, pg: PostgresConfig) -> None:
+        self.cfg = cfg
+        self.pg = pg
+        self.password = read_password(pg.password_file)
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        statement_ms = max(1, int(self.cfg.timeout * 1000))
+        return psycopg.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            dbname=self.pg.dbname,
+            password=self.password,
+            # libpq will not wait less than 2 s; the runner enforces the check's real budget.
+            connect_timeout=max(2, math.ceil(self.cfg.timeout)),
+            options=f"-c statement_timeout={statement_ms}",
+            application_name="failoverd-check",
+            autocommit=True,
+            row_factory=dict_row,
+        )
+
+    def probe(self) -> Probe:
+        started = time.monotonic()
+        gone = tcp_reachable(self.pg.host, self.pg.port, self.cfg.timeout)
+        if gone is not None:
+            why = (
+                "connection refused"
+                if gone == "down"
+                else f"no answer within {self.cfg.timeout:g} s"
+            )
+            return Probe(False, time.monotonic() - started, f"PostgreSQL {why}", self._down_facts())
+        try:
+            with self._connect() as conn:
+                state = conn.execute(STATE_QUERY).fetchone()
+                assert state is not None  # a SELECT without FROM returns one row
+                standbys: list[dict[str, Any]] = []
+                if not state["in_recovery"]:
+                    standbys = [
+                        {
+                            k: (float(v) if k.endswith("_s") and v is not None else v)
+                            for k, v in row.items()
+                        }
+                        for row in conn.execute(STANDBYS_QUERY).fetchall()
+                    ]
+        except psycopg.Error as e:
+            return Probe(False, time.monotonic() - started, _describe(e), self._down_facts())
+        latency = time.monotonic() - started
+        facts = self._facts(state, standbys)
+        return judge_latency(True, latency, self.cfg.slow_after, "", facts)
+
+    def _facts(self, state: Mapping[str, Any], standbys: list[dict[str, Any]]) -> dict[str, object]:
+        in_recovery = bool(state["in_recovery"])
+        lsn = _int(state["lsn"])
+        replayed = _int(state["replayed_lsn"])
+        facts: dict[str, object] = {
+            "role": "replica" if in_recovery else "primary",
+            "lsn": lsn,
+            "replayed_lsn": replayed,
+        }
+        if in_recovery:
+            facts.update(
+                wal_receiver=state["wal_receiver"],
+                streaming=state["wal_receiver"] == "streaming",
+                last_received_age=_num(state["last_received_age"]),
+                replay_delay=_num(state["replay_delay"]),
+                lag_bytes=None if lsn is None or replayed is None else max(0, lsn - replayed),
+            )
+        else:
+            facts["standbys"] = [
+                {
+                    k: (int(v) if k == "replay_lag_bytes" and v is not None else v)
+                    for k, v in s.items()
+                }
+                for s in standbys
+            ]
+        return facts
+
+    def _down_facts(self) -> dict[str, object]:
+        """Why no connection: a stopped server says how it stopped; that matters for rejoin."""
+        data_dir = self.pg.data_dir
+        if data_dir is None:
+            return {"role": "unknown"}
+        if postmaster_running(data_dir):
+            return {"role": "unknown", "postmaster": "running"}
+        state = control_state(self.pg.bin_dir, data_dir, self.cfg.timeout)
+        return {"role": "stopped", "cluster_state": state}
+
+
+def _describe(e: psycopg.Error) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, psycopg.errors.QueryCanceled):
+        return f"query exceeded its budget: {text}"
+    return f"cannot query PostgreSQL: {text}"
+
+
+def database_status(facts: Mapping[str, object] | None) -> DatabaseStatus:
+    """The core's view of the local database, from the postgres check's latest facts."""
+    if not facts:
+        return DatabaseStatus(role=DbRole.UNKNOWN)
+    role = facts.get("role")
+    if role == "primary":
+        return DatabaseStatus(role=DbRole.PRIMARY, lsn=_as_int(facts.get("lsn")))
+    if role == "replica":
+        return DatabaseStatus(
+            role=DbRole.REPLICA,
+            lsn=_as_int(facts.get("lsn")),
+            replayed_lsn=_as_int(facts.get("replayed_lsn")),
+            streaming=bool(facts.get("streaming")),
+            last_received_age=_as_float(facts.get("last_received_age")),
+        )
+    if role == "stopped":
+        state = facts.get("cluster_state")
+        if isinstance(state, str) and state in CONTROL_STATES:
+            was_primary, clean = CONTROL_STATES[state]
+            return DatabaseStatus(
+                role=DbRole.STOPPED, was_primary=was_primary, stopped_cleanly=clean
+            )
+    return DatabaseStatus(role=DbRole.UNKNOWN)
+
+
+def _as_int(v: object) -> int | None:
+    return int(v) if isinstance(v, int | float) else None
+
+
+def _as_float(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) else None
+
+
+def tcp_reachable(host: str, port: int, timeout: float) -> str | None:
+    """None when something accepts on host:port; else "down" (refused) or "unreachable".
+
+    libpq and psycopg never wait less than 2 s to connect; this answers within the budget.
+    """
+    if host.startswith("/"):
+        return None  # a Unix socket directory: psycopg's own error says what is wrong
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return "down"
+    except OSError:
+        return "unreachable"
+
+
+class PeerDatabaseProbe:
+    """Asks the peer's PostgreSQL over the network whether it is a primary. Its ZooKeeper record
+    is not enough: that vanishes with its daemon while the database may still take writes."""
+
+    def __init__(self, host: str, port: int, pg: PostgresConfig, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.pg = pg
+        self.timeout = timeout
+        self.password = read_password(pg.password_file)
+
+    def probe(self) -> Probe:
+        started = time.monotonic()
+        gone = tcp_reachable(self.host, self.port, self.timeout)
+        if gone is not None:
+            return Probe(
+                False, time.monotonic() - started, f"peer database {gone}", {"peer_db": gone}
+            )
+        try:
+            with psycopg.connect(
+                host=self.host,
+                port=self.port,
+                user=self.pg.user,
+                dbname=self.pg.dbname,
+                password=self.password,
+                connect_timeout=2,
+                options=f"-c statement_timeout={max(1, int(self.timeout * 1000))}",
+                application_name="failoverd-peer-probe",
+                autocommit=True,
+            ) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except psycopg.Error as e:
+            # It answers, but we cannot tell what it is: that must not read as "not a primary".
+            return Probe(False, time.monotonic() - started, _describe(e), {"peer_db": "unknown"})
+        role = "replica" if row and row[0] else "primary"
+        return Probe(True, time.monotonic() - started, "", {"peer_db": role})

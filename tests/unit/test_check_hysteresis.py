@@ -1,0 +1,66 @@
+"""Rise/fall hysteresis: the piece that keeps a flapping check from flapping the node."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from failoverd.checks.base import Hysteresis, judge_latency
+
+
+def run(h: Hysteresis, outcomes: str) -> Hysteresis:
+    for c in outcomes:
+        h = h.feed(c == "+")
+    return h
+
+
+def test_unknown_until_rise_or_fall_is_reached() -> None:
+    h = Hysteresis(rise=3, fall=2)
+    assert run(h, "++").healthy is None
+    assert run(h, "+++").healthy is True
+    assert run(h, "-").healthy is None
+    assert run(h, "--").healthy is False
+
+
+def test_healthy_check_survives_isolated_failures() -> None:
+    h = run(Hysteresis(rise=2, fall=3), "++")
+    assert run(h, "-+-+--+").healthy is True  # never three failures in a row
+
+
+def test_down_check_needs_rise_passes_in_a_row_to_come_back() -> None:
+    h = run(Hysteresis(rise=3, fall=2), "--")
+    assert run(h, "++-++").healthy is False
+    assert run(h, "++-+++").healthy is True
+
+
+def test_counts_are_consecutive() -> None:
+    h = run(Hysteresis(rise=2, fall=2), "++--+")
+    assert (h.successes, h.failures) == (1, 0)
+    h = h.feed(False)
+    assert (h.successes, h.failures) == (0, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rise=st.integers(1, 5),
+    fall=st.integers(1, 5),
+    outcomes=st.text(alphabet="+-", max_size=60),
+)
+def test_state_changes_only_after_a_full_run(rise: int, fall: int, outcomes: str) -> None:
+    """Whenever the state flips, the last `rise` (or `fall`) results agree with the new state."""
+    h = Hysteresis(rise=rise, fall=fall)
+    seen = ""
+    for c in outcomes:
+        before = h.healthy
+        h = h.feed(c == "+")
+        seen += c
+        if h.healthy != before:
+            need = rise if h.healthy else fall
+            assert seen[-need:] == ("+" if h.healthy else "-") * need
+
+
+def test_slow_answers_fail() -> None:
+    assert judge_latency(True, 0.2, 0.5, "").ok
+    slow = judge_latency(True, 0.7, 0.5, "")
+    assert not slow.ok and "slow" in slow.reason and "0.700" in slow.reason
+    assert judge_latency(False, 0.1, 0.5, "HTTP 500").reason == "HTTP 500"
