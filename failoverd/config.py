@@ -226,7 +226,7 @@ class Config:
     node: str
     cluster: ClusterConfig
     members: tuple[Member, ...]
-    vip: VipConfig
+    vip: VipConfig | None  # None: no service IP to manage
     fencing: FencingConfig
     timings: Timings
     failover: FailoverPolicy
@@ -646,7 +646,10 @@ def _read_members(top: _Table) -> tuple[Member, ...]:
     return tuple(member for _, member in read)
 
 
-def _read_vip(top: _Table) -> VipConfig:
+def _read_vip(top: _Table) -> VipConfig | None:
+    """The service IP; a cluster without one (clients find the primary otherwise) omits it."""
+    if "vip" not in top.data:
+        return None
     t = top.table("vip")
     t.reject_unknown(_VIP_KEYS)
     text = t.string("address")
@@ -901,7 +904,7 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
             top.problem("node", f"node {node!r} is not in members: {', '.join(names)}")
     vip = _read_vip(top)
     for i, member in enumerate(members):
-        if vip.address is not _NO_VIP and member.address == str(vip.address.ip):
+        if vip is not None and vip.address is not _NO_VIP and member.address == str(vip.address.ip):
             top.out.add("vip.address", f"the VIP {member.address} is also members[{i}].address")
     postgres = _read_postgres(top)
     return Config(
@@ -1036,7 +1039,8 @@ def effective_config_toml(cfg: Config) -> str:
     _toml_table(lines, "[cluster]", cfg.cluster, _CLUSTER_KEYS)
     for member in cfg.members:
         _toml_table(lines, "[[members]]", member, _MEMBER_KEYS)
-    _toml_table(lines, "[vip]", cfg.vip, _VIP_KEYS)
+    if cfg.vip is not None:
+        _toml_table(lines, "[vip]", cfg.vip, _VIP_KEYS)
     _toml_table(lines, "[fencing]", cfg.fencing, _FENCING_KEYS)
     _toml_table(lines, "[timings]", cfg.timings, _TIMINGS_KEYS)
     _toml_table(lines, "[failover]", cfg.failover, _FAILOVER_KEYS)

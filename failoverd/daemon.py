@@ -105,10 +105,11 @@ class Daemon:
                 f"{path}: postgres: a managed database needs a [checks.<name>] of type "
                 "postgres to observe it"
             )
-        try:
-            verify_interface(self.cfg.vip)
-        except VipError as e:
-            raise StartupError(f"{path}: vip.interface: {e}") from e
+        if self.cfg.vip is not None:
+            try:
+                verify_interface(self.cfg.vip)
+            except VipError as e:
+                raise StartupError(f"{path}: vip.interface: {e}") from e
         try:
             self.zk.start(timeout=self.cfg.timings.start_timeout)
         except ZkUnreachable as e:

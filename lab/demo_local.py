@@ -42,10 +42,7 @@ zookeeper_hosts = ["{zk_hosts}"]
 chroot = "{CHROOT}"
 
 {members}
-[vip]
-# Never added in this build: loopback demo, the host's interfaces stay untouched.
-address = "127.77.0.100/8"
-interface = "lo"
+# No [vip]: on loopback the host's interfaces stay untouched (the lab moves a real VIP).
 
 [timings]
 session_timeout = {SESSION_TIMEOUT}

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failoverd.actions.hooks import run_hook
+from failoverd.actions.vip import add_vip, remove_vip
 from failoverd.clock import boottime
 from failoverd.config import Config
 from failoverd.core import (
@@ -33,7 +34,7 @@ from failoverd.core import (
 )
 from failoverd.lease import LeaseError, ZkCluster
 
-UNAVAILABLE = "not available in this build (the database, VIP and fencing adapters come next)"
+UNAVAILABLE = "not available in this build (the database and fencing adapters come next)"
 
 
 class ActionRunner:
@@ -107,7 +108,17 @@ class ActionRunner:
                 self.cfg.cluster.name,
                 self.cfg.hooks.timeout,
             )
-        if isinstance(action, AddVip | Promote) and self.clock() > action.not_after:
+        if isinstance(action, AddVip):
+            if self.cfg.vip is None:
+                return ActionResult(action.id, ok=True, detail="no VIP configured")
+            ok, detail = add_vip(self.cfg.vip, action.not_after, self.clock)
+            return ActionResult(action.id, ok=ok, detail=detail)
+        if isinstance(action, RemoveVip):
+            if self.cfg.vip is None:
+                return ActionResult(action.id, ok=True, detail="no VIP configured")
+            ok, detail = remove_vip(self.cfg.vip)
+            return ActionResult(action.id, ok=ok, detail=detail)
+        if isinstance(action, Promote) and self.clock() > action.not_after:
             late = self.clock() - action.not_after
             return ActionResult(
                 action.id, ok=False, detail=f"refused: {late:.3f} s past its not_after deadline"
@@ -117,7 +128,7 @@ class ActionRunner:
             return ActionResult(
                 action.id, ok=True, fence=FenceOutcome.UNREACHABLE, detail=f"fence {UNAVAILABLE}"
             )
-        if isinstance(action, AddVip | RemoveVip | Promote | StopDatabase | StartReplica):
+        if isinstance(action, Promote | StopDatabase | StartReplica):
             self.log.warning("action_unavailable", action=action.name, detail=UNAVAILABLE)
             return ActionResult(action.id, ok=True, detail=f"skipped: {UNAVAILABLE}")
         return ActionResult(action.id, ok=False, detail=f"no adapter for {action.name}")

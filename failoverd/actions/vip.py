@@ -1,14 +1,23 @@
-"""The service IP over netlink (pyroute2). For now: the start-up check that the configured
-interface exists and carries an address in the VIP's prefix, which only the running node can
-verify. Adding and removing the address arrive with the lab."""
+"""The service IP over netlink (pyroute2), announced with gratuitous ARP in the background.
+
+Adding refuses to start past the action's ``not_after``: a node that cannot prove its lease is
+still alive must not bring the address up. Removing is idempotent, so a self-fence or a peer's
+``fence-self`` can run it on a node in any state.
+"""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from failoverd.clock import boottime
 from failoverd.config import VipConfig
 
 
@@ -16,16 +25,21 @@ class VipError(Exception):
     """The VIP's interface cannot serve it."""
 
 
+def _index(ipr: IPRoute, interface: str) -> int:
+    found = ipr.link_lookup(ifname=interface)
+    if not found:
+        raise VipError(f"interface {interface!r} does not exist")
+    return int(found[0])
+
+
 def verify_interface(vip: VipConfig) -> None:
     """Raise VipError unless ``vip.interface`` exists with an address in the VIP's network."""
     network = vip.address.network
     try:
         with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=vip.interface)
-            if not index:
-                raise VipError(f"interface {vip.interface!r} does not exist")
+            index = _index(ipr, vip.interface)
             found = []
-            for msg in ipr.get_addr(index=index[0]):
+            for msg in ipr.get_addr(index=index):
                 addr = msg.get_attr("IFA_ADDRESS")
                 if addr is None:
                     continue
@@ -39,3 +53,80 @@ def verify_interface(vip: VipConfig) -> None:
         f"interface {vip.interface!r} has no address in {network} (has {have}): "
         "the VIP would not be reachable on its subnet"
     )
+
+
+def has_vip(vip: VipConfig) -> bool:
+    """Is the VIP configured on its interface right now? (No interface: no VIP.)"""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=vip.interface)
+        if not found:
+            return False
+        index = found[0]
+        return any(
+            msg.get_attr("IFA_ADDRESS") == str(vip.address.ip) for msg in ipr.get_addr(index=index)
+        )
+
+
+def add_vip(
+    vip: VipConfig, not_after: float, clock: Callable[[], float] = boottime
+) -> tuple[bool, str]:
+    """Add the address unless ``not_after`` has passed; then announce it in the background."""
+    late = clock() - not_after
+    if late > 0:
+        return False, f"refused: {late:.3f} s past its not_after deadline"
+    ip = str(vip.address.ip)
+    try:
+        with IPRoute() as ipr:
+            index = _index(ipr, vip.interface)
+            if clock() > not_after:  # the lookups took time: check again at the last moment
+                return False, "refused: not_after passed while preparing"
+            try:
+                ipr.addr("add", index=index, address=ip, prefixlen=vip.address.network.prefixlen)
+                detail = f"added {vip.address} on {vip.interface}"
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+                detail = f"{vip.address} already on {vip.interface}"
+    except (NetlinkError, VipError) as e:
+        return False, f"cannot add {vip.address} on {vip.interface}: {e}"
+    announced = announce(vip)
+    return True, f"{detail}; {announced}"
+
+
+def remove_vip(vip: VipConfig) -> tuple[bool, str]:
+    """Remove the address; absent already is success."""
+    ip = str(vip.address.ip)
+    try:
+        with IPRoute() as ipr:
+            index = _index(ipr, vip.interface)
+            try:
+                ipr.addr("del", index=index, address=ip, prefixlen=vip.address.network.prefixlen)
+            except NetlinkError as e:
+                if e.code == errno.EADDRNOTAVAIL:
+                    return True, f"{vip.address} was not on {vip.interface}"
+                raise
+    except VipError as e:
+        return True, f"{e}: nothing to remove"
+    except NetlinkError as e:
+        return False, f"cannot remove {vip.address} from {vip.interface}: {e}"
+    return True, f"removed {vip.address} from {vip.interface}"
+
+
+def announce(vip: VipConfig) -> str:
+    """Gratuitous ARP so neighbours switch at once; in the background, since arping takes
+    about a second per packet and the address already serves."""
+    if vip.arp_count <= 0 or vip.address.version != 4:
+        return "no gratuitous ARP"
+    arping = shutil.which("arping")
+    if arping is None:
+        return "arping not installed: no gratuitous ARP"
+    argv = [arping, "-U", "-c", str(vip.arp_count), "-I", vip.interface, str(vip.address.ip)]
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    except OSError as e:
+        return f"gratuitous ARP failed to start: {e}"
+    # Reap it when done, so no zombie is left behind.
+    threading.Thread(target=proc.wait, name="arping-reaper", daemon=True).start()
+    return f"gratuitous ARP x{vip.arp_count} in the background (pid {proc.pid})"

@@ -31,7 +31,7 @@ def write_config(
     members = "\n".join(f'[[members]]\nname = "{n}"\naddress = "{a}"\n' for n, a in NODES.items())
     path.write_text(
         f'node = "{node}"\n{extra}\n[cluster]\nname = "t"\nzookeeper_hosts = ["{hosts}"]\n'
-        f'chroot = "{chroot}"\n\n{members}\n[vip]\naddress = "127.77.0.100/8"\ninterface = "lo"\n'
+        f'chroot = "{chroot}"\n\n{members}\n'
         f"\n[timings]\nsession_timeout = {session}\nstart_timeout = 2.0\n"
         "\n[metrics]\nenabled = false\n"
     )
@@ -304,8 +304,13 @@ def test_session_timeout_negotiated_below_self_fence_after_is_refused(tmp_path: 
 
 
 def test_vip_interface_missing_is_refused_at_start(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "n1.toml", "n1", "127.0.0.1:1", "/failoverd/x")
-    cfg.write_text(cfg.read_text().replace('interface = "lo"', 'interface = "nosuch0"'))
+    cfg = write_config(
+        tmp_path / "n1.toml",
+        "n1",
+        "127.0.0.1:1",
+        "/failoverd/x",
+        extra='[vip]\naddress = "127.77.0.100/8"\ninterface = "nosuch0"\n',
+    )
     done = subprocess.run(
         [str(BIN / "failoverd"), "run", "-c", str(cfg)],
         capture_output=True,

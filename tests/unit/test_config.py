@@ -556,6 +556,15 @@ def test_missing_sections_report_each_required_key() -> None:
         f"{FILE}: cluster.name: missing required key",
         f"{FILE}: cluster.zookeeper_hosts: missing required key",
         f"{FILE}: members: missing required key",
+    ]
+
+
+def test_vip_is_optional_but_complete_when_present() -> None:
+    """A cluster without a service IP omits [vip]; a [vip] table needs both keys."""
+    cfg = parse(config_text(vip=""))
+    assert cfg.vip is None
+    assert "[vip]" not in effective_config_toml(cfg)
+    assert problems(config_text(vip="[vip]\n")) == [
         f"{FILE}: vip.address: missing required key",
         f"{FILE}: vip.interface: missing required key",
     ]
@@ -564,7 +573,7 @@ def test_missing_sections_report_each_required_key() -> None:
 def test_empty_file_reports_every_required_key() -> None:
     found = problems("")
     assert f"{FILE}: node: missing required key" in found
-    assert len(found) == 6
+    assert len(found) == 4
 
 
 # ---------------------------------------------------------------------------------------------
