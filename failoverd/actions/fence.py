@@ -1,0 +1,195 @@
+"""Fence the peer over SSH (paramiko): run ``failoverd fence-self`` there and say how it went.
+
+Why three outcomes and not two: the core may promote after a fence that never reached the peer
+(no TCP answer at all: the peer is dead or cut off, and has passed its own self-fence deadline),
+but never after one that reached a live host and did not succeed (refused, wrong host key,
+rejected key, the command failed or hung): that host may still be serving. So the line is drawn
+at "did anything on the peer's side answer": a refused connection is the peer's kernel answering,
+and counts as FAILED.
+
+Host keys are checked against ``fencing.known_hosts`` only, and an unknown key is rejected
+(never learned): a fence that runs on the wrong machine fences nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from typing import Final
+
+import paramiko
+
+from failoverd.clock import boottime
+from failoverd.config import FencingConfig, Member
+from failoverd.core import ActionResult, FenceOutcome
+
+# connect() errors that mean nothing on the peer's side answered: no route (ours or a router's),
+# a blackhole route here (EINVAL), the host does not answer ARP, or the SYN timed out.
+NO_ANSWER_ERRNOS: Final = frozenset(
+    {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EINVAL}
+)
+OUTPUT_KEEP: Final = 4096  # bytes of the command's output kept (its tail)
+OUTPUT_SHOW: Final = 400  # characters of that tail put into the detail
+MIN_HANDSHAKE: Final = 1.0  # seconds for the banner, key exchange and auth once TCP is up
+
+
+def handshake_timeout(fencing: FencingConfig) -> float:
+    """Banner and auth timeouts: a host that accepted TCP is alive, so waiting a little longer
+    than the connect timeout costs nothing when it is healthy and only delays a FAILED."""
+    return max(MIN_HANDSHAKE, 3 * fencing.connect_timeout)
+
+
+def fence_peer(
+    peer: Member,
+    fencing: FencingConfig,
+    command_timeout: float | None = None,
+    *,
+    clock: Callable[[], float] = boottime,
+) -> tuple[FenceOutcome, str]:
+    """SSH to ``peer`` as ``fencing.ssh_user`` with ``fencing.identity_file`` and run
+    ``fencing.command`` (default timeout ``fencing.command_timeout``). FENCED when it exits 0;
+    UNREACHABLE when nothing answered; FAILED otherwise. The detail says why and how long."""
+    started = clock()
+    timeout = fencing.command_timeout if command_timeout is None else command_timeout
+    where = f"{fencing.ssh_user}@{peer.address}:{peer.ssh_port}"
+
+    def done(outcome: FenceOutcome, why: str) -> tuple[FenceOutcome, str]:
+        return outcome, f"{where}: {why} ({clock() - started:.3f} s)"
+
+    try:
+        with open(fencing.identity_file, "rb"):
+            pass
+    except OSError as e:
+        return done(FenceOutcome.FAILED, f"cannot read identity file: {e.strerror or e}")
+
+    client = paramiko.SSHClient()
+    try:
+        try:
+            client.load_host_keys(str(fencing.known_hosts))
+        except OSError as e:
+            return done(FenceOutcome.FAILED, f"cannot read known_hosts: {e.strerror or e}")
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        handshake = handshake_timeout(fencing)
+        try:
+            # Our own TCP connect: paramiko would apply its ``timeout`` to the key exchange as
+            # well, and a kex slower than the 0.3 s connect budget on a busy host would turn a
+            # healthy peer into a FAILED fence.
+            sock = socket.create_connection(
+                (peer.address, peer.ssh_port), timeout=fencing.connect_timeout
+            )
+        except OSError as e:
+            return done(*_connect_failure(e, fencing.connect_timeout))
+        try:
+            client.connect(
+                peer.address,
+                port=peer.ssh_port,
+                username=fencing.ssh_user,
+                key_filename=str(fencing.identity_file),
+                sock=sock,
+                timeout=handshake,
+                banner_timeout=handshake,
+                auth_timeout=handshake,
+                channel_timeout=handshake,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except (paramiko.SSHException, EOFError) as e:
+            sock.close()
+            return done(*_connect_failure(e, fencing.connect_timeout))
+        except OSError as e:  # after the TCP connection was accepted: the host is alive
+            sock.close()
+            return done(
+                FenceOutcome.FAILED, f"SSH failed after the TCP connection was accepted: {e!r}"
+            )
+        outcome, why = _run(client, fencing.command, timeout, clock)
+        return done(outcome, why)
+    finally:
+        client.close()
+
+
+def fence_action_result(action_id: int, outcome: FenceOutcome, detail: str) -> ActionResult:
+    """The core's view: ``ok`` unless the fence reached the peer and failed."""
+    return ActionResult(
+        action_id, ok=outcome is not FenceOutcome.FAILED, detail=detail, fence=outcome
+    )
+
+
+def _connect_failure(e: BaseException, connect_timeout: float) -> tuple[FenceOutcome, str]:
+    """Classify a failed connect: did anything on the peer's side answer?"""
+    if isinstance(e, paramiko.BadHostKeyException):
+        return FenceOutcome.FAILED, f"host key mismatch: {e} (not the host in known_hosts)"
+    if isinstance(e, paramiko.AuthenticationException):
+        return FenceOutcome.FAILED, f"authentication failed: {e}"
+    if isinstance(e, paramiko.SSHException):
+        # Includes the RejectPolicy's "not found in known_hosts" and banner/kex timeouts: the
+        # host accepted the TCP connection, so it is alive.
+        return FenceOutcome.FAILED, f"SSH failed after the TCP connection was accepted: {e}"
+    if isinstance(e, EOFError):
+        return FenceOutcome.FAILED, "the peer closed the connection during the handshake"
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+        codes = {getattr(err, "errno", None) for err in e.errors.values()}
+        if errno.ECONNREFUSED in codes:
+            return FenceOutcome.FAILED, "connection refused: the host is up but sshd is not"
+        return FenceOutcome.UNREACHABLE, f"no route to the host ({e}): dead or cut off"
+    if isinstance(e, socket.gaierror):
+        return FenceOutcome.FAILED, f"cannot resolve the peer's address: {e}"
+    if isinstance(e, TimeoutError) or getattr(e, "errno", None) == errno.ETIMEDOUT:
+        return (
+            FenceOutcome.UNREACHABLE,
+            f"no TCP answer within {connect_timeout:g} s: dead or cut off",
+        )
+    if isinstance(e, OSError) and e.errno in NO_ANSWER_ERRNOS:
+        return FenceOutcome.UNREACHABLE, f"unreachable ({e.strerror or e}): dead or cut off"
+    if isinstance(e, OSError) and e.errno == errno.ECONNREFUSED:
+        return FenceOutcome.FAILED, "connection refused: the host is up but sshd is not"
+    return FenceOutcome.FAILED, f"connection failed: {e!r}"
+
+
+def _run(
+    client: paramiko.SSHClient, command: str, timeout: float, clock: Callable[[], float]
+) -> tuple[FenceOutcome, str]:
+    """Run the command with a deadline on everything (paramiko's recv_exit_status has none)."""
+    deadline = clock() + timeout
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        return FenceOutcome.FAILED, "the SSH connection closed before the command could start"
+    output = bytearray()
+    try:
+        channel = transport.open_session(timeout=max(0.1, deadline - clock()))
+        channel.set_combine_stderr(True)
+        channel.settimeout(0.1)
+        channel.exec_command(command)
+        for _ in range(int(timeout / 0.1) + 100):  # bounded: each recv waits at most 0.1 s
+            if clock() >= deadline:
+                break
+            try:
+                chunk = channel.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break  # EOF: the command closed its output
+            output += chunk
+            del output[:-OUTPUT_KEEP]
+        finished = channel.status_event.wait(max(0.0, deadline - clock()))
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        return FenceOutcome.FAILED, f"running {command!r} failed: {e!r}{_shown(output)}"
+    if not finished:
+        return (
+            FenceOutcome.FAILED,
+            f"{command!r} did not finish within {timeout:g} s{_shown(output)}",
+        )
+    status = channel.recv_exit_status()  # ready: status_event is set
+    if status == 0:
+        return FenceOutcome.FENCED, f"{command!r} succeeded{_shown(output)}"
+    how = "ended without an exit status" if status == -1 else f"exited {status}"
+    return FenceOutcome.FAILED, f"{command!r} {how}{_shown(output)}"
+
+
+def _shown(output: bytearray) -> str:
+    text = bytes(output).decode(errors="replace").strip()
+    if not text:
+        return ""
+    if len(text) > OUTPUT_SHOW:
+        text = "..." + text[-OUTPUT_SHOW:]
+    return f"; output: {text}"

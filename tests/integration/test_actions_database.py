@@ -1,0 +1,333 @@
+"""The database adapter against real PostgreSQL 15 servers: promote (with the epoch), stop
+(fast, escalating, idempotent) and start as a replica of the new primary.
+
+What these pin down is what failover correctness rests on: a promotion refused after its lease
+deadline changes nothing; a fast stop's final LSN is what the replica has received; a cleanly
+stopped ex-primary follows the new primary across the timeline switch; a crashed one is refused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failoverd.actions.database import LocalDatabase, StopResult, lsn_to_int
+from failoverd.clock import boottime
+from failoverd.config import PostgresConfig
+from lab.postgres import BIN_DIR, PostgresServer, _alive, _children
+
+pytestmark = pytest.mark.integration
+# Not imported: a module imported before pytest loads it as a plugin is not assert-rewritten.
+pytest_plugins = ["tests.integration.conftest_servers"]
+
+MakePostgres = Callable[..., PostgresServer]
+
+
+def local(server: PostgresServer, clock: Callable[[], float] = boottime) -> LocalDatabase:
+    """The adapter, configured for a lab server as failoverd.toml would configure it."""
+    pg = PostgresConfig(
+        host=server.host,
+        port=server.port,
+        user="postgres",
+        dbname="postgres",
+        data_dir=server.data_dir,
+        bin_dir=BIN_DIR,
+        service_user=server.os_user,
+    )
+    return LocalDatabase(pg, clock, node=f"node-{server.name}")
+
+
+def one(pg: PostgresServer, query: Any, params: tuple[Any, ...] = ()) -> Any:
+    with pg.connect() as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> float:
+    """Poll until ``predicate`` holds (bounded); return the seconds it took."""
+    start = time.monotonic()
+    for _ in range(int(timeout / 0.02) + 2):
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def checkpoint_lsn(server: PostgresServer) -> int:
+    """pg_controldata's "Latest checkpoint location", read independently of the adapter."""
+    out = subprocess.run(
+        [str(BIN_DIR / "pg_controldata"), "-D", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        env={"LC_ALL": "C"},
+        timeout=10,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Latest checkpoint location:"):
+            return lsn_to_int(line.split(":", 1)[1])
+    raise AssertionError(f"no checkpoint location in:\n{out}")
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.monotonic()
+    result = fn(*args)
+    return result, time.monotonic() - start
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Iterator[Callable[[str, float], None]]:
+    """Print measured durations at the end of a test (shown with -s or on failure)."""
+    lines: list[str] = []
+    yield lambda what, seconds: lines.append(f"{what}: {seconds:.3f} s")
+    if lines:
+        print(f"\n{request.node.name}: " + "; ".join(lines))
+
+
+def test_lsn_to_int() -> None:
+    assert lsn_to_int("0/3000028") == 0x3000028
+    assert lsn_to_int(" 1/0 ") == 1 << 32
+    assert lsn_to_int("16/B374D848") == (0x16 << 32) | 0xB374D848
+    with pytest.raises(ValueError, match="not an LSN"):
+        lsn_to_int("3000028")
+
+
+def test_promote_is_refused_past_not_after_and_changes_nothing(
+    pg_primary: PostgresServer, pg_replica: PostgresServer
+) -> None:
+    db = local(pg_replica)
+    result = db.promote(5, not_after=boottime() - 0.01, timeout=5.0)
+    assert not result.ok
+    assert "refused" in result.detail and "not_after" in result.detail
+    assert pg_replica.is_in_recovery()
+
+    # The deadline passes while connecting: a clock that jumps past it after the first reading.
+    readings = iter([100.0])
+
+    def jumping() -> float:
+        return next(readings, 110.0)
+
+    result = local(pg_replica, jumping).promote(5, not_after=105.0, timeout=30.0)
+    assert not result.ok
+    assert "deadline passed while connecting" in result.detail
+    assert pg_replica.is_in_recovery()
+    assert pg_replica.wal_receiver_status() == "streaming"
+    assert local(pg_replica).recorded_epoch() is None  # no table: nothing was ever recorded
+
+
+def test_promote_a_replica_records_the_epoch_and_is_idempotent(
+    pg_primary: PostgresServer, make_postgres: MakePostgres, report: Any
+) -> None:
+    replica = make_postgres("pg3", primary=pg_primary)
+    db = local(replica)
+    assert replica.is_in_recovery()
+    assert db.recorded_epoch() is None
+
+    result, took = timed(db.promote, 7, boottime() + 10.0, 10.0)
+    report("promote", took)
+    assert result.ok, result.detail
+    assert result.epoch == 7
+    assert "promoted" in result.detail and "epoch 7 recorded" in result.detail
+    assert took < 5.0
+    assert not replica.is_in_recovery()
+    assert isinstance(result.lsn, int) and result.lsn > 0
+    with replica.connect() as conn:  # writable
+        conn.execute("CREATE TABLE after_promotion (v int)")
+        conn.execute("INSERT INTO after_promotion VALUES (1)")
+    assert db.recorded_epoch() == 7
+    assert not pg_primary.is_in_recovery()  # the old primary knows nothing of it
+
+    again = db.promote(7, boottime() + 10.0, 10.0)
+    assert again.ok, again.detail
+    assert "already a primary" in again.detail
+    assert again.lsn is not None and again.lsn >= result.lsn
+    assert db.recorded_epoch() == 7
+
+    newer = db.promote(8, boottime() + 10.0, 10.0)
+    assert newer.ok, newer.detail
+    assert db.recorded_epoch() == 8
+    assert one(replica, "SELECT count(*) FROM failoverd_epoch") == 1  # one row, ever
+
+
+def test_switchover_fast_stop_promote_and_the_old_primary_follows(
+    make_postgres: MakePostgres, report: Any
+) -> None:
+    """The planned hand-over: stop the primary cleanly, the replica has everything up to the
+    final LSN, promote it, and the old primary comes back as its streaming replica."""
+    old = make_postgres("sw1")
+    new = make_postgres("sw2", primary=old)
+    old_db, new_db = local(old), local(new)
+    with old.connect() as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+    wait_until(lambda: new.wal_receiver_status() == "streaming", 10.0, "sw2 streaming")
+
+    stopped, took = timed(old_db.stop, "fast", 10.0)
+    report("fast stop", took)
+    assert isinstance(stopped, StopResult)
+    assert stopped.ok and stopped.clean, stopped.detail
+    assert old.pid is None
+    assert old.cluster_state() == "shut down"
+    assert stopped.final_lsn == checkpoint_lsn(old)
+    assert took < 5.0
+    final = stopped.final_lsn
+    assert final is not None
+    # The replica was streaming: the shutdown checkpoint reached it and is replayed.
+    received = int(one(new, "SELECT pg_last_wal_receive_lsn() - '0/0'::pg_lsn"))
+    assert received >= final
+    wait_until(
+        lambda: int(one(new, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")) >= final,
+        5.0,
+        "sw2 replays up to the final LSN",
+    )
+    assert one(new, "SELECT count(*) FROM t") == 1000
+
+    again = old_db.stop("fast", 10.0)  # idempotent: already stopped, same control data
+    assert again.ok and again.clean and again.final_lsn == final, again.detail
+    assert "already stopped" in again.detail
+
+    promoted = new_db.promote(2, boottime() + 10.0, 10.0)
+    assert promoted.ok, promoted.detail
+
+    started, took = timed(old_db.start_replica, new.host, new.port, 15.0)
+    report("start_replica", took)
+    assert started.ok, started.detail
+    assert old.is_in_recovery()
+    assert one(old, "SHOW recovery_target_timeline") == "latest"
+    assert (old.data_dir / "standby.signal").exists()
+    conninfo = one(old, "SHOW primary_conninfo")
+    assert f"port={new.port}" in conninfo and "application_name=node-sw1" in conninfo
+    wait_until(lambda: old.wal_receiver_status() == "streaming", 10.0, "sw1 streams from sw2")
+    with new.connect() as conn:
+        conn.execute("INSERT INTO t VALUES (-1)")
+    wait_until(
+        lambda: one(old, "SELECT count(*) FROM t WHERE v = -1") == 1,
+        10.0,
+        "a row written on the new primary appears on the old one",
+    )
+    assert local(old).recorded_epoch() == 2  # replicated from the new primary
+    names = [c["application_name"] for c in new.replication_clients()]
+    assert names == ["node-sw1"]
+    assert int(one(old, "SELECT received_tli FROM pg_stat_wal_receiver")) == 2  # new timeline
+
+    repeat = old_db.start_replica(new.host, new.port, 10.0)
+    assert repeat.ok and "already a replica" in repeat.detail, repeat.detail
+
+    # And back: sw2 (a pg_basebackup clone, so its postgresql.auto.conf already has a
+    # primary_conninfo, pointing at itself's old primary) follows sw1 after a third timeline.
+    wait_until(
+        lambda: one(old, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (new.lsn(),)),
+        5.0,
+        "sw1 caught up",
+    )
+    back = new_db.stop("fast", 10.0)
+    assert back.ok and back.clean, back.detail
+    assert back.final_lsn is not None
+    wait_until(
+        lambda: int(one(old, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")) >= back.final_lsn,
+        5.0,
+        "sw1 replays up to sw2's final LSN",
+    )
+    assert old_db.promote(3, boottime() + 10.0, 10.0).ok
+    rejoined = new_db.start_replica(old.host, old.port, 15.0)
+    assert rejoined.ok, rejoined.detail
+    auto = (new.data_dir / "postgresql.auto.conf").read_text()
+    conninfo_lines = [ln for ln in auto.splitlines() if ln.startswith("primary_conninfo")]
+    assert len(conninfo_lines) == 1, auto
+    assert f"port={old.port}" in conninfo_lines[0] and "application_name=node-sw2" in auto
+    with old.connect() as conn:
+        conn.execute("INSERT INTO t VALUES (-2)")
+    wait_until(
+        lambda: one(new, "SELECT count(*) FROM t WHERE v = -2") == 1,
+        10.0,
+        "a row written on sw1 appears on sw2 again",
+    )
+    assert local(new).recorded_epoch() == 3
+
+
+def test_stop_of_a_frozen_postmaster_escalates_within_its_bound(
+    make_postgres: MakePostgres, report: Any
+) -> None:
+    server = make_postgres("fz")
+    pid = server.pid
+    assert pid is not None
+    family = [pid, *_children(pid)]
+    server.freeze()  # answers nothing, signals queue up: fast and immediate cannot finish
+
+    stopped, took = timed(local(server).stop, "fast", 2.0)
+    report("frozen stop", took)
+    assert took < 2.0 + 1.0, stopped.detail
+    assert stopped.ok, stopped.detail
+    assert "fast stop did not finish" in stopped.detail
+    assert "immediate stop did not finish" in stopped.detail
+    assert "SIGKILL" in stopped.detail
+    assert not stopped.clean
+    assert server.pid is None
+    assert not any(_alive(p) for p in family)  # no backend left holding shared memory
+    server.start()  # crash recovery; the stale lock files are no obstacle
+    assert one(server, "SELECT 1") == 1
+
+
+def test_start_replica_is_refused_after_a_crash(
+    pg_primary: PostgresServer, make_postgres: MakePostgres
+) -> None:
+    server = make_postgres("cr")
+    db = local(server)
+    server.kill()  # SIGKILL: as a crash leaves it
+    stopped = db.stop("fast", 5.0)  # stopping a stopped server: success, and says how it ended
+    assert stopped.ok and not stopped.clean, stopped.detail
+    assert "already stopped" in stopped.detail and "in production" in stopped.detail
+    assert stopped.final_lsn == checkpoint_lsn(server)
+
+    result = db.start_replica(pg_primary.host, pg_primary.port, 10.0)
+    assert not result.ok
+    assert "did not stop cleanly" in result.detail and "needs pg_rewind" in result.detail
+    assert server.pid is None
+    assert not (server.data_dir / "standby.signal").exists()
+
+    # Nor may it re-adopt the primary role: only a clean ex-primary may.
+    promoted = db.promote(3, boottime() + 10.0, 10.0)
+    assert not promoted.ok
+    assert "not a cleanly stopped primary" in promoted.detail
+    assert server.pid is None
+
+
+def test_promote_starts_a_cleanly_stopped_primary(make_postgres: MakePostgres) -> None:
+    """Re-adoption: the node that ended the last epoch cleanly starts its primary again."""
+    server = make_postgres("ra")
+    db = local(server)
+    pid_file = server.data_dir / "postmaster.pid"
+    lock_file = server.socket_dir / f".s.PGSQL.{server.port}.lock"
+    pid_text, lock_text = pid_file.read_text(), lock_file.read_text()
+    assert db.stop("fast", 10.0).clean
+    assert not pid_file.exists() and not lock_file.exists()
+
+    # Lock files naming a zombie, as a killed postmaster leaves them while PID 1 has not reaped
+    # it yet: kill(pid, 0) succeeds on a zombie, so PostgreSQL alone would refuse to start.
+    zombie = subprocess.Popen(["true"])
+    try:
+        wait_until(
+            lambda: (
+                Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            ),
+            5.0,
+            "a zombie",
+        )
+        for path, text in ((pid_file, pid_text), (lock_file, lock_text)):
+            path.write_text(text.replace(text.split("\n", 1)[0], str(zombie.pid), 1))
+        result = db.promote(4, boottime() + 10.0, 15.0)
+    finally:
+        zombie.wait(5)
+    assert result.ok, result.detail
+    assert "started the cleanly stopped primary" in result.detail
+    assert f"removed stale postmaster.pid, .s.PGSQL.{server.port}.lock" in result.detail
+    assert not server.is_in_recovery()
+    assert db.recorded_epoch() == 4
