@@ -91,6 +91,30 @@ def run(config_path: str, log_level: str) -> None:
     sys.exit(daemon.run())
 
 
+@failoverd_main.command("fence-self")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="FAILOVERD_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help=CONFIG_HELP,
+)
+def fence_self_command(config_path: str) -> None:
+    """Remove the VIP, then stop the local PostgreSQL. Idempotent; needs no ZooKeeper.
+
+    Run by the peer over SSH before it promotes, and safe on a node in any state.
+    """
+    from failoverd.fencing import fence_self  # noqa: PLC0415  (keeps other commands light)
+
+    cfg = _load(config_path)
+    logmod.configure("warning", json=False)
+    ok, detail = fence_self(cfg, logmod.get().bind(node=cfg.node))
+    click.echo(f"fence-self on {cfg.node}: {'done' if ok else 'FAILED'}: {detail}")
+    sys.exit(0 if ok else 1)
+
+
 # -- failoverctl --------------------------------------------------------------------------------
 
 

@@ -136,7 +136,6 @@ class Daemon:
             session_timeout_s=self.zk.negotiated_timeout,
             self_fence_after_s=self.cfg.timings.self_fence_after,
         )
-        self._say_what_is_missing()
         self.checks.start()
 
     def _check_session_timeout(self) -> None:
@@ -155,14 +154,6 @@ class Daemon:
                 requested_s=t.session_timeout,
                 negotiated_s=negotiated,
             )
-
-    def _say_what_is_missing(self) -> None:
-        """This build runs with what exists; say plainly what it does not do yet."""
-        self.log.warning(
-            "actions_not_available",
-            detail="VIP, promotion and fencing adapters are not available in this build: "
-            "those actions are logged and skipped",
-        )
 
     def _initial_status(self) -> MemberStatus:
         return MemberStatus(

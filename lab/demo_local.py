@@ -22,37 +22,12 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from lab.loopback import BIN, NODES, start_sshd, write_config
+from lab.sshd import SshServer
 from lab.zookeeper import ZooKeeperServer
 
-NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
 SESSION_TIMEOUT = 2.0
-BIN = Path(sys.executable).parent
 CHROOT = "/failoverd/demo"
-
-
-def node_config(base: Path, node: str, zk_hosts: str) -> Path:
-    members = "\n".join(
-        f'[[members]]\nname = "{name}"\naddress = "{addr}"\n' for name, addr in NODES.items()
-    )
-    text = f"""node = "{node}"
-
-[cluster]
-name = "demo"
-zookeeper_hosts = ["{zk_hosts}"]
-chroot = "{CHROOT}"
-
-{members}
-# No [vip]: on loopback the host's interfaces stay untouched (the lab moves a real VIP).
-
-[timings]
-session_timeout = {SESSION_TIMEOUT}
-
-[metrics]
-enabled = false
-"""
-    path = base / f"{node}.toml"
-    path.write_text(text)
-    return path
 
 
 class Node:
@@ -143,12 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(base, 0o755)
     server = ZooKeeperServer(base / "zk", max_session_timeout_ms=20000)
     nodes: dict[str, Node] = {}
+    sshd: dict[str, SshServer] = {}
     takeovers: list[float] = []
     try:
         server.start()
         say(f"ZooKeeper 3.8 on {server.hosts} (pid {server.pid}); daemon logs in {base}")
+        paths = {n: base / f"{n}.toml" for n in NODES}
+        sshd = start_sshd(base, paths)
         for name in NODES:
-            nodes[name] = Node(name, node_config(base, name, server.hosts), base)
+            config = write_config(
+                paths[name],
+                name,
+                server.hosts,
+                CHROOT,
+                cluster="demo",
+                session=SESSION_TIMEOUT,
+                sshd=sshd,
+            )
+            nodes[name] = Node(name, config, base)
         zk = KazooClient(hosts=server.hosts)
         zk.start(timeout=10)
         for node in nodes.values():
@@ -179,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"  +{lease_at - killed_at:6.3f} s  {other} holds the lease "
                 f"(the session of {holder} expired after ~{SESSION_TIMEOUT:g} s)"
             )
-            say(f"  +{takeover:6.3f} s  {other} is active, epoch {lease_holder(zk)[1]}")
+            say(
+                f"  +{takeover:6.3f} s  {other} is active, epoch {lease_holder(zk)[1]} "
+                f"(it fenced {holder} over SSH first: the lease had expired)"
+            )
             say(f"takeover in {takeover:.3f} s")
             nodes[holder].start()  # comes back as passive: no automatic fail-back
             if wait_for(lambda h=holder: member_role(zk, h) == "passive", 30) is None:
@@ -191,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for node in nodes.values():
             node.stop()
+        for ssh in sshd.values():
+            ssh.stop()
         server.stop()
     if takeovers:
         print(

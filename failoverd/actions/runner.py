@@ -11,17 +11,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from failoverd.actions.database import LocalDatabase
+from failoverd.actions.fence import fence_action_result, fence_peer
 from failoverd.actions.hooks import run_hook
 from failoverd.actions.vip import add_vip, remove_vip
 from failoverd.clock import boottime
-from failoverd.config import Config
+from failoverd.config import Config, Member
 from failoverd.core import (
     AcquireLease,
     Action,
     ActionResult,
     AddVip,
     ClearSwitchover,
-    FenceOutcome,
     FencePeer,
     Promote,
     Publish,
@@ -33,8 +34,6 @@ from failoverd.core import (
     StopDatabase,
 )
 from failoverd.lease import LeaseError, ZkCluster
-
-UNAVAILABLE = "not available in this build (the database and fencing adapters come next)"
 
 
 class ActionRunner:
@@ -51,6 +50,9 @@ class ActionRunner:
         self.log = log
         self.on_result = on_result
         self.clock = clock
+        self.db = (
+            None if cfg.postgres is None else LocalDatabase(cfg.postgres, clock, node=cfg.node)
+        )
         self._sequencing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action")
         self._hooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hook")
 
@@ -118,20 +120,33 @@ class ActionRunner:
                 return ActionResult(action.id, ok=True, detail="no VIP configured")
             ok, detail = remove_vip(self.cfg.vip)
             return ActionResult(action.id, ok=ok, detail=detail)
-        if isinstance(action, Promote) and self.clock() > action.not_after:
-            late = self.clock() - action.not_after
-            return ActionResult(
-                action.id, ok=False, detail=f"refused: {late:.3f} s past its not_after deadline"
-            )
         if isinstance(action, FencePeer):
-            self.log.warning("action_unavailable", action=action.name, detail=UNAVAILABLE)
-            return ActionResult(
-                action.id, ok=True, fence=FenceOutcome.UNREACHABLE, detail=f"fence {UNAVAILABLE}"
+            peer = self._member(action.peer)
+            return fence_action_result(
+                action.id, *fence_peer(peer, self.cfg.fencing, clock=self.clock)
             )
-        if isinstance(action, Promote | StopDatabase | StartReplica):
-            self.log.warning("action_unavailable", action=action.name, detail=UNAVAILABLE)
-            return ActionResult(action.id, ok=True, detail=f"skipped: {UNAVAILABLE}")
+        if isinstance(action, Promote | StopDatabase | StartReplica) and self.db is None:
+            return ActionResult(action.id, ok=True, detail="no database managed")
+        timeout = self.cfg.timings.action_timeout
+        if isinstance(action, Promote):
+            assert self.db is not None
+            return self.db.promote(action.epoch, action.not_after, timeout).action_result(action.id)
+        if isinstance(action, StopDatabase):
+            assert self.db is not None
+            return self.db.stop(action.mode, timeout).action_result(action.id)
+        if isinstance(action, StartReplica):
+            assert self.db is not None
+            primary = self._member(action.primary)
+            return self.db.start_replica(primary.address, primary.db_port, timeout).action_result(
+                action.id
+            )
         return ActionResult(action.id, ok=False, detail=f"no adapter for {action.name}")
+
+    def _member(self, name: str) -> Member:
+        for m in self.cfg.members:
+            if m.name == name:
+                return m
+        raise LookupError(f"{name!r} is not a configured member")
 
     def close(self, timeout: float = 5.0) -> None:
         """Let running actions finish (bounded by their own timeouts), start no new ones."""

@@ -8,7 +8,7 @@ import math
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from failoverd.checks.base import Probe, judge_latency
+from failoverd.clock import boottime
 from failoverd.config import CheckConfig, PostgresConfig
 from failoverd.core import DatabaseStatus, DbRole
 
@@ -29,6 +30,15 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT extract(epoch FROM now() - last_msg_receipt_time) FROM pg_stat_wal_receiver)
            AS last_received_age,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replay_delay
+"""
+
+# The epoch the last promotion wrote (failoverd_epoch, see lab/donations/schema.sql); NULL when
+# the table does not exist, without an error that would abort the probe.
+EPOCH_QUERY = """
+SELECT CASE WHEN to_regclass('failoverd_epoch') IS NULL THEN NULL
+            ELSE (xpath('/row/m/text()',
+                        query_to_xml('SELECT max(epoch) AS m FROM failoverd_epoch', false, true, '')
+                  ))[1]::text::bigint END AS epoch
 """
 
 STANDBYS_QUERY = """
@@ -92,10 +102,16 @@ def postmaster_running(data_dir: Path) -> bool:
 
 
 class PostgresCheck:
-    def __init__(self, cfg: CheckConfig, pg: PostgresConfig) -> None:
+    def __init__(
+        self, cfg: CheckConfig, pg: PostgresConfig, clock: Callable[[], float] = boottime
+    ) -> None:
         self.cfg = cfg
         self.pg = pg
         self.password = read_password(pg.password_file)
+        self._clock = clock
+        # When WAL last reached this replica, as far as this check has seen (see _wal_age).
+        self._wal_seen_at: float | None = None
+        self._received: tuple[float, int] | None = None  # (when probed, received LSN)
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         statement_ms = max(1, int(self.cfg.timeout * 1000))
@@ -127,6 +143,7 @@ class PostgresCheck:
             with self._connect() as conn:
                 state = conn.execute(STATE_QUERY).fetchone()
                 assert state is not None  # a SELECT without FROM returns one row
+                recorded = conn.execute(EPOCH_QUERY).fetchone()
                 standbys: list[dict[str, Any]] = []
                 if not state["in_recovery"]:
                     standbys = [
@@ -140,6 +157,7 @@ class PostgresCheck:
             return Probe(False, time.monotonic() - started, _describe(e), self._down_facts())
         latency = time.monotonic() - started
         facts = self._facts(state, standbys)
+        facts["recorded_epoch"] = None if recorded is None else _int(recorded["epoch"])
         return judge_latency(True, latency, self.cfg.slow_after, "", facts)
 
     def _facts(self, state: Mapping[str, Any], standbys: list[dict[str, Any]]) -> dict[str, object]:
@@ -152,10 +170,11 @@ class PostgresCheck:
             "replayed_lsn": replayed,
         }
         if in_recovery:
+            streaming = state["wal_receiver"] == "streaming"
             facts.update(
                 wal_receiver=state["wal_receiver"],
-                streaming=state["wal_receiver"] == "streaming",
-                last_received_age=_num(state["last_received_age"]),
+                streaming=streaming,
+                last_received_age=self._wal_age(streaming, _num(state["last_received_age"]), lsn),
                 replay_delay=_num(state["replay_delay"]),
                 lag_bytes=None if lsn is None or replayed is None else max(0, lsn - replayed),
             )
@@ -168,6 +187,23 @@ class PostgresCheck:
                 for s in standbys
             ]
         return facts
+
+    def _wal_age(self, streaming: bool, receipt_age: float | None, lsn: int | None) -> float | None:
+        """Seconds since WAL last arrived, None if this check never saw any arrive.
+
+        pg_stat_wal_receiver cannot say it once streaming stops: its row vanishes with the
+        receiver, and every reconnect attempt resets ``last_msg_receipt_time`` to the attempt's
+        start. So the check remembers when it last saw the receiver streaming (minus the age
+        PostgreSQL reported then), or the received LSN advance since its previous probe.
+        """
+        now = self._clock()
+        if streaming and receipt_age is not None:
+            self._wal_seen_at = now - max(0.0, receipt_age)
+        elif lsn is not None and self._received is not None and lsn > self._received[1]:
+            self._wal_seen_at = max(self._wal_seen_at or 0.0, self._received[0])  # arrived since
+        if lsn is not None:
+            self._received = (now, lsn)
+        return None if self._wal_seen_at is None else max(0.0, now - self._wal_seen_at)
 
     def _down_facts(self) -> dict[str, object]:
         """Why no connection: a stopped server says how it stopped; that matters for rejoin."""
@@ -193,7 +229,11 @@ def database_status(facts: Mapping[str, object] | None) -> DatabaseStatus:
         return DatabaseStatus(role=DbRole.UNKNOWN)
     role = facts.get("role")
     if role == "primary":
-        return DatabaseStatus(role=DbRole.PRIMARY, lsn=_as_int(facts.get("lsn")))
+        return DatabaseStatus(
+            role=DbRole.PRIMARY,
+            lsn=_as_int(facts.get("lsn")),
+            recorded_epoch=_as_int(facts.get("recorded_epoch")),
+        )
     if role == "replica":
         return DatabaseStatus(
             role=DbRole.REPLICA,
@@ -201,6 +241,7 @@ def database_status(facts: Mapping[str, object] | None) -> DatabaseStatus:
             replayed_lsn=_as_int(facts.get("replayed_lsn")),
             streaming=bool(facts.get("streaming")),
             last_received_age=_as_float(facts.get("last_received_age")),
+            recorded_epoch=_as_int(facts.get("recorded_epoch")),
         )
     if role == "stopped":
         state = facts.get("cluster_state")

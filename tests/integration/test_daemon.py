@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,26 +15,12 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from lab.loopback import BIN, NODES, start_sshd, write_config
 from lab.zookeeper import ZooKeeperServer, free_port
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
-NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
-SESSION = 1.0  # short sessions keep the suite fast; the lab uses 2 s
-
-
-def write_config(
-    path: Path, node: str, hosts: str, chroot: str, *, extra: str = "", session: float = SESSION
-) -> Path:
-    members = "\n".join(f'[[members]]\nname = "{n}"\naddress = "{a}"\n' for n, a in NODES.items())
-    path.write_text(
-        f'node = "{node}"\n{extra}\n[cluster]\nname = "t"\nzookeeper_hosts = ["{hosts}"]\n'
-        f'chroot = "{chroot}"\n\n{members}\n'
-        f"\n[timings]\nsession_timeout = {session}\nstart_timeout = 2.0\n"
-        "\n[metrics]\nenabled = false\n"
-    )
-    return path
+SESSION = 1.0  # short sessions keep the suite fast (write_config's default); the lab uses 2 s
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.02) -> Any:
@@ -102,7 +87,11 @@ def cluster(
     zk_server: ZooKeeperServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[dict[str, Any]]:
     chroot = f"/failoverd/{request.node.name.replace('[', '_').replace(']', '')}"
-    configs = {n: write_config(tmp_path / f"{n}.toml", n, zk_server.hosts, chroot) for n in NODES}
+    # Each node's sshd runs the real `failoverd fence-self` as its forced command, so a takeover
+    # after an expired lease fences over SSH exactly as in production.
+    paths = {n: tmp_path / f"{n}.toml" for n in NODES}
+    sshd = start_sshd(tmp_path, paths)
+    configs = {n: write_config(paths[n], n, zk_server.hosts, chroot, sshd=sshd) for n in NODES}
     client = KazooClient(hosts=zk_server.hosts)
     client.start(timeout=10)
     daemons: list[Daemon] = []
@@ -113,10 +102,12 @@ def cluster(
         return d
 
     try:
-        yield {"configs": configs, "zk": client, "chroot": chroot, "start": start}
+        yield {"configs": configs, "zk": client, "chroot": chroot, "start": start, "sshd": sshd}
     finally:
         for d in daemons:
             d.stop()
+        for server in sshd.values():
+            server.stop()
         client.stop()
         client.close()
 
@@ -203,8 +194,13 @@ def test_sigkill_of_the_active_is_taken_over_after_session_expiry(
     took = time.monotonic() - killed
     assert took >= SESSION * 0.8, f"took over before the old session could expire: {took}"
     history = zk.get_children(f"{chroot}/history")
-    kinds = [record(zk, f"{chroot}/history/{h}")["kind"] for h in sorted(history)]  # type: ignore[index]
+    events = [record(zk, f"{chroot}/history/{h}") or {} for h in sorted(history)]
+    kinds = [e.get("kind") for e in events]
     assert "failover" in kinds
+    # The lease expired, so the new active fenced the old one over SSH before promoting: the
+    # forced command ran `failoverd fence-self` there (nothing left to stop: FENCED).
+    fences = [e for e in events if e.get("kind") == "fence"]
+    assert fences and "fenced" in str(fences[0].get("reason")), events
     # No automatic fail-back: the restarted node comes back passive.
     cluster["start"](active)
     assert wait_for(lambda: roles(zk, chroot)[active] == "passive", SESSION + 10)

@@ -1,0 +1,61 @@
+"""Two failoverd nodes on loopback (127.0.0.11 and .12) for the demo and the daemon tests:
+a real ZooKeeper, real daemons, and a real sshd per node whose forced command is
+`failoverd fence-self`, so fencing goes over SSH as in production. No VIP and no database:
+the host's interfaces stay untouched; the namespace lab (lab/lab) has both."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lab.sshd import SshServer
+
+NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
+BIN = Path(sys.executable).parent
+
+
+def start_sshd(base: Path, configs: dict[str, Path]) -> dict[str, SshServer]:
+    """One sshd per node, on that node's address, running fence-self with its config."""
+    servers = {
+        n: SshServer(
+            base / f"sshd-{n}",
+            host=NODES[n],
+            forced_command=f"{BIN / 'failoverd'} fence-self -c {configs[n]}",
+        )
+        for n in NODES
+    }
+    for server in servers.values():
+        server.start()
+    return servers
+
+
+def write_config(
+    path: Path,
+    node: str,
+    hosts: str,
+    chroot: str,
+    *,
+    cluster: str = "t",
+    extra: str = "",
+    session: float = 1.0,
+    sshd: dict[str, SshServer] | None = None,
+) -> Path:
+    """A node's config; with ``sshd`` (one server per node) fencing goes over real SSH."""
+    ports = {n: (sshd[n].port if sshd else 22) for n in NODES}
+    members = "\n".join(
+        f'[[members]]\nname = "{n}"\naddress = "{a}"\nssh_port = {ports[n]}\n'
+        for n, a in NODES.items()
+    )
+    if sshd is not None:
+        peer = next(n for n in NODES if n != node)
+        extra += (
+            f'\n[fencing]\nidentity_file = "{sshd[peer].client_key}"\n'
+            f'known_hosts = "{sshd[peer].known_hosts}"\nconnect_timeout = 0.5\n'
+        )
+    path.write_text(
+        f'node = "{node}"\n{extra}\n[cluster]\nname = "{cluster}"\n'
+        f'zookeeper_hosts = ["{hosts}"]\nchroot = "{chroot}"\n\n{members}\n'
+        f"\n[timings]\nsession_timeout = {session}\nstart_timeout = 2.0\n"
+        "\n[metrics]\nenabled = false\n"
+    )
+    return path
