@@ -359,7 +359,7 @@ class _MemberEntry:
 class ZkCluster:
     """One daemon's (or one CLI's) view of and hand on one cluster's ZooKeeper subtree."""
 
-    def __init__(  # noqa: PLR0917 (the documented signature)
+    def __init__(
         self,
         hosts: Sequence[str],
         chroot: str,
