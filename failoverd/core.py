@@ -425,6 +425,7 @@ class State:
     last_failover_at: float | None = None
     retry_after: float | None = None  # no takeover attempt before this (after a failed fence)
     peer_fenced_at: float | None = None  # a fence reached the peer and succeeded at this time
+    peer_fence_sent_at: float | None = None  # ... and was sent then: it took effect no earlier
     active_lsn: int | None = None  # last LSN the active published: its record vanishes on a crash
     lease_free_since: float | None = None
     last_publish_at: float | None = None
@@ -432,6 +433,7 @@ class State:
     handled_switchover: SwitchoverRequest | None = None  # the request last cleared or refused
     paused_from: Role | None = None  # the role a pause interrupted
     fence_final_lsn: int | None = None  # where our self-fence stopped the database
+    replica_started_at: float | None = None  # StartReplica succeeded then (checks lag behind)
     fence_stop_clean: bool = False
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
@@ -609,11 +611,11 @@ class _Step:
         for r in self.obs.results:
             if r.action_id == p.id:
                 self.set(pending=None)
-                return Done(p.kind, r)
+                return Done(p.kind, r, p.started_at)
         if self.obs.now - p.started_at > self.s.action_timeout:
             self.set(pending=None)
             detail = f"{p.kind} gave no result within {self.s.action_timeout:g} s"
-            return Done(p.kind, ActionResult(p.id, ok=False, detail=detail))
+            return Done(p.kind, ActionResult(p.id, ok=False, detail=detail), p.started_at)
         return None
 
 
@@ -623,6 +625,7 @@ class Done:
 
     kind: str
     result: ActionResult
+    sent_at: float = 0.0  # when it was emitted
 
 
 def step(settings: Settings, state: State, obs: Observation) -> Step:
@@ -726,7 +729,7 @@ def _note_while_paused(st: _Step, done: Done | None) -> None:
     if fence in (FenceOutcome.FENCED, FenceOutcome.UNREACHABLE):
         st.set(takeover=replace(t, fenced=True))
         if fence is FenceOutcome.FENCED:
-            st.set(peer_fenced_at=st.obs.now)
+            st.set(peer_fenced_at=st.obs.now, peer_fence_sent_at=done.sent_at)
     else:
         # As on fence_failed: no promotion under this epoch; the lease goes back after the pause.
         st.set(
@@ -882,6 +885,11 @@ def _start_as_replica_or_fence(st: _Step, primary: str) -> None:
         )
         return
     st.set(role=Role.PASSIVE)
+    started = st.state.replica_started_at
+    if started is not None and st.obs.now - started < st.s.action_timeout:
+        # Started a moment ago: the checks have not seen it running yet.
+        st.decide("replica_starting", "waiting for the database to report as a replica")
+        return
     reason = st.decide("start_replica", f"starting the database as a replica of {primary}")
     if st.state.pending is None:
         st.emit(StartReplica, reason, primary=primary)
@@ -944,7 +952,7 @@ def _passive_result(st: _Step, done: Done) -> None:
             st.decide("lease_not_acquired", f"lease not acquired: {result.detail}")
     elif done.kind == "FencePeer":
         if result.fence is FenceOutcome.FENCED:
-            st.set(peer_fenced_at=st.obs.now)
+            st.set(peer_fenced_at=st.obs.now, peer_fence_sent_at=done.sent_at)
             st.decide("peer_fenced", f"{st.s.peer} fenced before taking the lease")
         else:
             outcome = result.fence.value if result.fence else "failed"
@@ -965,6 +973,7 @@ def _passive_result(st: _Step, done: Done) -> None:
             )
     elif done.kind == "StartReplica":
         if result.ok:
+            st.set(replica_started_at=st.obs.now)
             st.decide("replica_started", "database started as a replica")
         else:
             st.set(role=Role.FENCED)
@@ -980,6 +989,32 @@ def _peer_blocks_takeover(st: _Step) -> bool:
     return fenced is None or probe.probed_at > fenced
 
 
+def _peer_primary_may_take_lease(st: _Step) -> str | None:
+    """Why not to fence a peer whose database is primary while the lease is free: its daemon is
+    alive and about to take the lease itself (start-up), or the cluster was never led, so that
+    primary is the one the cluster starts from. None when it must be fenced (its daemon is gone:
+    frozen, crashed, or stopped while paused)."""
+    c = st.cluster
+    assert c is not None
+    if c.epoch == 0:
+        return (
+            f"lease never held and {st.s.peer}'s database is primary: waiting for "
+            f"{st.s.peer} to take it"
+        )
+    peer = c.member(st.s.peer)
+    if (
+        isinstance(peer, MemberStatus)
+        and peer.age <= st.s.peer_stale_after
+        and peer.role
+        in (Role.STARTING.value, Role.PASSIVE.value, Role.PROMOTING.value, Role.ACTIVE.value)
+    ):
+        return (
+            f"lease free and {st.s.peer}'s database is primary, but its daemon is alive "
+            f"({peer.role}): waiting for it to take the lease"
+        )
+    return None
+
+
 def _try_takeover(st: _Step, readopt: bool) -> None:
     c = st.cluster
     assert c is not None
@@ -987,6 +1022,12 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
         return
     if c.epoch < 0:
         st.decide("epoch_unknown", "lease free but the epoch record is unreadable: taking nothing")
+        return
+    if not st.zk_fresh():
+        st.decide(
+            "zk_unavailable",
+            "lease looks free, but the view is older than self_fence_after: not acting on it",
+        )
         return
     if c.epoch < st.state.highest_epoch:
         st.decide(
@@ -1039,6 +1080,10 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
         )
         return
     if _peer_blocks_takeover(st):
+        waiting = _peer_primary_may_take_lease(st)
+        if waiting is not None:
+            st.decide("waiting_for_peer_primary", waiting)
+            return
         reason = st.decide(
             "fence_before_lease",
             f"lease free but {st.s.peer}'s database answers as "
@@ -1118,10 +1163,11 @@ def _begin_takeover(st: _Step, epoch: int) -> None:
     else:
         fence_needed = True
     free_since = t.lease_free_since if t.lease_free_since is not None else st.state.lease_free_since
+    # Only a fence sent after the lease went free surely hit whoever held it last.
     fenced_already = (
-        st.state.peer_fenced_at is not None
+        st.state.peer_fence_sent_at is not None
         and free_since is not None
-        and st.state.peer_fenced_at >= free_since
+        and st.state.peer_fence_sent_at >= free_since
     )
     if t.kind == "bootstrap" and epoch > 1:
         t = replace(t, kind="failover" if fence_needed else "stepdown")
@@ -1162,7 +1208,7 @@ def _promoting(st: _Step, done: Done | None) -> None:
                 t = replace(t, fenced=True).mark("fence", now)
                 st.set(takeover=t)
                 if r.fence is FenceOutcome.FENCED:
-                    st.set(peer_fenced_at=now)
+                    st.set(peer_fenced_at=now, peer_fence_sent_at=done.sent_at)
                 reason = st.decide(
                     "peer_fenced", f"{st.s.peer} fence: {r.fence.value} ({r.detail})"
                 )
@@ -1383,7 +1429,7 @@ def _demoting(st: _Step, done: Done | None) -> None:
             d = replace(d, released=r.ok)
         elif done.kind == "StartReplica":
             if r.ok:
-                st.set(role=Role.PASSIVE, demotion=None)
+                st.set(role=Role.PASSIVE, demotion=None, replica_started_at=st.obs.now)
                 st.decide("passive", f"back as a replica of {st.s.peer}")
             else:
                 st.set(role=Role.FENCED, demotion=None)
