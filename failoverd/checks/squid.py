@@ -56,8 +56,14 @@ class SquidCheck:
         except (OSError, http.client.HTTPException) as e:
             latency = time.monotonic() - started
             state, facts = self._squid_state()
+            what = describe_error(e, self.cfg.timeout)
+            if state == "up" and isinstance(e, TimeoutError):
+                # Squid took the request and is alive: it is still waiting for the app.
+                facts["squid"] = "up"
+                why = f"app behind Squid slow or hung: {what} (Squid itself answers)"
+                return Probe(False, latency, why, facts)
             facts["squid"] = "down"
-            why = f"Squid down: {describe_error(e, self.cfg.timeout)}"
+            why = f"Squid down: {what}"
             if state == "up":
                 why = f"Squid's cache manager answers but the proxy port does not: {why}"
             return Probe(False, latency, why, facts)
