@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,3 +223,41 @@ def resume(ctx: click.Context) -> None:
     with _connected(ctx) as (cfg, zk):
         zk.set_paused(False)
         click.echo(f"cluster {cfg.cluster.name} resumed")
+
+
+@failoverctl_main.command("history")
+@click.option("--json", "as_json_flag", is_flag=True, help="one JSON object per line")
+@click.option("-n", "--limit", default=20, show_default=True, help="how many events, newest last")
+@click.pass_context
+def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
+    """Failovers, switchovers, step-downs and fences: when, epoch, from, to, why, phases."""
+    with _connected(ctx) as (_cfg, zk):
+        records = zk.read_history(limit)
+    if as_json_flag:
+        for rec in records:
+            click.echo(json.dumps(rec, sort_keys=True))
+        return
+    if not records:
+        click.echo("no events recorded")
+        return
+    for rec in records:
+        when = rec.get("time")
+        stamp = (
+            time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
+            if isinstance(when, int | float)
+            else "?"
+        )
+        phases = rec.get("phases")
+        timing = ""
+        if isinstance(phases, dict) and phases:
+            timing = (
+                "  ["
+                + ", ".join(
+                    f"{k} {v:.3f}s" for k, v in phases.items() if isinstance(v, int | float)
+                )
+                + "]"
+            )
+        click.echo(
+            f"{stamp}  epoch {rec.get('epoch')}  {rec.get('kind')}  "
+            f"{rec.get('from') or '-'} -> {rec.get('to') or '-'}  {rec.get('reason', '')}{timing}"
+        )

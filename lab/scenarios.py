@@ -1,0 +1,288 @@
+"""Failover scenarios in the two-node lab, from a client's point of view.
+
+Each scenario starts the client and sampler (lab/workload.py) in ``flcli``, injects one fault
+into the active node, waits for the passive to take over, and returns what the client saw:
+the outage from the fault to the first write acknowledged after it, split-brain samples, epoch
+ordering of acknowledgements, acknowledged writes missing from the surviving primary, and the
+takeover's phases from failoverd's own history record. ``restore`` brings the faulty node back
+as a streaming replica, so scenarios can run back to back (the tests and bench/failover.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from failoverd.clock import boottime, walltime
+from lab.cluster import Lab, LabError
+from lab.workload import Verdict, analyze, read_jsonl
+
+NODES = ("fln1", "fln2")
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("crash", "app", "postgres", "squid", "zk-partition", "freeze")
+
+
+class ScenarioError(RuntimeError):
+    """The lab did not reach the state a scenario needs; the message says which."""
+
+
+def other(node: str) -> str:
+    return NODES[1] if node == NODES[0] else NODES[0]
+
+
+def cluster_status(lab: Lab, via: str | None = None) -> dict[str, Any]:
+    """``failoverctl status --json`` from a node's namespace (the host cannot reach ZooKeeper)."""
+    for node in [via] if via else list(NODES):
+        proc = lab.failoverctl(node, "status", "--json", timeout=15)
+        if proc.stdout.strip().startswith("{"):
+            doc: dict[str, Any] = json.loads(proc.stdout)
+            doc["exit_code"] = proc.returncode
+            return doc
+    raise ScenarioError("failoverctl status answered from neither node")
+
+
+def roles(doc: dict[str, Any]) -> dict[str, str]:
+    return {m["node"]: m.get("role", "?") for m in doc.get("members", [])}
+
+
+def history(lab: Lab, via: str, limit: int = 20) -> list[dict[str, Any]]:
+    proc = lab.failoverctl(via, "history", "--json", "--limit", str(limit), timeout=15)
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
+    """Poll ``check`` until truthy; bounded in count and time; ScenarioError says what failed."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / step) + 2):
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(step)
+    raise ScenarioError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def wait_redundant(lab: Lab, timeout: float = 60.0) -> str:
+    """Until one node is active with the VIP and the other a passive, eligible replica; the
+    active node's name."""
+
+    def ready() -> str | None:
+        try:
+            doc = cluster_status(lab)
+        except (ScenarioError, subprocess.TimeoutExpired):
+            return None
+        r = roles(doc)
+        active = [n for n, role in r.items() if role == "active"]
+        if len(active) != 1 or doc.get("exit_code") != 0:
+            return None
+        if lab.vip_holders() != active:
+            return None
+        return active[0]
+
+    node: str = wait_until("an active node and an eligible passive", ready, timeout, step=0.5)
+    return node
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    active_before: str
+    active_after: str | None
+    verdict: Verdict
+    phases_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outage_s(self) -> float | None:
+        return self.verdict.outage_s
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "from": self.active_before,
+            "to": self.active_after,
+            "outage_s": self.outage_s,
+            "acknowledged": self.verdict.acknowledged,
+            "lost_acknowledged": len(self.verdict.lost),
+            "split_brain_samples": self.verdict.split_brain_samples,
+            "epoch_order_violations": len(self.verdict.epoch_order_violations),
+            "phases_s": self.phases_s,
+            "notes": self.notes,
+        }
+
+
+class Workload:
+    """The client and sampler as a process inside ``flcli``."""
+
+    def __init__(self, lab: Lab, out: Path, duration: float) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        os.chmod(out, 0o755)
+        python = lab.venv / "bin" / "python"
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", "flcli", str(python), "-m", "lab.workload",
+             "--out", str(out), "--duration", str(duration)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=(out / "workload.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_until("the client to start", (out / "ready").exists, 20, step=0.05)
+
+    def acks(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.out / "acks.jsonl")
+
+    def stop(self) -> None:
+        (self.out / "stop").write_text("")
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def _kill_postgres(lab: Lab, node: str) -> None:
+    pid = lab.pid(node, "postgres")
+    if pid is None:
+        raise ScenarioError(f"{node}: PostgreSQL is not running")
+    os.kill(pid, signal.SIGKILL)  # the postmaster; its backends notice and exit
+
+
+FAULTS: dict[str, Callable[[Lab, str], object]] = {
+    "crash": lambda lab, n: lab.crash(n),
+    "app": lambda lab, n: lab.stop_component(n, "app"),
+    "postgres": _kill_postgres,
+    "squid": lambda lab, n: lab.stop_component(n, "squid"),
+    "zk-partition": lambda lab, n: lab.partition_from_zk(n),
+    "freeze": lambda lab, n: lab.freeze_daemon(n),
+}
+
+
+def surviving_ids(lab: Lab, node: str) -> set[str]:
+    rows = lab.query(node, "SELECT id FROM donations", dbname="donations", timeout=10)
+    return {r[0] for r in rows}
+
+
+def takeover_phases(lab: Lab, via: str, fault_wall: float) -> dict[str, float]:
+    """Phases of the takeover from failoverd's history record, plus detection: from the fault
+    to the moment the new active started to take over."""
+    for rec in reversed(history(lab, via)):
+        if rec.get("kind") in ("failover", "stepdown", "switchover") and rec.get("to") == via:
+            phases = {k: float(v) for k, v in (rec.get("phases") or {}).items()}
+            when = rec.get("time")
+            if isinstance(when, int | float) and "total" in phases:
+                phases["detection"] = max(0.0, float(when) - phases["total"] - fault_wall)
+            fences = [
+                r for r in history(lab, via)
+                if r.get("kind") == "fence" and isinstance(r.get("time"), int | float)
+                and float(r["time"]) >= fault_wall
+            ]  # fmt: skip
+            if fences and "fence" not in phases:
+                fence_phases = fences[-1].get("phases") or {}
+                if "fence" in fence_phases:
+                    phases["fence"] = float(fence_phases["fence"])
+            return phases
+    return {}
+
+
+def run(
+    lab: Lab, scenario: str, workdir: Path, *, takeover_timeout: float = 30.0
+) -> ScenarioResult:
+    """One scenario on a redundant cluster; leaves the faulty node as the fault left it."""
+    if scenario not in FAULTS:
+        raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    active = wait_redundant(lab)
+    passive = other(active)
+    workload = Workload(lab, workdir / scenario, duration=takeover_timeout + 30)
+    notes: list[str] = []
+    try:
+        # Normal traffic first, so the outage is measured against a working site.
+        wait_until(
+            "acknowledged writes before the fault",
+            lambda: sum(1 for a in workload.acks() if a.get("ok")) >= 10,
+            15,
+            step=0.1,
+        )
+        fault_at, fault_wall = boottime(), walltime()
+        FAULTS[scenario](lab, active)
+
+        def taken_over() -> bool:
+            return any(
+                a.get("ok") and a.get("node") == passive and a["sent"] >= fault_at
+                for a in workload.acks()
+            )
+
+        try:
+            wait_until(f"{passive} to acknowledge writes", taken_over, takeover_timeout, step=0.05)
+        except ScenarioError as e:
+            notes.append(str(e))
+        time.sleep(1.0)  # traffic after the takeover: late acknowledgements would show here
+    finally:
+        workload.stop()
+    if scenario == "freeze":
+        lab.thaw_daemon(active)  # it finds itself fenced: the test checks it stays so
+    acks = workload.acks()
+    samples = read_jsonl(workload.out / "samples.jsonl")
+    try:
+        ids: set[str] | None = surviving_ids(lab, passive)
+    except LabError as e:
+        ids = None
+        notes.append(f"could not read the surviving primary: {e}")
+    verdict = analyze(acks, samples, fault_at, ids)
+    phases = takeover_phases(lab, passive, fault_wall)
+    after = (
+        passive
+        if verdict.nodes_after == [passive]
+        else (verdict.nodes_after[0] if verdict.nodes_after else None)
+    )
+    return ScenarioResult(scenario, active, after, verdict, phases, notes)
+
+
+def restore(lab: Lab, scenario: str, node: str, timeout: float = 90.0) -> None:
+    """Bring ``node`` back after ``scenario``, as a streaming replica of the new primary."""
+    if scenario == "crash":
+        lab.restore_link(node, drop_vip=True)
+        for component in ("sshd", "app", "squid"):
+            lab.start_component(node, component)
+    elif scenario == "app":
+        lab.start_component(node, "app")
+    elif scenario == "squid":
+        lab.start_component(node, "squid")
+    elif scenario == "zk-partition":
+        lab.heal_zk(node)
+    # The daemon steps down to a replica by itself after a clean stop (app, squid); after a
+    # crash, a killed database or a fence the old primary may have diverged: rebuild it.
+    try:
+        wait_until(
+            f"{node} to be an eligible passive again",
+            lambda: _eligible_passive(lab, node),
+            20 if scenario in ("app", "squid") else 8,
+        )
+        return
+    except ScenarioError:
+        pass
+    lab.rejoin(node)
+    wait_until(
+        f"{node} to be an eligible passive after rejoining",
+        lambda: _eligible_passive(lab, node),
+        timeout,
+    )
+
+
+def _eligible_passive(lab: Lab, node: str) -> bool:
+    try:
+        doc = cluster_status(lab, via=other(node))
+    except (ScenarioError, subprocess.TimeoutExpired):
+        return False
+    for m in doc.get("members", []):
+        if m.get("node") == node:
+            return bool(m.get("role") == "passive" and m.get("eligible"))
+    return False
