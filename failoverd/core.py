@@ -149,6 +149,7 @@ class ClusterView:
     switchover: SwitchoverRequest | None = None
     paused: bool = False
     problems: tuple[str, ...] = ()  # malformed records, said in words; such records are ignored
+    lease_changed_at: float | None = None  # boottime the reader saw the lease last change
 
     def member(self, name: str) -> MemberStatus | MalformedMember | None:
         for m in self.members:
@@ -189,6 +190,7 @@ class DatabaseStatus:
     was_primary: bool | None = None  # STOPPED: last ran as a primary
     stopped_cleanly: bool | None = None  # STOPPED: the control file says a clean shutdown
     recorded_epoch: int | None = None  # epoch written into the database by its last promotion
+    observed_at: float | None = None  # boottime the probe behind this started (None: now)
 
 
 UNMANAGED_DB = DatabaseStatus(role=DbRole.UNMANAGED)
@@ -433,7 +435,7 @@ class State:
     handled_switchover: SwitchoverRequest | None = None  # the request last cleared or refused
     paused_from: Role | None = None  # the role a pause interrupted
     fence_final_lsn: int | None = None  # where our self-fence stopped the database
-    replica_started_at: float | None = None  # StartReplica succeeded then (checks lag behind)
+    db_changed_at: float | None = None  # a database action finished: older probes are stale
     fence_stop_clean: bool = False
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
@@ -633,10 +635,25 @@ def step(settings: Settings, state: State, obs: Observation) -> Step:
     st = _Step(settings, state, obs)
     _track_cluster(st)
     result = st.pending_result()
+    if result is not None and result.kind in DATABASE_ACTIONS:
+        st.set(db_changed_at=obs.now)
+    st.obs = _without_stale_database(st.obs, st.state.db_changed_at)
     _dispatch(st, result)
     if not st.state.exit:
         _maybe_publish(st)
     return Step(st.state, tuple(st.actions), st.reason)
+
+
+DATABASE_ACTIONS = ("Promote", "StopDatabase", "StartReplica")
+
+
+def _without_stale_database(obs: Observation, changed_at: float | None) -> Observation:
+    """A probe that started before our last change to the database says nothing about it now:
+    acting on it would, say, fence a database we had just restarted as a replica."""
+    observed = obs.database.observed_at
+    if changed_at is None or observed is None or observed >= changed_at:
+        return obs
+    return replace(obs, database=DatabaseStatus(role=DbRole.UNKNOWN, observed_at=observed))
 
 
 def _track_cluster(st: _Step) -> None:
@@ -885,11 +902,6 @@ def _start_as_replica_or_fence(st: _Step, primary: str) -> None:
         )
         return
     st.set(role=Role.PASSIVE)
-    started = st.state.replica_started_at
-    if started is not None and st.obs.now - started < st.s.action_timeout:
-        # Started a moment ago: the checks have not seen it running yet.
-        st.decide("replica_starting", "waiting for the database to report as a replica")
-        return
     reason = st.decide("start_replica", f"starting the database as a replica of {primary}")
     if st.state.pending is None:
         st.emit(StartReplica, reason, primary=primary)
@@ -973,7 +985,6 @@ def _passive_result(st: _Step, done: Done) -> None:
             )
     elif done.kind == "StartReplica":
         if result.ok:
-            st.set(replica_started_at=st.obs.now)
             st.decide("replica_started", "database started as a replica")
         else:
             st.set(role=Role.FENCED)
@@ -1080,6 +1091,16 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
         )
         return
     if _peer_blocks_takeover(st):
+        changed = c.lease_changed_at
+        if changed is not None and st.obs.peer_database.probed_at < changed:
+            # Taken while the lease was still held: the peer may have stopped its database
+            # since (a clean step-down does). Neither take the lease nor fence on it.
+            st.decide(
+                "waiting_for_probe",
+                f"lease free: waiting for a probe of {st.s.peer}'s database newer than the "
+                "lease's release (the last one said primary)",
+            )
+            return
         waiting = _peer_primary_may_take_lease(st)
         if waiting is not None:
             st.decide("waiting_for_peer_primary", waiting)
@@ -1429,7 +1450,7 @@ def _demoting(st: _Step, done: Done | None) -> None:
             d = replace(d, released=r.ok)
         elif done.kind == "StartReplica":
             if r.ok:
-                st.set(role=Role.PASSIVE, demotion=None, replica_started_at=st.obs.now)
+                st.set(role=Role.PASSIVE, demotion=None)
                 st.decide("passive", f"back as a replica of {st.s.peer}")
             else:
                 st.set(role=Role.FENCED, demotion=None)
@@ -1514,18 +1535,22 @@ def _fenced(st: _Step, done: Done | None) -> None:
         if st.reason.code not in ("self_fenced", "stale_primary", "fence_incomplete"):
             st.decide("fenced", "fenced: waiting for ZooKeeper")
         return
-    if c.lease is not None and c.lease.mine and c.lease.epoch == st.state.epoch:
-        # Our session survived the fence: hand the lease over rather than hold it down.
-        clean = st.state.fence_stop_clean or not st.managed_db()
+    if c.lease is not None and c.lease.mine and c.lease.epoch >= st.state.epoch:
+        # Our session survived the fence, or an acquisition answered after we got fenced: hand
+        # the lease over rather than sit on it. Only a lease we served under and stopped
+        # cleanly is released clean; any other makes the next holder fence us, harmlessly.
+        epoch = c.lease.epoch
+        same = epoch == st.state.epoch
+        clean = same and (st.state.fence_stop_clean or not st.managed_db())
         reason = st.decide(
             "fenced_release",
-            f"fenced while holding the lease (epoch {st.state.epoch}): releasing it",
+            f"fenced while holding the lease (epoch {epoch}): releasing it",
         )
         st.emit(
             ReleaseLease,
             reason,
-            epoch=st.state.epoch,
-            final_lsn=st.state.fence_final_lsn,
+            epoch=epoch,
+            final_lsn=st.state.fence_final_lsn if same else None,
             clean=clean,
         )
         return

@@ -427,6 +427,7 @@ class ZkCluster:
         self._lease_unconfirmed = False  # we acquired; the watch has not seen our lease yet
         self._lease: LeaseInfo | None = None
         self._lease_owner: int | None = None
+        self._lease_changed_at: float | None = None  # boottime the lease watch last fired
         self._epoch = UNKNOWN_EPOCH
         self._last_leader: LastLeader | None = None
         self._switchover: SwitchoverRequest | None = None
@@ -575,6 +576,7 @@ class ZkCluster:
                 self._session = None
                 if self._lease_unconfirmed:  # our ephemeral lease died with the session
                     self._lease, self._lease_owner = None, None
+                    self._lease_changed_at = self._clock()
                     self._lease_unconfirmed = False
             if state != self._state:
                 self._state = state
@@ -845,6 +847,7 @@ class ZkCluster:
             self._paused = stat is not None
         elif name == "lease":
             self._lease_owner = stat.ephemeralOwner if stat is not None else None
+            self._lease_changed_at = self._clock()
             if data is None:
                 self._lease = None
             else:
@@ -967,6 +970,7 @@ class ZkCluster:
             switchover=self._switchover,
             paused=self._paused,
             problems=tuple(self._problems[k] for k in sorted(self._problems)),
+            lease_changed_at=self._lease_changed_at,
         )
         self._view_changed.notify_all()
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,10 @@ def database_status(facts: Mapping[str, object] | None) -> DatabaseStatus:
     """The core's view of the local database, from the postgres check's latest facts."""
     if not facts:
         return DatabaseStatus(role=DbRole.UNKNOWN)
+    return replace(_database_status(facts), observed_at=_as_float(facts.get("probed_at")))
+
+
+def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
     role = facts.get("role")
     if role == "primary":
         return DatabaseStatus(

@@ -74,3 +74,36 @@ def test_peer_daemon_gone_or_stale_is_fenced_before_the_lease() -> None:
     assert "FencePeer" in names(observe(3, record("passive", age=60.0)))
     assert "FencePeer" in names(observe(3, record("fenced")))
     assert "AcquireLease" not in names(observe(3, None))
+
+
+def test_a_primary_probe_older_than_the_lease_release_is_not_acted_on() -> None:
+    """Found in the lab: the active stepped down cleanly (database stopped, lease released) and
+    the passive fenced it on a probe taken before the stop. Wait for a newer probe instead."""
+    stale = observe(3, None)
+    assert stale.cluster is not None
+    changed = stale.peer_database.probed_at + 0.05
+    obs = Observation(
+        now=stale.now,
+        wall_now=stale.wall_now,
+        zk=stale.zk,
+        cluster=ClusterView(
+            epoch=3,
+            lease=None,
+            last_leader=LastLeader("fln1", 3, 90, True),
+            lease_changed_at=changed,
+        ),
+        database=REPLICA,
+        peer_database=stale.peer_database,
+    )
+    result = step(SETTINGS, State(role=Role.PASSIVE), obs)
+    assert not any(isinstance(a, FencePeer | AcquireLease) for a in result.actions)
+    assert result.reason.code == "waiting_for_probe"
+    fresh = Observation(
+        now=obs.now + 0.3,
+        wall_now=obs.wall_now,
+        zk=ZkStatus(ZkState.CONNECTED, 0.0, obs.now + 0.25),
+        cluster=obs.cluster,
+        database=REPLICA,
+        peer_database=PeerProbe(PeerDb.DOWN, changed + 0.2),
+    )
+    assert any(isinstance(a, AcquireLease) for a in step(SETTINGS, result.state, fresh).actions)

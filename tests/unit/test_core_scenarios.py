@@ -1,0 +1,468 @@
+"""Failover stories, told one observation at a time from node n1's point of view.
+
+Each line is ``node.see(<what n1 observes>).expect(<role>, <reason code>, <actions...>)``; the
+observation builder says only what differs from "n2 is active under epoch 1, n1 is a healthy
+streaming replica, ZooKeeper is fine". Times are boottime seconds; ``answer(node.state, ...)`` is
+the result of the action n1 has in flight.
+"""
+
+from __future__ import annotations
+
+import pytest
+from corekit import (
+    MB,
+    NODE,
+    PEER,
+    SESSION_TIMEOUT,
+    SETTINGS,
+    Node,
+    Obs,
+    state_of,
+)
+
+from failoverd.core import (
+    AcquireLease,
+    AddVip,
+    FenceOutcome,
+    FencePeer,
+    PeerDb,
+    Promote,
+    RecordEvent,
+    ReleaseLease,
+    Role,
+    StartReplica,
+    StopDatabase,
+    ZkState,
+)
+
+SFA = SETTINGS.self_fence_after
+
+
+def phases(event: RecordEvent) -> dict[str, float]:
+    return {name: round(seconds, 3) for name, seconds in event.phases}
+
+
+# --------------------------------------------------------------------------------------------
+# Bootstrap
+# --------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_of_a_fresh_cluster() -> None:
+    """The lab started PostgreSQL on n1; failoverd starts for the first time."""
+
+    def fresh(t: float) -> Obs:
+        return Obs(t).lease_free(0).no_peer_member().db_primary(lsn=1000).peer_db(PeerDb.REPLICA)
+
+    n1 = Node()
+    n1.see(fresh(0.0).no_cluster()).expect(Role.STARTING, "waiting_for_observation")
+    n1.see(fresh(0.2).db_unknown()).expect(Role.STARTING, "waiting_for_observation")
+    seen = n1.see(fresh(0.5)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert seen.one(AcquireLease).expected_epoch == 0
+    # Epoch 1 follows nothing: no fence. The database is already the primary: no promotion.
+    got = fresh(0.6).lease_mine(1).answer(n1.state, epoch=1)
+    n1.see(got).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    seen = n1.see(fresh(0.7).lease_mine(1).answer(n1.state))
+    seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook")
+    event = seen.one(RecordEvent)
+    assert (event.kind, event.epoch, event.from_node, event.to_node) == ("bootstrap", 1, None, NODE)
+    # A bootstrap is not an automatic failover: it does not start min_failover_interval.
+    assert seen.state.last_failover_at is None
+
+
+# --------------------------------------------------------------------------------------------
+# The active crashes: its lease expires without a last_leader record
+# --------------------------------------------------------------------------------------------
+
+
+def crashed(t: float) -> Obs:
+    """n2 crashed: its lease and member record expired, nothing answers on its address."""
+    return (
+        Obs(t)
+        .lease_free(3)
+        .no_peer_member()
+        .peer_db(PeerDb.UNREACHABLE)
+        .db_replica(5000, streaming=False, received_age=t - 99.0)
+    )
+
+
+def takeover(t: float) -> Obs:
+    return crashed(t).lease_mine(4)
+
+
+def passive_at_epoch_3() -> Node:
+    n1 = Node()
+    n1.see(Obs(99.0).lease_peer(3).peer_member(Role.ACTIVE, lsn=5000)).expect(
+        Role.PASSIVE, "passive"
+    )
+    return n1
+
+
+def test_active_crashes_and_the_passive_takes_over_after_a_fence_that_reaches_nobody() -> None:
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(109.5).peer_db(PeerDb.UNKNOWN)).expect(Role.PASSIVE, "waiting_for_probe")
+    seen = n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert seen.one(AcquireLease).expected_epoch == 3
+    seen = n1.see(takeover(110.1).answer(n1.state, epoch=4))
+    seen.expect(Role.PROMOTING, "fencing", "FencePeer")
+    assert (seen.one(FencePeer).peer, seen.one(FencePeer).epoch) == (PEER, 4)
+    fence = takeover(110.4).answer(n1.state, detail="ssh: no route", fence=FenceOutcome.UNREACHABLE)
+    seen = n1.see(fence).expect(Role.PROMOTING, "promoting", "RecordEvent", "Promote")
+    assert seen.one(Promote).not_after == pytest.approx(110.4 - 0.2 + SFA)
+    seen = n1.see(takeover(111.0).db_primary(recorded_epoch=4).answer(n1.state))
+    seen.expect(Role.PROMOTING, "adding_vip", "AddVip")
+    seen = n1.see(takeover(111.1).db_primary(recorded_epoch=4).answer(n1.state))
+    seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook")
+    event = seen.one(RecordEvent)
+    assert (event.kind, event.epoch, event.from_node, event.to_node) == ("failover", 4, PEER, NODE)
+    assert phases(event) == {
+        "wait": 0.5,  # the lease was seen free at 109.5; the probe came at 110
+        "lease": 0.1,
+        "fence": 0.3,
+        "promote": 0.6,
+        "vip": 0.1,
+        "total": 1.6,
+    }
+    assert seen.state.last_failover_at == 111.1
+
+
+def test_active_crashes_and_the_fence_reaches_it_then_the_passive_promotes() -> None:
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    n1.see(takeover(110.1).answer(n1.state, epoch=4)).expect(Role.PROMOTING, "fencing", "FencePeer")
+    fence = takeover(110.4).answer(n1.state, detail="fence-self ok", fence=FenceOutcome.FENCED)
+    seen = n1.see(fence).expect(Role.PROMOTING, "promoting", "RecordEvent", "Promote")
+    assert seen.state.peer_fenced_at == 110.4
+
+
+def test_active_crashes_and_the_fence_fails_then_the_lease_goes_back_and_is_retried() -> None:
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    n1.see(takeover(110.1).answer(n1.state, epoch=4)).expect(Role.PROMOTING, "fencing", "FencePeer")
+    failed = takeover(110.4).answer(n1.state, ok=False, detail="exit 1", fence=FenceOutcome.FAILED)
+    seen = n1.see(failed).expect(Role.PASSIVE, "fence_failed", "RecordEvent", "ReleaseLease")
+    release = seen.one(ReleaseLease)
+    assert (release.epoch, release.clean) == (4, False)  # so that the next holder fences too
+    given_back = crashed(110.5).epoch(4).last_leader(NODE, 4, None, clean=False)
+    n1.see(given_back.answer(n1.state)).expect(Role.PASSIVE, "retry_wait")
+    n1.see(crashed(115.0).epoch(4).last_leader(NODE, 4, clean=False)).expect(
+        Role.PASSIVE, "retry_wait"
+    )
+    seen = n1.see(crashed(115.4).epoch(4).last_leader(NODE, 4, clean=False))
+    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert seen.one(AcquireLease).expected_epoch == 4
+    again = crashed(115.5).lease_mine(5).last_leader(NODE, 4, clean=False)
+    n1.see(again.answer(n1.state, epoch=5)).expect(Role.PROMOTING, "fencing", "FencePeer")
+
+
+def test_a_lease_that_expired_while_n1_was_not_looking_is_fenced_again() -> None:
+    """n1 fenced n2 while epoch 3's lease was free, then froze. Meanwhile n2 came back, took
+    epoch 4 and froze in turn, and its lease expired. The old fence says nothing about n2 since."""
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0).peer_db(PeerDb.PRIMARY)).expect(
+        Role.PASSIVE, "fence_before_lease", "FencePeer"
+    )
+    fenced = crashed(110.3).peer_db(PeerDb.PRIMARY, ago=0.5)
+    seen = n1.see(fenced.answer(n1.state, fence=FenceOutcome.FENCED))
+    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+    # n1 freezes for 40 s: n2 took epoch 4 first (n1's acquisition failed), and it expired since.
+    def later(t: float) -> Obs:
+        return crashed(t).epoch(4).db_replica(6000, streaming=False, received_age=t - 135.0)
+
+    late = later(150.0).answer(n1.state, ok=False, detail="epoch moved")
+    seen = n1.see(late).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert seen.one(AcquireLease).expected_epoch == 4
+    got = later(150.1).lease_mine(5).answer(n1.state, epoch=5)
+    n1.see(got).expect(Role.PROMOTING, "fencing", "FencePeer")
+
+
+# --------------------------------------------------------------------------------------------
+# The active's app check fails: a clean, voluntary step-down and the passive's takeover
+# --------------------------------------------------------------------------------------------
+
+
+def active_at_epoch_3() -> Node:
+    return Node(state=state_of(Role.ACTIVE, 3, next_id=10))
+
+
+def serving(t: float) -> Obs:
+    return (
+        Obs(t)
+        .lease_mine(3)
+        .db_primary(lsn=9000, recorded_epoch=3)
+        .peer_member(Role.PASSIVE, eligible=True)
+        .peer_db(PeerDb.REPLICA)
+    )
+
+
+def test_the_active_app_check_fails_and_it_steps_down_cleanly() -> None:
+    n1 = active_at_epoch_3()
+    n1.see(serving(200.0)).expect(Role.ACTIVE, "active")
+    failing = serving(200.5).check_failing("app", "HTTP 503 (3 of 3)")
+    seen = n1.see(failing).expect(Role.DEMOTING, "stepdown", "RemoveVip")
+    assert "own checks failing (app: HTTP 503 (3 of 3)); n2 eligible: stepping down" in seen.text
+    seen = n1.see(serving(200.6).check_failing().answer(n1.state))
+    seen.expect(Role.DEMOTING, "stepdown", "StopDatabase")
+    assert seen.one(StopDatabase).mode == "fast"
+    stopped = serving(201.5).check_failing().db_stopped(was_primary=True, clean=True, lsn=9100)
+    seen = n1.see(stopped.answer(n1.state, final_lsn=9100, clean=True))
+    seen.expect(Role.DEMOTING, "stepdown", "ReleaseLease")
+    release = seen.one(ReleaseLease)
+    assert (release.epoch, release.final_lsn, release.clean) == (3, 9100, True)
+    released = (
+        Obs(201.6)
+        .lease_free(3)
+        .last_leader(NODE, 3, 9100, clean=True)
+        .check_failing()
+        .db_stopped(was_primary=True, clean=True, lsn=9100)
+        .peer_db(PeerDb.REPLICA)
+    )
+    seen = n1.see(released.answer(n1.state))
+    seen.expect(Role.DEMOTING, "stepped_down", "StartReplica", "RecordEvent", "RunHook")
+    assert seen.one(StartReplica).primary == PEER
+    assert seen.one(RecordEvent).kind == "stepdown"
+    seen = n1.see(Obs(202.0).lease_peer(4).check_failing().answer(n1.state))
+    seen.expect(Role.PASSIVE, "passive")
+
+
+def test_the_passive_waits_for_replay_then_promotes_without_fencing() -> None:
+    def stepped_down(t: float, replayed: int) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .last_leader(PEER, 3, 9100, clean=True)
+            .peer_db(PeerDb.DOWN)
+            .db_replica(9100, replayed=replayed, streaming=False, received_age=0.5)
+        )
+
+    n1 = passive_at_epoch_3()
+    seen = n1.see(stepped_down(201.6, replayed=8800)).expect(Role.PASSIVE, "waiting_for_replay")
+    assert seen.text == "n2 stepped down at LSN 9100; replayed 8800: waiting before taking over"
+    n1.see(stepped_down(201.7, replayed=9100)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen = n1.see(stepped_down(201.8, 9100).lease_mine(4).answer(n1.state, epoch=4))
+    seen.expect(Role.PROMOTING, "promoting", "Promote")  # no FencePeer: it said how it ended
+    promoted = stepped_down(202.3, 9100).lease_mine(4).db_primary(9100, recorded_epoch=4)
+    n1.see(promoted.answer(n1.state)).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    seen = n1.see(promoted.answer(n1.state))
+    seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook")
+    event = seen.one(RecordEvent)
+    assert (event.kind, event.from_node) == ("stepdown", PEER)
+
+
+def test_minimum_interval_between_automatic_failovers() -> None:
+    n1 = Node(state=state_of(Role.ACTIVE, 3, next_id=10, last_failover_at=111.1))
+    seen = n1.see(serving(120.0).check_failing()).expect(Role.ACTIVE, "degraded")
+    assert "the last failover was 9 s ago (min_failover_interval 30 s): staying active" in seen.text
+    n1.see(serving(140.0).check_failing()).expect(Role.ACTIVE, "degraded")
+    n1.see(serving(141.1).check_failing()).expect(Role.DEMOTING, "stepdown", "RemoveVip")
+
+
+def test_the_active_stays_when_its_checks_fail_and_the_passive_is_not_eligible() -> None:
+    n1 = active_at_epoch_3()
+    lagging = (
+        serving(200.0)
+        .check_failing()
+        .peer_member(
+            Role.PASSIVE, eligible=False, reason="replica lag 34 MB > max_lag_on_failover 16 MB"
+        )
+    )
+    seen = n1.see(lagging).expect(Role.ACTIVE, "degraded")
+    assert seen.text == (
+        "own checks failing (app: HTTP 503) but n2 not eligible: "
+        "replica lag 34 MB > max_lag_on_failover 16 MB: staying active"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ZooKeeper trouble for the active
+# --------------------------------------------------------------------------------------------
+
+
+def test_zookeeper_partition_of_the_active_self_fences_before_the_session_can_expire() -> None:
+    n1 = active_at_epoch_3()
+    # The last round-trip that came back was sent at 100.0; nothing comes back after that.
+    n1.see(serving(100.1).roundtrip_at(100.0)).expect(Role.ACTIVE, "active")
+    n1.see(serving(102.0).roundtrip_at(100.0)).expect(Role.ACTIVE, "active")  # kazoo: connected
+    suspended = serving(104.9).roundtrip_at(100.0).zk(ZkState.SUSPENDED, changed_at=104.0)
+    n1.see(suspended).expect(Role.ACTIVE, "active")
+    # The view still says the lease is ours, kazoo still says SUSPENDED: the send time decides.
+    seen = n1.see(serving(105.0).roundtrip_at(100.0).zk(ZkState.SUSPENDED, changed_at=104.0))
+    seen.expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    assert seen.actions[0].name == "RemoveVip"  # the VIP goes first
+    assert 100.0 + SESSION_TIMEOUT > 105.0  # down before the peer can have the lease
+
+
+def test_a_frozen_active_resumed_after_the_peer_took_over_finds_itself_fenced() -> None:
+    n1 = active_at_epoch_3()
+    n1.see(serving(100.2).roundtrip_at(100.0)).expect(Role.ACTIVE, "active")
+    # Frozen for 30 s. kazoo has not noticed anything; its view is the one from before.
+    seen = n1.see(serving(130.0).roundtrip_at(100.0))
+    seen.expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    # kazoo learns the session expired; n2 holds epoch 4.
+    lost = (
+        Obs(130.3)
+        .zk(ZkState.LOST, changed_at=130.3)
+        .roundtrip_at(100.0)
+        .lease_peer(4)
+        .db_stopped(was_primary=True, clean=True, lsn=9300)
+    )
+    seen = n1.see(lost.answer(n1.state, final_lsn=9300, clean=True))
+    seen.expect(Role.FENCED, "self_fenced")
+    back = Obs(131.0).lease_peer(4).db_stopped(was_primary=True, clean=True, lsn=9300)
+    seen = n1.see(back).expect(Role.FENCED, "must_rejoin")
+    assert "must rejoin as a replica of the active (pg_rewind)" in seen.text
+    assert not any(
+        isinstance(a, AddVip | Promote | AcquireLease) for s in n1.log for a in s.actions
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The passive cannot take over, and says why
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_passive_not_eligible_does_not_take_over_and_says_why() -> None:
+    n1 = passive_at_epoch_3()
+    lagging = Obs(100.0).lease_peer(3).peer_member(Role.ACTIVE, lsn=134 * MB).db_replica(100 * MB)
+    seen = n1.see(lagging).expect(Role.PASSIVE, "passive")
+    assert seen.text == (
+        "n2 is active (epoch 3); not eligible: replica lag 34 MB > max_lag_on_failover 16 MB"
+    )
+    for t in (110.0, 111.0, 130.0):
+        gone = crashed(t).db_replica(100 * MB, streaming=False, received_age=2.0)
+        seen = n1.see(gone).expect(Role.PASSIVE, "not_eligible")
+        assert seen.text == (
+            "lease free but not eligible: replica lag 34 MB > max_lag_on_failover 16 MB"
+        )
+
+
+def test_the_passive_with_a_silent_wal_receiver_does_not_take_over() -> None:
+    n1 = passive_at_epoch_3()
+    seen = n1.see(crashed(130.5)).expect(Role.PASSIVE, "not_eligible")
+    assert seen.text == (
+        "lease free but not eligible: WAL receiver not streaming, "
+        "last WAL received 31.5 s ago (max_replication_silence 30 s)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Planned switchover
+# --------------------------------------------------------------------------------------------
+
+
+def test_planned_switchover_away_from_the_active() -> None:
+    n1 = active_at_epoch_3()
+    seen = n1.see(serving(300.0).switchover(PEER, by="alice"))
+    seen.expect(Role.DEMOTING, "switchover", "RemoveVip")
+    n1.see(serving(300.1).switchover(PEER).answer(n1.state)).expect(
+        Role.DEMOTING, "switchover", "StopDatabase"
+    )
+    stopped = serving(300.8).db_stopped(was_primary=True, clean=True, lsn=9200)
+    seen = n1.see(stopped.answer(n1.state, final_lsn=9200, clean=True))
+    seen.expect(Role.DEMOTING, "switchover", "ReleaseLease")
+    released = Obs(300.9).lease_free(3).last_leader(NODE, 3, 9200).peer_db(PeerDb.REPLICA)
+    seen = n1.see(released.db_stopped(was_primary=True, clean=True).answer(n1.state))
+    seen.expect(Role.DEMOTING, "stepped_down", "StartReplica", "RecordEvent", "RunHook")
+    assert seen.one(RecordEvent).kind == "switchover"
+    seen = n1.see(Obs(301.5).lease_peer(4).answer(n1.state)).expect(Role.PASSIVE, "passive")
+    assert seen.state.last_failover_at == 300.9
+
+
+def test_planned_switchover_to_the_passive() -> None:
+    def released(t: float) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .last_leader(PEER, 3, 5000, clean=True)
+            .switchover(NODE, from_epoch=3, by="alice")
+            .peer_db(PeerDb.DOWN)
+        )
+
+    n1 = passive_at_epoch_3()
+    seen = n1.see(released(300.9)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    n1.see(released(301.0).lease_mine(4).answer(n1.state, epoch=4)).expect(
+        Role.PROMOTING, "promoting", "Promote"
+    )
+    promoted = released(301.5).lease_mine(4).db_primary(5000, recorded_epoch=4)
+    n1.see(promoted.answer(n1.state)).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    seen = n1.see(promoted.answer(n1.state))
+    seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook", "ClearSwitchover")
+    assert seen.one(RecordEvent).kind == "switchover"
+
+
+# --------------------------------------------------------------------------------------------
+# Maintenance, restarts, rejoin
+# --------------------------------------------------------------------------------------------
+
+
+def test_maintenance_mode_changes_nothing_and_a_stop_leaves_everything_in_place() -> None:
+    n1 = active_at_epoch_3()
+    n1.see(serving(400.0).paused()).expect(Role.PAUSED, "paused")
+    # Checks failing, a forced switchover: nothing happens while paused.
+    busy = serving(401.0).paused().check_failing().switchover(PEER, force=True)
+    seen = n1.see(busy).expect(Role.PAUSED, "paused")
+    seen = n1.see(serving(402.0).paused().shutdown()).expect(Role.PAUSED, "shutdown_paused")
+    assert seen.state.exit
+    assert seen.actions == ()
+    # The daemon starts again while the cluster is still paused (its old lease went with it).
+    restarted = Node()
+    paused = Obs(410.0).lease_free(3).paused().db_primary(recorded_epoch=3).peer_db(PeerDb.REPLICA)
+    restarted.see(paused).expect(Role.PAUSED, "paused")
+    resumed = Obs(420.0).lease_free(3).db_primary(recorded_epoch=3).peer_db(PeerDb.REPLICA)
+    seen = restarted.see(resumed).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert seen.state.takeover is not None
+    assert seen.state.takeover.kind == "readopt"
+
+
+def test_a_crashed_ex_primary_stays_fenced_until_it_rejoins_as_a_replica() -> None:
+    n1 = Node()
+    crashed_primary = Obs(50.0).lease_peer(4).db_stopped(was_primary=True, clean=False)
+    n1.see(crashed_primary).expect(Role.FENCED, "must_rejoin")
+    n1.see(crashed_primary).expect(Role.FENCED, "must_rejoin")
+    n1.see(Obs(90.0).lease_peer(4)).expect(Role.PASSIVE, "passive")  # rewound, streaming
+
+
+def test_no_automatic_fail_back() -> None:
+    """n1 was active, crashed, n2 took over. n1 comes back perfectly healthy: it stays passive."""
+    n1 = Node()
+    n1.see(Obs(500.0).lease_peer(4).db_stopped(was_primary=True, clean=True)).expect(
+        Role.PASSIVE, "start_replica", "StartReplica"
+    )
+    n1.see(Obs(501.0).lease_peer(4).answer(n1.state)).expect(Role.PASSIVE, "passive")
+    for t in range(502, 600, 7):
+        n1.see(Obs(float(t)).lease_peer(4)).expect(Role.PASSIVE, "passive")
+    assert all(not s.did for s in n1.log[2:])
+
+
+def test_the_acquisition_result_can_arrive_before_the_watch_shows_the_lease() -> None:
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    early = crashed(110.1).answer(n1.state, epoch=4)  # the view still shows the free lease
+    n1.see(early).expect(Role.PROMOTING, "waiting_for_lease_view")
+    n1.see(takeover(110.2)).expect(Role.PROMOTING, "fencing", "FencePeer")
+
+
+def test_a_release_that_fails_after_a_failed_fence_is_retried() -> None:
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    n1.see(takeover(110.1).answer(n1.state, epoch=4)).expect(Role.PROMOTING, "fencing", "FencePeer")
+    failed = takeover(110.4).answer(n1.state, ok=False, fence=FenceOutcome.FAILED)
+    n1.see(failed).expect(Role.PASSIVE, "fence_failed", "RecordEvent", "ReleaseLease")
+    seen = n1.see(takeover(110.5).answer(n1.state, ok=False, detail="ConnectionLoss"))
+    seen.expect(Role.PASSIVE, "releasing", "ReleaseLease")
+    assert seen.one(ReleaseLease).clean is False
+
+
+def test_shutdown_of_the_active_hands_over_and_exits() -> None:
+    n1 = active_at_epoch_3()
+    n1.see(serving(600.0).shutdown()).expect(Role.DEMOTING, "shutdown", "RemoveVip")
+    n1.see(serving(600.1).shutdown().answer(n1.state)).expect(
+        Role.DEMOTING, "shutdown", "StopDatabase"
+    )
+    stopped = serving(601.0).shutdown().db_stopped(was_primary=True, clean=True, lsn=9400)
+    seen = n1.see(stopped.answer(n1.state, final_lsn=9400, clean=True))
+    seen.expect(Role.DEMOTING, "shutdown", "ReleaseLease")
+    assert seen.one(ReleaseLease).clean is True
+    gone = Obs(601.1).lease_free(3).shutdown().db_stopped(was_primary=True, clean=True)
+    seen = n1.see(gone.answer(n1.state)).expect(Role.PASSIVE, "stopped", "RecordEvent", "RunHook")
+    assert seen.state.exit
