@@ -34,6 +34,7 @@ from failoverd.clock import boottime
 
 VIP = "10.77.0.100"
 NODES = {"fln1": "10.77.0.11", "fln2": "10.77.0.12"}
+FRESH = 0.5  # seconds: how recent a "writable" answer must be to count in a sample
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -94,7 +95,9 @@ def vip_holders(vip: str, nodes: Iterable[str]) -> list[str]:
     holders = []
     for node in nodes:
         done = subprocess.run(
-            ["ip", "-n", node, "-o", "-4", "addr", "show"],
+            # Only interfaces that are up: a crashed node's downed link keeps its addresses but
+            # serves nothing.
+            ["ip", "-n", node, "-o", "-4", "addr", "show", "up"],
             capture_output=True,
             text=True,
             timeout=2,
@@ -125,6 +128,7 @@ class WritableProbe:
                     dbname="postgres",
                     connect_timeout=2,
                     autocommit=True,
+                    tcp_user_timeout=1000,  # a dead peer errors out in 1 s, not minutes
                     options=f"-c statement_timeout={int(self.timeout * 1000)}",
                 )
             row = self.conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()
@@ -169,7 +173,10 @@ def run_sampler(
             sample = {
                 "t": boottime(),
                 "vip": vip_holders(vip, nodes),
-                "writable": [n for n, p in probes.items() if p.writable],
+                # Only a recent answer counts: a probe stuck on a dead node keeps its last value.
+                "writable": [
+                    n for n, p in probes.items() if p.writable and boottime() - p.at < FRESH
+                ],
             }
             f.write(json.dumps(sample) + "\n")
             f.flush()
@@ -191,6 +198,7 @@ class Verdict:
     epoch_order_violations: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     nodes_after: list[str] = field(default_factory=list)
+    served_after: str | None = None  # the node of the first acknowledgement under a new epoch
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -210,8 +218,16 @@ def analyze(
     surviving_ids: set[str] | None,
 ) -> Verdict:
     ok = [a for a in acks if a.get("ok")]
-    after = sorted(a["done"] for a in ok if a["sent"] >= fault_at)
-    outage = (after[0] - fault_at) if after else None
+    # Service is back when a write is acknowledged under a newer epoch than any before the fault
+    # (a failing node may still acknowledge a few writes while it shuts down gracefully).
+    before = [int(a["epoch"]) for a in ok if a["done"] < fault_at]
+    old_epoch = max(before) if before else -1
+    recovered = sorted(
+        (a["done"], str(a["node"]))
+        for a in ok
+        if a["sent"] >= fault_at and int(a["epoch"]) > old_epoch
+    )
+    outage = (recovered[0][0] - fault_at) if recovered else None
     split = sum(1 for s in samples if len(s["vip"]) > 1 or len(s["writable"]) > 1)
     violations = []
     by_epoch: dict[int, list[float]] = {}
@@ -234,6 +250,7 @@ def analyze(
         epoch_order_violations=violations,
         lost=lost,
         nodes_after=sorted({str(a["node"]) for a in ok if a["sent"] >= fault_at}),
+        served_after=recovered[0][1] if recovered else None,
     )
 
 

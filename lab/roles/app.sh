@@ -28,7 +28,7 @@ LOG=$LAB_DIR/app.log
 MARKER="lab.donations --host $APP_HOST --port $APP_PORT"
 
 answers() { [[ $(http_status "http://$APP_HOST:$APP_PORT/health") != 000 ]]; }
-exited() { ! pid_from "$PIDFILE" "$MARKER" >/dev/null; }
+exited() { spawned_exited "$PIDFILE"; }
 answers_or_exited() { answers || exited; }
 
 start() {

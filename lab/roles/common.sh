@@ -86,6 +86,15 @@ wait_until() {
 # gone PID: the process has exited (or is a zombie).
 gone() { ! alive "$1"; }
 
+# spawned_exited PIDFILE: the process `spawn` recorded there has exited. By PID alone, not by
+# command line: right after the fork the child is still the shell, before it execs the server,
+# and a marker check would call a starting server dead.
+spawned_exited() {
+    local pid
+    pid=$(head -n 1 "$1" 2>/dev/null | tr -dc '0-9')
+    [[ -z $pid ]] || gone "$pid"
+}
+
 # descendants PID: every live descendant of PID, children before grandchildren.
 descendants() {
     local child

@@ -69,7 +69,7 @@ config() {
 }
 
 started_since() { tail -c "+$(($1 + 1))" "$LOG" 2>/dev/null | grep -q '"event": "started"'; }
-exited() { ! pid_from "$PIDFILE" "$MARKER" >/dev/null; }
+exited() { spawned_exited "$PIDFILE"; }
 
 start() {
     local pid offset

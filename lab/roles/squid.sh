@@ -28,7 +28,7 @@ MARKER="-f $CONF"
 MGR_URL="http://127.0.0.1:$SQUID_PORT/squid-internal-mgr/info"
 
 serving() { [[ $(http_status "$MGR_URL") == 200 ]]; }
-exited() { ! pid_from "$PIDFILE" "$MARKER" >/dev/null; }
+exited() { spawned_exited "$PIDFILE"; }
 serving_or_exited() { serving || exited; }
 
 start() {

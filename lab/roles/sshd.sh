@@ -69,7 +69,7 @@ authorise_peer() {
 }
 
 listening() { (exec 3<>"/dev/tcp/$ADDR/$SSH_PORT") 2>/dev/null; }
-exited() { ! pid_from "$PIDFILE" "$MARKER" >/dev/null; }
+exited() { spawned_exited "$PIDFILE"; }
 listening_or_exited() { listening || exited; }
 
 start() {

@@ -33,7 +33,7 @@ srvr() {
     printf srvr | curl -s --max-time 1 "telnet://$ADDR:$ZK_PORT" 2>/dev/null || true
 }
 serving() { [[ $(srvr) == *"Mode: standalone"* ]]; }
-exited() { ! pid_from "$PIDFILE" "$MARKER" >/dev/null; }
+exited() { spawned_exited "$PIDFILE"; }
 
 start() {
     local pid

@@ -32,8 +32,7 @@ from lab.cluster import (
     netns_id,
 )
 
-# TODO: pytest.mark.lab once the marker is registered in pyproject.toml.
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.lab
 
 ROOT = Path("/var/tmp/failoverd-lab-pytest")
 UP_BUDGET = 30.0  # the target is < 20 s; the budget leaves room for a loaded machine
