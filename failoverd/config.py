@@ -907,6 +907,17 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
         if vip is not None and vip.address is not _NO_VIP and member.address == str(vip.address.ip):
             top.out.add("vip.address", f"the VIP {member.address} is also members[{i}].address")
     postgres = _read_postgres(top)
+    timings = _read_timings(top)
+    failover = _read_failover(top)
+    if postgres is not None and failover.max_replication_silence <= timings.session_timeout:
+        # After a crash the replica hears nothing for at least T before the lease expires.
+        top.out.add(
+            "failover.max_replication_silence",
+            f"{_num(failover.max_replication_silence)} s is not above timings.session_timeout "
+            f"{_num(timings.session_timeout)} s: after a crash of the active the replica would "
+            "never be eligible, since its WAL stops at least a session timeout before the lease "
+            "expires",
+        )
     return Config(
         path=out.path,
         node=node,
@@ -914,8 +925,8 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
         members=members,
         vip=vip,
         fencing=_read_fencing(top),
-        timings=_read_timings(top),
-        failover=_read_failover(top),
+        timings=timings,
+        failover=failover,
         postgres=postgres,
         checks=_read_checks(top, postgres),
         metrics=_read_metrics(top),

@@ -1172,3 +1172,13 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(file)
     assert str(info.value) == f"{file}: config file is not valid UTF-8 (line 2)"
+
+
+def test_replication_silence_must_outlast_the_session() -> None:
+    """Found by the core's property tests: with silence <= T a crash never fails over."""
+    text = config_text(
+        "[postgres]\n[failover]\nmax_replication_silence = 2\n[timings]\nsession_timeout = 2\n"
+    )
+    (problem,) = problems(text)
+    assert problem.startswith(f"{FILE}: failover.max_replication_silence: 2 s is not above")
+    assert parse(config_text("[failover]\nmax_replication_silence = 2\n")).postgres is None
