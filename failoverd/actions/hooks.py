@@ -4,10 +4,10 @@ FAILOVERD_* environment variables (so a hook written in any language can read it
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Sequence
 
 from failoverd.core import ActionResult, RunHook
+from failoverd.subproc import run_bounded
 
 
 def run_hook(
@@ -27,22 +27,15 @@ def run_hook(
     )
     args = [*argv, action.role.value, str(action.epoch), action.reason.code]
     try:
-        done = subprocess.run(
-            args,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+        done = run_bounded(args, timeout, env)
+    except OSError as e:
+        return ActionResult(action.id, ok=False, detail=f"hook {argv[0]} could not run: {e}")
+    if done.returncode is None:
         return ActionResult(
             action.id, ok=False, detail=f"hook {argv[0]} timed out after {timeout:g} s"
         )
-    except OSError as e:
-        return ActionResult(action.id, ok=False, detail=f"hook {argv[0]} could not run: {e}")
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).decode(errors="replace").strip()[-200:]
+        tail = done.output.strip()[-200:]
         return ActionResult(
             action.id, ok=False, detail=f"hook {argv[0]} exited {done.returncode}: {tail}"
         )
