@@ -241,6 +241,7 @@ class Observation:
     peer_database: PeerProbe = PeerProbe(PeerDb.UNMANAGED, 0.0)
     results: tuple[ActionResult, ...] = ()
     shutdown_requested: bool = False
+    vip_present: bool | None = None  # the VIP is on this node's interface (None: not looked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,9 +640,23 @@ def step(settings: Settings, state: State, obs: Observation) -> Step:
         st.set(db_changed_at=obs.now)
     st.obs = _without_stale_database(st.obs, st.state.db_changed_at)
     _dispatch(st, result)
+    _remove_stray_vip(st)
     if not st.state.exit:
         _maybe_publish(st)
     return Step(st.state, tuple(st.actions), st.reason)
+
+
+def _remove_stray_vip(st: _Step) -> None:
+    """A VIP seen on a node that must not have it (a removal that failed, or a node restarted
+    while the peer holds the lease) is removed, whatever put it there."""
+    if st.obs.vip_present is not True or st.state.pending is not None:
+        return
+    role = st.state.role
+    c = st.cluster
+    held_elsewhere = c is not None and c.lease is not None and not c.lease.mine
+    if role in (Role.PASSIVE, Role.FENCED) or (role is Role.STARTING and held_elsewhere):
+        reason = Reason("stray_vip", f"the VIP is configured here while {role.value}: removing it")
+        st.emit(RemoveVip, reason)
 
 
 DATABASE_ACTIONS = ("Promote", "StopDatabase", "StartReplica")

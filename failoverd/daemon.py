@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from failoverd import __version__
 from failoverd import log as logmod
 from failoverd.actions.runner import ActionRunner
-from failoverd.actions.vip import VipError, verify_interface
+from failoverd.actions.vip import VipError, has_vip, verify_interface
 from failoverd.checks.postgres import database_status
 from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers
 from failoverd.clock import boottime, walltime
@@ -211,7 +213,18 @@ class Daemon:
             peer_database=peer,
             results=tuple(results),
             shutdown_requested=self._shutdown.is_set(),
+            vip_present=self._vip_present(),
         )
+
+    def _vip_present(self) -> bool | None:
+        """One netlink dump per tick (about a millisecond); None when it cannot be read."""
+        if self.cfg.vip is None:
+            return None
+        try:
+            return has_vip(self.cfg.vip)
+        except (OSError, NetlinkError) as e:
+            self.log.warning("vip_unreadable", error=str(e))
+            return None
 
     def tick(self) -> Step:
         """One round: round-trip, observe, decide, act."""
