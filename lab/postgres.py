@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
+from failoverd.actions.database import _alive, _children
 from lab.zookeeper import free_port
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -72,41 +73,6 @@ def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.05)
             break
         time.sleep(interval)
     return predicate()
-
-
-def _process_state(pid: int) -> str | None:
-    """The state letter from /proc (``R``, ``S``, ``T``, ``Z``...), None when there is no such pid.
-
-    A zombie (``Z``) counts as gone: orphans wait for PID 1 to reap them, and ``kill(pid, 0)``
-    alone would call them alive.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 2 (comm) is in parentheses and may contain spaces; the state follows the last ')'.
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _alive(pid: int) -> bool:
-    state = _process_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (the postmaster's backends and auxiliary processes)."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            found.append(int(entry.name))
-    return found
 
 
 class PostgresServer:

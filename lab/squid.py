@@ -14,16 +14,13 @@ The cache manager answers on the accel port itself, at ``/squid-internal-mgr/ACT
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import pwd
-import signal
 import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 
+from lab.process import ServerProcess
 from lab.zookeeper import free_port
 
 SQUID = "/usr/sbin/squid"
@@ -35,7 +32,7 @@ class SquidError(RuntimeError):
     """Squid could not be configured, started or stopped; the message carries its log's tail."""
 
 
-class SquidServer:
+class SquidServer(ServerProcess):
     """One Squid process in accel mode: ``host:port`` -> the app at ``127.0.0.1:app_port``."""
 
     def __init__(
@@ -58,20 +55,8 @@ class SquidServer:
         self.cache_log = self.base_dir / "cache.log"
         self.access_log = self.base_dir / "access.log"
         self.output_log = self.base_dir / "squid.out"  # stdout/stderr of the process
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- properties -------------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running Squid, None when stopped."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     def url(self, path: str = "/") -> str:
         """A URL through Squid (what a client of the site would ask)."""
@@ -153,65 +138,27 @@ class SquidServer:
         if self.running:
             return
         self.write_config()
-        with open(self.output_log, "ab") as out:
-            self._proc = subprocess.Popen(
-                [self.squid, "-N", "-f", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                start_new_session=True,  # a Ctrl-C in the test terminal must not hit it first
-            )
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        for _ in range(int(timeout / 0.02) + 10):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise SquidError(
-                    f"Squid exited with code {code} while starting on {self.host}:{self.port}; "
-                    f"log {self.cache_log}:\n{self.log_tail()}"
-                )
-            try:
-                status, _ = self.get("/squid-internal-mgr/info", timeout=1.0)
-                if status == 200:
-                    return
-                last_error = f"cache manager answered {status}"
-            except OSError as exc:
-                last_error = str(exc)
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        self.kill()
-        raise SquidError(
-            f"Squid did not serve on {self.host}:{self.port} within {timeout} s ({last_error}); "
-            f"log {self.cache_log}:\n{self.log_tail()}"
+        cmd = [self.squid, "-N", "-f", str(self.config_path)]
+        self._spawn(cmd, self.output_log, self.base_dir, header=False)
+
+        def probe() -> str | None:
+            status, _ = self.get("/squid-internal-mgr/info", timeout=1.0)
+            return None if status == 200 else f"cache manager answered {status}"
+
+        self._wait_ready(
+            probe,
+            timeout,
+            SquidError,
+            "Squid",
+            verb="serve",
+            on_timeout=self.kill,
+            log_path=self.cache_log,
         )
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM by PID (Squid takes 1.5-2 s even with shutdown_lifetime 0), SIGKILL after
         ``timeout``; idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
-        self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL by PID: a crash, for tests that need one."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5.0)
-        self._proc = None
+        super().stop(timeout)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -264,18 +211,6 @@ class SquidServer:
                 "be searchable by it (use a directory under /tmp with mode 0755, not pytest's "
                 "tmp_path)"
             )
-
-    def __enter__(self) -> SquidServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"SquidServer({self.host}:{self.port} -> {self.app_port}, pid={self.pid})"

@@ -9,15 +9,12 @@ loopback (or lab) address on a free port and is stopped by PID.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
+from lab.process import ServerProcess
 from lab.zookeeper import free_port
 
 SSHD = "/usr/sbin/sshd"
@@ -59,11 +56,13 @@ def public_key(path: Path) -> str:
     return f"{kind} {blob}"
 
 
-class SshServer:
+class SshServer(ServerProcess):
     """One ``sshd -D`` on ``host:port``, accepting only ``client_key`` (for root, key only).
 
     With ``forced_command`` every login runs that command instead of the one asked for (the
-    requested one is in ``$SSH_ORIGINAL_COMMAND``), as the lab's fencing keys do.
+    requested one is in ``$SSH_ORIGINAL_COMMAND``), as the lab's fencing keys do. ``stop`` ends
+    the listener only: sessions already open live on in their own processes until their clients
+    go (as with any sshd).
     """
 
     def __init__(
@@ -86,20 +85,8 @@ class SshServer:
         self.config_path = self.base_dir / "sshd_config"
         self.pid_path = self.base_dir / "sshd.pid"
         self.log_path = self.base_dir / "sshd.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- properties -------------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the listening sshd, None when stopped."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     def known_hosts_line(self) -> str:
         """This server's entry in a known_hosts file."""
@@ -149,58 +136,13 @@ class SshServer:
         self.setup()
         PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
         cmd = [SSHD, "-D", "-e", "-f", str(self.config_path)]
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- starting: {' '.join(cmd)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                start_new_session=True,  # a Ctrl-C in the test terminal must not hit it first
-            )
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        for _ in range(int(timeout / 0.02) + 10):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise SshError(
-                    f"sshd exited with code {code} while starting on {self.host}:{self.port}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            try:
-                banner = self.banner(timeout=0.5)
-                if banner.startswith("SSH-"):
-                    return
-                last_error = f"unexpected banner {banner!r}"
-            except OSError as exc:
-                last_error = str(exc)
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        self.stop()
-        raise SshError(
-            f"sshd did not answer on {self.host}:{self.port} within {timeout} s ({last_error}); "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
+        self._spawn(cmd, self.log_path, self.base_dir)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM by PID, wait, SIGKILL after ``timeout``; idempotent. Sessions already open
-        live on in their own processes until their clients go (as with any sshd)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
-        self._proc = None
+        def probe() -> str | None:
+            banner = self.banner(timeout=0.5)
+            return None if banner.startswith("SSH-") else f"unexpected banner {banner!r}"
+
+        self._wait_ready(probe, timeout, SshError, "sshd")
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -217,25 +159,6 @@ class SshServer:
                     break
                 data += chunk
         return data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> SshServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"SshServer({self.host}:{self.port}, pid={self.pid}, dir={self.base_dir})"

@@ -8,14 +8,11 @@ only imitate. The server listens on 127.0.0.1 only, on a free port, keeps its da
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from lab.process import ServerProcess
 
 JAVA = "java"
 CLASSPATH = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
@@ -51,7 +48,7 @@ def four_letter(host: str, port: int, cmd: str, timeout: float = 2.0) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-class ZooKeeperServer:
+class ZooKeeperServer(ServerProcess):
     """One standalone ZooKeeper server process (``ZooKeeperServerMain``), on 127.0.0.1 only."""
 
     def __init__(
@@ -73,7 +70,6 @@ class ZooKeeperServer:
         self.data_dir = self.base_dir / "data"
         self.config_path = self.base_dir / "zoo.cfg"
         self.log_path = self.base_dir / "zookeeper.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- properties -------------------------------------------------------------------------
 
@@ -81,17 +77,6 @@ class ZooKeeperServer:
     def hosts(self) -> str:
         """The connect string for clients."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running server, None when stopped."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -118,64 +103,14 @@ class ZooKeeperServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.write_config()
         cmd = [JAVA, *JVM_OPTIONS, "-cp", CLASSPATH, MAIN_CLASS, str(self.config_path)]
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- starting: {' '.join(cmd)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                start_new_session=True,  # a Ctrl-C in the test terminal must not hit it first
-            )
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        for _ in range(int(timeout / 0.05) + 10):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise ZooKeeperError(
-                    f"ZooKeeper exited with code {code} while starting on {self.hosts}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            try:
-                if "Mode: standalone" in self.four_letter("srvr", timeout=0.5):
-                    return
-                last_error = "srvr answered, but not 'Mode: standalone'"
-            except OSError as exc:
-                last_error = str(exc)
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise ZooKeeperError(
-            f"ZooKeeper did not come up on {self.hosts} within {timeout} s ({last_error}); "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
+        self._spawn(cmd, self.log_path, self.base_dir)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM by PID, wait, SIGKILL after ``timeout``; idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
-        self._proc = None
+        def probe() -> str | None:
+            if "Mode: standalone" in self.four_letter("srvr", timeout=0.5):
+                return None
+            return "srvr answered, but not 'Mode: standalone'"
 
-    def kill(self) -> None:
-        """SIGKILL by PID: a crash, for tests that need one."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5.0)
-        self._proc = None
+        self._wait_ready(probe, timeout, ZooKeeperError, "ZooKeeper", verb="come up", interval=0.05)
 
     def restart(self, timeout: float = 20.0) -> None:
         """Stop and start again on the same port with the same data (sessions survive)."""
@@ -186,25 +121,6 @@ class ZooKeeperServer:
 
     def four_letter(self, cmd: str, timeout: float = 2.0) -> str:
         return four_letter(self.host, self.port, cmd, timeout)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> ZooKeeperServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"ZooKeeperServer({self.hosts}, pid={self.pid}, dir={self.base_dir})"

@@ -12,14 +12,11 @@ import contextlib
 import http.client
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from lab.process import ServerProcess
 from lab.zookeeper import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +55,7 @@ def request_json(
         return response.status, None
 
 
-class DonationsApp:
+class DonationsApp(ServerProcess):
     """One app process on ``host:port`` for node ``node``, against the database at ``dsn``."""
 
     def __init__(
@@ -84,18 +81,6 @@ class DonationsApp:
         self.db_timeout = db_timeout
         self.python = python
         self.log_path = self.base_dir / "app.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running app, None when stopped."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     def url(self, path: str = "/") -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -124,65 +109,18 @@ class DonationsApp:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
         }
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- starting: {' '.join(self.command())}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                env=env,
-                start_new_session=True,  # a Ctrl-C in the test terminal must not hit it first
-            )
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        for _ in range(int(timeout / 0.02) + 10):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise DonationsError(
-                    f"donations app {self.node} exited with code {code} while starting on "
-                    f"{self.host}:{self.port}; log {self.log_path}:\n{self.log_tail()}"
-                )
-            try:
-                self.request("GET", "/health", timeout=1.0)
-                return
-            except OSError as exc:
-                last_error = str(exc)
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        self.kill()
-        raise DonationsError(
-            f"donations app {self.node} did not answer on {self.host}:{self.port} within "
-            f"{timeout} s ({last_error}); log {self.log_path}:\n{self.log_tail()}"
+        self._spawn(self.command(), self.log_path, REPO, env)
+
+        def probe() -> None:
+            self.request("GET", "/health", timeout=1.0)
+
+        self._wait_ready(
+            probe, timeout, DonationsError, f"donations app {self.node}", on_timeout=self.kill
         )
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM by PID, wait, SIGKILL after ``timeout``; idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5.0)
-        self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL by PID: a crash, for tests that need one."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5.0)
-        self._proc = None
+        super().stop(timeout)
 
     def set_fault(self, directives: str) -> None:
         """Make ``/health`` misbehave: ``"slow:2"``, ``"status:500"`` (read on every request)."""
@@ -199,25 +137,6 @@ class DonationsApp:
     ) -> tuple[int, Any]:
         """``request_json`` against this app directly (not through Squid)."""
         return request_json(self.host, self.port, method, path, body, timeout=timeout)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> DonationsApp:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"DonationsApp({self.node}, {self.host}:{self.port}, pid={self.pid})"

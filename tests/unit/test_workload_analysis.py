@@ -12,12 +12,24 @@ def ack(i: int, sent: float, ok: bool = True, epoch: int = 1, node: str = "fln1"
     return rec
 
 
-def test_outage_is_fault_to_first_ack_after_it() -> None:
-    acks = [ack(1, 0.9), ack(2, 1.1, ok=False), ack(3, 2.0, ok=False), ack(4, 3.5, epoch=2)]
+def test_outage_is_fault_to_first_ack_under_a_new_epoch() -> None:
+    acks = [
+        ack(1, 0.9),
+        ack(2, 1.05),  # the failing node still answers while it shuts down: not recovery
+        ack(3, 1.1, ok=False),
+        ack(4, 2.0, ok=False),
+        ack(5, 3.5, epoch=2, node="fln2"),
+    ]
     v = analyze(acks, [], fault_at=1.0, surviving_ids=None)
     assert v.outage_s is not None and abs(v.outage_s - 2.51) < 1e-9
-    assert (v.acknowledged, v.failed) == (2, 2)
-    assert v.nodes_after == ["fln1"]
+    assert (v.acknowledged, v.failed) == (3, 2)
+    assert v.nodes_after == ["fln1", "fln2"]
+    assert v.served_after == "fln2"
+
+
+def test_no_takeover_means_no_outage_figure() -> None:
+    v = analyze([ack(1, 0.9), ack(2, 1.5, ok=False)], [], fault_at=1.0, surviving_ids=None)
+    assert v.outage_s is None and v.served_after is None
 
 
 def test_split_brain_samples_counted() -> None:
