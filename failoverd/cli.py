@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -19,9 +21,19 @@ from failoverd import __version__
 from failoverd import log as logmod
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config, ConfigError, effective_config_toml, load_config
-from failoverd.core import ClusterView
+from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest
 from failoverd.lease import LeaseError, ZkCluster, ZkUnreachable
 from failoverd.status import UNKNOWN, as_json, as_table, assess
+from failoverd.switchover import (
+    ABORTED,
+    DONE,
+    PHASE_TEXT,
+    REQUESTED,
+    Plan,
+    SwitchoverRefusedError,
+    phase_of,
+    plan_switchover,
+)
 
 DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
 CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"
@@ -261,3 +273,131 @@ def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
             f"{stamp}  epoch {rec.get('epoch')}  {rec.get('kind')}  "
             f"{rec.get('from') or '-'} -> {rec.get('to') or '-'}  {rec.get('reason', '')}{timing}"
         )
+
+
+@failoverctl_main.command("promote")
+@click.argument("node", required=False)
+@click.option("--force", is_flag=True, help="even if the target is not eligible or no active")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option(
+    "--timeout",
+    "wait_s",
+    default=30.0,
+    show_default=True,
+    help="seconds the request stays valid and the command waits",
+)
+@click.pass_context
+def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s: float) -> None:
+    """Planned switchover to NODE (default: the passive), losing no acknowledged write."""
+    with _connected(ctx) as (cfg, zk):
+        view = _read_view(zk, ctx.obj[1])
+        if view is None:
+            _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
+        try:
+            plan = plan_switchover(view, [m.name for m in cfg.members], node, force)
+        except SwitchoverRefusedError as e:
+            _fail(f"switchover refused: {e}", 2)
+        for warning in plan.warnings:
+            click.echo(f"! {warning}")
+        what = (
+            f"switch over from {plan.source} to {plan.target}"
+            if plan.source
+            else (f"promote {plan.target}")
+        )
+        if not yes and not click.confirm(f"{what} (epoch {plan.epoch})?", default=False):
+            _fail("not confirmed; nothing changed", 1)
+        request = SwitchoverRequest(
+            target=plan.target,
+            from_epoch=plan.epoch,
+            requested_by=f"{getpass.getuser()}@{socket.gethostname()}",
+            deadline=walltime() + wait_s,
+            force=force,
+        )
+        zk.request_switchover(request)
+        started, wall_started = boottime(), walltime()
+        click.echo(f"requested: {what}, valid for {wait_s:g} s")
+        phase = _follow_switchover(zk, plan, started, wait_s)
+        if phase != DONE:
+            _report_unfinished(zk, plan, phase)
+        _report_window(zk, plan, wall_started)
+        _wait_redundant(zk, plan, min(15.0, wait_s))
+
+
+def _follow_switchover(zk: ZkCluster, plan: Plan, started: float, wait_s: float) -> str:
+    """Print each phase as it is reached; the last phase seen."""
+    changed = threading.Event()
+    zk.add_listener(changed.set)
+    seen_request = False
+    phase = REQUESTED
+    while (left := started + wait_s - boottime()) > 0:
+        view = zk.view()
+        if view is not None:
+            seen_request = seen_request or view.switchover is not None
+            now_phase = phase_of(view, plan, seen_request)
+            if now_phase != phase:
+                phase = now_phase
+                click.echo(f"  +{boottime() - started:6.3f} s  {PHASE_TEXT[phase]}")
+            if phase in (DONE, ABORTED):
+                return phase
+        changed.wait(min(0.02, left))
+        changed.clear()
+    return phase
+
+
+def _report_unfinished(zk: ZkCluster, plan: Plan, phase: str) -> None:
+    refused = [r for r in zk.read_history(5) if r.get("kind") == "switchover_refused"]
+    why = f": {refused[-1].get('reason')}" if phase == ABORTED and refused else ""
+    view = zk.view()
+    holder = view.lease.node if view is not None and view.lease is not None else "nobody"
+    _fail(
+        f"switchover not completed (last phase: {phase}{why}); {holder} holds the lease. "
+        "The request is ignored once its deadline passes; see `failoverctl status`.",
+        1,
+    )
+
+
+def _report_window(zk: ZkCluster, plan: Plan, wall_started: float) -> None:
+    """The write-unavailability window from the daemons' own records: from the old active's
+    step-down start to the new active's VIP."""
+
+    def when(rec: dict[str, object]) -> float:
+        t = rec.get("time")
+        return float(t) if isinstance(t, int | float) else 0.0
+
+    recent = [r for r in zk.read_history(10) if when(r) >= wall_started - 1]
+    up = [r for r in recent if r.get("kind") == "switchover" and r.get("to") == plan.target]
+    down = [
+        r
+        for r in recent
+        if r.get("kind") == "switchover" and r.get("from") == plan.source and r.get("to") is None
+    ]
+    if not up:
+        click.echo("done")
+        return
+    end = when(up[-1])
+    phases = down[-1].get("phases") if down else None
+    took = phases.get("stepdown") if isinstance(phases, dict) else None
+    if down and isinstance(took, int | float):
+        click.echo(f"done: writes were unavailable for {end - (when(down[-1]) - took):.3f} s")
+    else:
+        click.echo(f"done in {end - wall_started:.3f} s")
+
+
+def _wait_redundant(zk: ZkCluster, plan: Plan, wait_s: float) -> None:
+    if plan.source is None:
+        return
+    deadline = boottime() + wait_s
+    record = None
+    while boottime() < deadline:
+        view = zk.view()
+        record = view.member(plan.source) if view is not None else None
+        if (
+            isinstance(record, MemberStatus)
+            and record.role == "passive"
+            and record.db_role in ("replica", "unmanaged")
+        ):
+            click.echo(f"{plan.source} is back as a {record.db_role} passive: redundant again")
+            return
+        time.sleep(0.1)
+    state = "no status" if record is None else getattr(record, "reason", str(record))
+    click.echo(f"! {plan.source} is not back as a passive replica yet: {state}")

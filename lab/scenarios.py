@@ -26,7 +26,7 @@ from lab.workload import Verdict, analyze, read_jsonl
 
 NODES = ("fln1", "fln2")
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("crash", "app", "postgres", "squid", "zk-partition", "freeze")
+SCENARIOS = ("crash", "app", "postgres", "squid", "zk-partition", "freeze", "switchover")
 TAKEOVER_KINDS = ("failover", "stepdown", "switchover", "bootstrap", "readopt")
 LAB_MIN_FAILOVER_INTERVAL = 5.0  # lab/templates/failoverd.toml
 
@@ -158,6 +158,15 @@ def _kill_postgres(lab: Lab, node: str) -> None:
     os.kill(pid, signal.SIGKILL)  # the postmaster; its backends notice and exit
 
 
+def _switchover(lab: Lab, node: str) -> None:
+    """A planned switchover away from ``node`` with `failoverctl promote` (not a fault, but
+    measured the same way: the write-unavailability window a client sees)."""
+    proc = lab.failoverctl(node, "promote", "--yes", "--timeout", "30", timeout=60)
+    (lab.root / "last-switchover.out").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise ScenarioError(f"failoverctl promote failed: {(proc.stdout + proc.stderr).strip()}")
+
+
 FAULTS: dict[str, Callable[[Lab, str], object]] = {
     "crash": lambda lab, n: lab.crash(n),
     "app": lambda lab, n: lab.stop_component(n, "app"),
@@ -165,6 +174,7 @@ FAULTS: dict[str, Callable[[Lab, str], object]] = {
     "squid": lambda lab, n: lab.stop_component(n, "squid"),
     "zk-partition": lambda lab, n: lab.partition_from_zk(n),
     "freeze": lambda lab, n: lab.freeze_daemon(n),
+    "switchover": _switchover,
 }
 
 
@@ -267,7 +277,7 @@ def restore(lab: Lab, scenario: str, node: str, timeout: float = 90.0) -> None:
         wait_until(
             f"{node} to be an eligible passive again",
             lambda: _eligible_passive(lab, node),
-            20 if scenario in ("app", "squid") else 8,
+            20 if scenario in ("app", "squid", "switchover") else 8,
         )
         return
     except ScenarioError:

@@ -153,3 +153,31 @@ def test_no_failover_to_an_ineligible_passive_and_status_says_why(lab: Lab, work
     lab.down()
     lab.up()
     scenarios.wait_redundant(lab, timeout=90)
+
+
+def test_planned_switchover_loses_nothing_and_leaves_the_cluster_redundant(
+    lab: Lab, workdir: Path
+) -> None:
+    result = scenarios.run(lab, "switchover", workdir)
+    print(report(result))
+    assert_safe(result)
+    assert result.verdict.lost == [], report(result)
+    assert result.outage_s is not None and result.outage_s < STEPDOWN_BOUND, report(result)
+    out = (lab.root / "last-switchover.out").read_text()
+    assert "writes were unavailable for" in out and "redundant again" in out, out
+    scenarios.restore(lab, "switchover", result.active_before)
+    assert lab.database_states()[result.active_before].startswith("replica")
+
+
+def test_switchover_refused_while_paused_and_to_an_unknown_node(lab: Lab) -> None:
+    active = scenarios.wait_redundant(lab)
+    unknown = lab.failoverctl(active, "promote", "fln9", "--yes")
+    assert unknown.returncode == 2 and "unknown node 'fln9'" in unknown.stderr
+    assert lab.failoverctl(active, "pause").returncode == 0
+    try:
+        paused = lab.failoverctl(active, "promote", "--yes", "--force")
+        assert paused.returncode == 2 and "paused" in paused.stderr, paused.stderr
+        assert paused.stderr.count("\n") == 1  # one clear line, no traceback
+    finally:
+        assert lab.failoverctl(active, "resume").returncode == 0
+    assert scenarios.wait_redundant(lab) == active
