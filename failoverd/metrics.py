@@ -1,0 +1,430 @@
+"""Prometheus metrics: one registry per daemon, served on ``/metrics``.
+
+Everything here is derived from the pure values of one loop tick: the state before the step, the
+core's ``Step`` and the ``Observation`` it was given. The daemon calls ``Metrics.update`` once per
+tick; nothing here reaches into an adapter or reads a clock, so what the metrics say is exactly
+what the core saw and decided.
+
+Naming (DESIGN.md, "Interfaces"): every name begins ``failoverd_``, counters end ``_total``,
+durations ``_seconds``, and every series carries ``node`` and ``cluster`` labels. Values that do
+not apply (replication lag on a primary, a round-trip that never succeeded) are NaN rather than a
+misleading zero. Counters whose first increment matters to an alert (``increase()`` needs a
+sample before the increment) are created at zero for every known label value.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from failoverd.core import (
+    ActionResult,
+    DbRole,
+    FenceOutcome,
+    FencePeer,
+    Observation,
+    RecordEvent,
+    Role,
+    Settings,
+    State,
+    Step,
+    ZkState,
+    eligibility,
+)
+
+__all__ = [
+    "FAILOVER_KINDS",
+    "STEPDOWN_KINDS",
+    "Metrics",
+    "MetricsError",
+]
+
+FAILOVER_KINDS = ("failover", "stepdown", "switchover")
+"""Takeover kinds that count as a failover (bootstrap and readopt do not: nothing moved)."""
+
+STEPDOWN_KINDS = ("stepdown", "switchover", "shutdown", "lease_lost", "aborted")
+"""Demotion kinds: how this node gave up (or never finished taking) the active role."""
+
+# fmt: off
+CHECK_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+FAILOVER_DURATION_BUCKETS = (
+    0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+)
+# fmt: on
+
+_BASE = ("node", "cluster")
+_REMEMBERED_RESULTS = 1024  # result ids remembered so that none is counted twice
+_NAN = math.nan
+
+
+class MetricsError(Exception):
+    """The metrics endpoint cannot be served; the message is one line for the operator."""
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class Metrics:
+    """The daemon's metrics on a registry of its own (never prometheus_client's global one)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cluster: str,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node = settings.node
+        self.cluster = cluster
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._last_probe: dict[str, tuple[float | None, int, int]] = {}
+        self._fence_ids: dict[int, None] = {}  # FencePeer actions whose result is still due
+        self._counted: dict[int, None] = {}  # fence result ids already counted (insertion order)
+        r = self.registry
+        base = _BASE
+
+        self.info = Gauge(
+            "failoverd_info", "Always 1; labels say the version.", (*base, "version"), registry=r
+        )
+        self.info.labels(self.node, self.cluster, settings.version or "unknown").set(1)
+
+        # -- role and lease -----------------------------------------------------------------
+        self.role = Gauge(
+            "failoverd_role",
+            "1 for the node's current role, 0 for the others.",
+            (*base, "role"),
+            registry=r,
+        )
+        self.is_active = Gauge(
+            "failoverd_is_active",
+            "1 while this node is the active one (also while paused from active).",
+            base,
+            registry=r,
+        )
+        self.lease_epoch = Gauge(
+            "failoverd_lease_epoch",
+            "Highest lease epoch (fencing token) this node has seen.",
+            base,
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "failoverd_lease_held",
+            "1 while this node's ZooKeeper session holds the lease.",
+            base,
+            registry=r,
+        )
+        self.eligible = Gauge(
+            "failoverd_eligible",
+            "1 while this node is passive and eligible to take over (as it publishes).",
+            base,
+            registry=r,
+        )
+        self.paused = Gauge(
+            "failoverd_paused", "1 while the cluster is paused (maintenance).", base, registry=r
+        )
+        self.vip_present = Gauge(
+            "failoverd_vip_present",
+            "1 if the service IP is on this node's interface, 0 if not, NaN if not looked.",
+            base,
+            registry=r,
+        )
+        self.last_tick = Gauge(
+            "failoverd_last_tick_timestamp_seconds",
+            "Wall-clock time of the last loop tick (a frozen loop stops moving it).",
+            base,
+            registry=r,
+        )
+
+        # -- ZooKeeper ----------------------------------------------------------------------
+        self.zk_connected = Gauge(
+            "failoverd_zookeeper_connected",
+            "1 while the ZooKeeper connection is CONNECTED.",
+            base,
+            registry=r,
+        )
+        self.zk_state = Gauge(
+            "failoverd_zookeeper_state",
+            "1 for the current ZooKeeper connection state, 0 for the others.",
+            (*base, "state"),
+            registry=r,
+        )
+        self.zk_roundtrip_age = Gauge(
+            "failoverd_zookeeper_roundtrip_age_seconds",
+            "Seconds since the send time of the last successful ZooKeeper round-trip "
+            "(NaN before the first one); the active self-fences past self_fence_after.",
+            base,
+            registry=r,
+        )
+        self.zk_session_timeout = Gauge(
+            "failoverd_zookeeper_session_timeout_seconds",
+            "Session timeout negotiated with ZooKeeper (NaN until known).",
+            base,
+            registry=r,
+        )
+
+        # -- checks -------------------------------------------------------------------------
+        self.check_up = Gauge(
+            "failoverd_check_up",
+            "1 while a health check passes (after rise/fall), 0 while it fails.",
+            (*base, "check"),
+            registry=r,
+        )
+        self.check_latency = Histogram(
+            "failoverd_check_latency_seconds",
+            "How long health-check probes took (each probe seen by the loop counted once).",
+            (*base, "check"),
+            buckets=CHECK_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # -- database and replication ---------------------------------------------------------
+        self.database_role = Gauge(
+            "failoverd_database_role",
+            "1 for the local PostgreSQL's observed role, 0 for the others.",
+            (*base, "role"),
+            registry=r,
+        )
+        self.lag_bytes = Gauge(
+            "failoverd_replication_lag_bytes",
+            "Replica: the active's last published LSN minus the LSN received here (what "
+            "max_lag_on_failover judges); NaN when not a replica or unknown.",
+            base,
+            registry=r,
+        )
+        self.replay_lag_bytes = Gauge(
+            "failoverd_replication_replay_lag_bytes",
+            "Replica: WAL received but not yet replayed, in bytes; NaN when not a replica.",
+            base,
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "failoverd_replication_lag_seconds",
+            "Replica: seconds since WAL last arrived (what max_replication_silence judges); "
+            "NaN when not a replica or unknown.",
+            base,
+            registry=r,
+        )
+
+        # -- decisions and events -------------------------------------------------------------
+        self.decisions = Counter(
+            "failoverd_decisions",
+            "Decisions of the core by reason code (counted when role or reason code changes).",
+            (*base, "decision"),
+            registry=r,
+        )
+        self.failovers = Counter(
+            "failoverd_failovers",
+            "Times this node became active by a takeover, by kind.",
+            (*base, "reason"),
+            registry=r,
+        )
+        self.failover_duration = Histogram(
+            "failoverd_failover_duration_seconds",
+            "Takeover duration: from the lease going free (or the takeover starting) to the VIP.",
+            (*base, "reason"),
+            buckets=FAILOVER_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.last_failover = Gauge(
+            "failoverd_last_failover_timestamp_seconds",
+            "Wall-clock time this node last became active by a takeover (0: not since start).",
+            base,
+            registry=r,
+        )
+        self.last_failover_duration = Gauge(
+            "failoverd_last_failover_duration_seconds",
+            "Duration of this node's last takeover (NaN: none since start).",
+            base,
+            registry=r,
+        )
+        self.stepdowns = Counter(
+            "failoverd_stepdowns",
+            "Times this node gave up the active role (or an unfinished takeover), by kind.",
+            (*base, "reason"),
+            registry=r,
+        )
+        self.fences = Counter(
+            "failoverd_fences",
+            "Fences of the peer attempted by this node, by result.",
+            (*base, "result"),
+            registry=r,
+        )
+
+        # Known label values exist from the start: increase() sees the first event, and
+        # dashboards show every role and state.
+        for kind in FAILOVER_KINDS:
+            self.failovers.labels(self.node, self.cluster, kind)
+            self.failover_duration.labels(self.node, self.cluster, kind)
+        for kind in STEPDOWN_KINDS:
+            self.stepdowns.labels(self.node, self.cluster, kind)
+        for outcome in FenceOutcome:
+            self.fences.labels(self.node, self.cluster, outcome.value)
+        self.last_failover_duration.labels(self.node, self.cluster).set(_NAN)
+        self.last_failover.labels(self.node, self.cluster).set(0)
+        self._set_enum(self.role, (x.value for x in Role), Role.STARTING.value)
+        self._set_enum(self.zk_state, (x.value for x in ZkState), None)
+        self._set_enum(self.database_role, (x.value for x in DbRole), None)
+        for g in (self.is_active, self.lease_epoch, self.lease_held, self.eligible, self.paused):
+            g.labels(self.node, self.cluster).set(0)
+        self.zk_connected.labels(self.node, self.cluster).set(0)
+        for g in (
+            self.vip_present,
+            self.zk_roundtrip_age,
+            self.zk_session_timeout,
+            self.lag_bytes,
+            self.replay_lag_bytes,
+            self.lag_seconds,
+        ):
+            g.labels(self.node, self.cluster).set(_NAN)
+
+    # -- the endpoint -----------------------------------------------------------------------
+
+    def serve(self, listen_address: str, port: int) -> None:
+        """Serve /metrics from a daemon thread; MetricsError when the address cannot be bound.
+
+        Port 0 picks a free port (see ``port``).
+        """
+        if self._server is not None:
+            raise MetricsError(f"metrics already served on {_hostport(listen_address, self.port)}")
+        where = _hostport(listen_address, port)
+        try:
+            server, thread = start_http_server(port, addr=listen_address, registry=self.registry)
+        except OSError as e:
+            why = e.strerror or str(e)
+            raise MetricsError(
+                f"cannot serve metrics on {where}: {why} "
+                "(metrics.listen_address / metrics.port: is another process using the port?)"
+            ) from e
+        self._server, self._thread = server, thread
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (0 when not serving)."""
+        return 0 if self._server is None else int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving; idempotent."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5.0)
+
+    # -- one tick ---------------------------------------------------------------------------
+
+    def update(self, before: State, step: Step, obs: Observation) -> None:
+        """Derive every metric from one tick: the state before, the core's step, its input."""
+        state = step.state
+        one = self._one
+        role = state.role
+        self._set_enum(self.role, (x.value for x in Role), role.value)
+        active = role is Role.ACTIVE or (role is Role.PAUSED and state.paused_from is Role.ACTIVE)
+        one(self.is_active, active)
+        cluster = obs.cluster
+        one(self.lease_epoch, max(state.highest_epoch, cluster.epoch if cluster else 0))
+        one(
+            self.lease_held,
+            cluster is not None and cluster.lease is not None and cluster.lease.mine,
+        )
+        paused = role is Role.PAUSED or (cluster is not None and cluster.paused)
+        one(self.paused, paused)
+        eligible = role is Role.PASSIVE and eligibility(self.settings, state, obs)[0]
+        one(self.eligible, eligible)
+        one(self.vip_present, _NAN if obs.vip_present is None else obs.vip_present)
+        one(self.last_tick, obs.wall_now)
+
+        zk = obs.zk
+        one(self.zk_connected, zk.state is ZkState.CONNECTED)
+        self._set_enum(self.zk_state, (x.value for x in ZkState), zk.state.value)
+        sent = zk.last_roundtrip_sent_at
+        one(self.zk_roundtrip_age, _NAN if sent is None else max(0.0, obs.now - sent))
+        timeout = zk.negotiated_timeout
+        one(self.zk_session_timeout, _NAN if timeout is None else timeout)
+
+        self._update_checks(obs)
+        self._update_database(state, obs)
+
+        if (before.role, before.reason.code) != (role, step.reason.code):
+            self.decisions.labels(self.node, self.cluster, step.reason.code).inc()
+        self._update_events(step, obs)
+        self._update_fences(step, obs.results)
+
+    def _update_checks(self, obs: Observation) -> None:
+        for c in obs.local.checks:
+            self.check_up.labels(self.node, self.cluster, c.name).set(1 if c.healthy else 0)
+            probe = (c.latency, c.successes, c.failures)
+            if self._last_probe.get(c.name) == probe:
+                continue  # the same probe seen again on a later tick
+            self._last_probe[c.name] = probe
+            if c.latency is not None:
+                self.check_latency.labels(self.node, self.cluster, c.name).observe(c.latency)
+
+    def _update_database(self, state: State, obs: Observation) -> None:
+        db = obs.database
+        self._set_enum(self.database_role, (x.value for x in DbRole), db.role.value)
+        lag = replay = age = _NAN
+        if db.role is DbRole.REPLICA:
+            if db.lsn is not None and state.active_lsn is not None:
+                lag = float(max(0, state.active_lsn - db.lsn))
+            if db.lsn is not None and db.replayed_lsn is not None:
+                replay = float(max(0, db.lsn - db.replayed_lsn))
+            if db.last_received_age is not None:
+                age = db.last_received_age
+        self._one(self.lag_bytes, lag)
+        self._one(self.replay_lag_bytes, replay)
+        self._one(self.lag_seconds, age)
+
+    def _update_events(self, step: Step, obs: Observation) -> None:
+        for a in step.actions:
+            if not isinstance(a, RecordEvent):
+                continue
+            if a.to_node == self.node and a.kind in FAILOVER_KINDS:
+                self.failovers.labels(self.node, self.cluster, a.kind).inc()
+                phases = dict(a.phases)
+                total = phases.get("total")
+                if total is not None:
+                    self.failover_duration.labels(self.node, self.cluster, a.kind).observe(total)
+                    self._one(self.last_failover_duration, total)
+                self._one(self.last_failover, obs.wall_now)
+            elif a.from_node == self.node and a.kind in STEPDOWN_KINDS:
+                self.stepdowns.labels(self.node, self.cluster, a.kind).inc()
+
+    def _update_fences(self, step: Step, results: Iterable[ActionResult]) -> None:
+        for r in results:
+            expected = r.action_id in self._fence_ids
+            if r.fence is None and not expected:
+                continue
+            self._fence_ids.pop(r.action_id, None)
+            if r.action_id in self._counted:
+                continue
+            self._counted[r.action_id] = None
+            while len(self._counted) > _REMEMBERED_RESULTS:
+                del self._counted[next(iter(self._counted))]
+            outcome = r.fence.value if r.fence is not None else FenceOutcome.FAILED.value
+            self.fences.labels(self.node, self.cluster, outcome).inc()
+        for a in step.actions:
+            if isinstance(a, FencePeer):
+                self._fence_ids[a.id] = None
+        while len(self._fence_ids) > 64:  # fences that never reported: forget the oldest
+            del self._fence_ids[next(iter(self._fence_ids))]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _one(self, gauge: Gauge, value: float) -> None:
+        gauge.labels(self.node, self.cluster).set(float(value))
+
+    def _set_enum(self, gauge: Gauge, values: Iterable[str], current: str | None) -> None:
+        for v in values:
+            gauge.labels(self.node, self.cluster, v).set(1 if v == current else 0)

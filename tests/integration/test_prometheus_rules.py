@@ -1,0 +1,259 @@
+"""The alert rules and the Grafana dashboard against the real promtool and a real registry.
+
+``promtool`` comes with Debian's ``prometheus`` package (scripts/setup installs it). The rule
+files are checked, their unit tests (alerts.test.yml) run, and every metric name the rules and the
+dashboard use must be one that ``failoverd.metrics.Metrics`` exports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failoverd.core import Settings
+from failoverd.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "config" / "prometheus" / "alerts.yml"
+RULE_TESTS = REPO / "config" / "prometheus" / "alerts.test.yml"
+DASHBOARD = REPO / "config" / "grafana" / "failoverd.json"
+METRIC = re.compile(r"\bfailoverd_\w+")
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "$cluster": ".*",
+    "$node": ".*",
+}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool not found: install Debian's `prometheus` package "
+            "(apt-get install -y --no-install-recommends prometheus; scripts/setup does)"
+        )
+    return path
+
+
+def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def exported_names() -> set[str]:
+    """Every sample name a real Metrics registry can export, children created or not."""
+    m = Metrics(Settings(node="n1", peer="n2", self_fence_after=1.0), "prod")
+    names: set[str] = set()
+    for family in m.registry.collect():
+        if family.type == "counter":
+            names |= {f"{family.name}_total", f"{family.name}_created"}
+        elif family.type == "histogram":
+            names |= {f"{family.name}{s}" for s in ("_bucket", "_sum", "_count", "_created")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def rules() -> dict[str, str]:
+    """Alert name -> the text of its rule, split loosely on ``- alert:`` (no YAML library)."""
+    parts = re.split(r"^\s*- alert: (\w+)\s*$", RULES.read_text(), flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def expr_of(rule: str) -> str:
+    found = re.search(r"^\s+expr: (.*?)^\s+(?:for|labels):", rule, re.MULTILINE | re.DOTALL)
+    assert found is not None, rule
+    return found.group(1)
+
+
+def walk(node: object) -> Iterator[tuple[str, object]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+
+
+def dashboard() -> dict[str, Any]:
+    doc = json.loads(DASHBOARD.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def dashboard_queries() -> list[str]:
+    """PromQL in panel targets, annotations and template variables."""
+    found: list[str] = []
+    for key, value in walk(dashboard()):
+        if key in ("expr", "definition") and isinstance(value, str):
+            found.append(value)
+        elif key == "query" and isinstance(value, dict) and isinstance(value.get("query"), str):
+            found.append(value["query"])
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# promtool
+# --------------------------------------------------------------------------------------------
+
+
+def test_promtool_checks_the_rules(tmp_path: Path) -> None:
+    shutil.copy(RULES, tmp_path / "alerts.yml")
+    done = run_promtool("check", "rules", "alerts.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules())} rules found" in done.stdout
+    assert len(rules()) == 7
+
+
+def test_promtool_unit_tests_of_every_alert_pass(tmp_path: Path) -> None:
+    # rule_files paths are relative to the test file: copy both side by side.
+    shutil.copy(RULES, tmp_path / "alerts.yml")
+    shutil.copy(RULE_TESTS, tmp_path / "alerts.test.yml")
+    done = run_promtool("test", "rules", "alerts.test.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_promtool_catches_a_broken_expectation(tmp_path: Path) -> None:
+    """The rule tests are not vacuous: firing the split-brain alert at once breaks them."""
+    text = RULES.read_text()
+    broken = re.sub(
+        r"(alert: FailoverdTwoActiveNodes\n\s+expr: .*\n\s+)for: \w+", r"\1for: 0s", text
+    )
+    assert broken != text
+    (tmp_path / "alerts.yml").write_text(broken)
+    shutil.copy(RULE_TESTS, tmp_path / "alerts.test.yml")
+    done = run_promtool("test", "rules", "alerts.test.yml", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FailoverdTwoActiveNodes" in done.stdout + done.stderr
+
+
+def test_the_dashboard_promql_parses(tmp_path: Path) -> None:
+    """Each dashboard query, Grafana's variables filled in, as a recording rule for promtool."""
+    exprs = []
+    for query in dashboard_queries():
+        if query.startswith("label_values("):
+            continue  # a Grafana function, not PromQL
+        q = query
+        for var, val in GRAFANA_VARIABLES.items():
+            q = q.replace(var, val)
+        assert "$" not in q, query
+        exprs.append(q)
+    assert len(exprs) >= 15
+    doc = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "dashboard.yml").write_text(json.dumps(doc, indent=1))  # JSON is YAML
+    done = run_promtool("check", "rules", "dashboard.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Names: rules, tests and dashboard agree with the code
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_alert_is_exercised_by_the_rule_tests() -> None:
+    alerts = set(rules())
+    assert alerts == {
+        "FailoverdFailoverHappened",
+        "FailoverdNoActiveNode",
+        "FailoverdTwoActiveNodes",
+        "FailoverdPassiveNotEligible",
+        "FailoverdZooKeeperUnreachable",
+        "FailoverdPausedTooLong",
+        "FailoverdDaemonDown",
+    }
+    text = RULE_TESTS.read_text()
+    tested = set(re.findall(r"^\s+alertname: (\w+)\s*$", text, re.MULTILINE))
+    fired = set(
+        re.findall(r"alertname: (\w+)\s*\n\s+exp_alerts:\s*\n\s+- exp_labels:", text, re.MULTILINE)
+    )
+    assert alerts - tested == set(), "alerts not in alerts.test.yml"
+    assert alerts - fired == set(), "alerts never shown firing in alerts.test.yml"
+    assert tested - alerts == set(), "alerts.test.yml tests alerts that do not exist"
+
+
+def test_every_alert_has_a_severity_and_says_what_to_do() -> None:
+    for name, rule in rules().items():
+        severity = re.search(r"^\s+severity: (\w+)\s*$", rule, re.MULTILINE)
+        assert severity is not None and severity.group(1) in ("warning", "critical"), name
+        assert re.search(r"^\s+summary: \S", rule, re.MULTILINE), name
+        assert re.search(r"^\s+description: >-\n\s+\S", rule, re.MULTILINE), name
+
+
+def test_the_rules_use_only_exported_metrics() -> None:
+    names = exported_names()
+    used = {name for rule in rules().values() for name in METRIC.findall(expr_of(rule))}
+    assert {
+        "failoverd_failovers_total",
+        "failoverd_is_active",
+        "failoverd_eligible",
+        "failoverd_role",
+        "failoverd_zookeeper_connected",
+        "failoverd_paused",
+    } <= used
+    assert used - names == set()
+    # Metric names the annotations point operators to must exist too.
+    assert set(METRIC.findall(RULES.read_text())) - names == set()
+
+
+def test_the_dashboard_is_valid_and_uses_only_exported_metrics() -> None:
+    doc = dashboard()
+    assert doc["title"] == "failoverd"
+    assert doc["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = doc["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for p in panels:
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}", p["title"]
+            assert p["targets"], p["title"]
+    titles = {p["title"] for p in panels}
+    for wanted in (
+        "Role per node",
+        "Failovers, step-downs and fences",
+        "Last failover duration",
+        "Check latency",
+        "Replication lag (bytes)",
+        "Replication lag (seconds)",
+        "ZooKeeper connection",
+        "Paused",
+    ):
+        assert wanted in titles
+    names = exported_names()
+    used = {name for q in dashboard_queries() for name in METRIC.findall(q)}
+    assert {
+        "failoverd_role",
+        "failoverd_failovers_total",
+        "failoverd_failover_duration_seconds_bucket",
+        "failoverd_check_latency_seconds_bucket",
+        "failoverd_replication_lag_bytes",
+        "failoverd_replication_lag_seconds",
+        "failoverd_zookeeper_connected",
+        "failoverd_paused",
+    } <= used
+    assert used - names == set()
