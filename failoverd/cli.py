@@ -192,8 +192,10 @@ def _read_view(zk: ZkCluster, timeout: float) -> ClusterView | None:
 
 @failoverctl_main.command("status")
 @click.option("--json", "as_json_flag", is_flag=True, help="machine-readable output")
+@click.option("--watch", is_flag=True, help="redraw every --interval seconds until Ctrl-C")
+@click.option("--interval", default=1.0, show_default=True, help="seconds between redraws")
 @click.pass_context
-def status(ctx: click.Context, as_json_flag: bool) -> None:
+def status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float) -> None:
     """Cluster state; exit 0 healthy, 1 degraded, 2 critical, 3 unknown."""
     with _connected(ctx, unknown_exit=UNKNOWN) as (cfg, zk):
         view = _read_view(zk, ctx.obj[1])
@@ -204,9 +206,23 @@ def status(ctx: click.Context, as_json_flag: bool) -> None:
                 UNKNOWN,
             )
         members = [m.name for m in cfg.members]
-        result = assess(view, members)
-        render = as_json if as_json_flag else as_table
-        click.echo(render(view, result, cfg.cluster.name, cfg.cluster.chroot, walltime()))
+        while True:
+            result = assess(view, members)
+            if as_json_flag:
+                click.echo(as_json(view, result, cfg.cluster.name, cfg.cluster.chroot, walltime()))
+            else:
+                if watch:
+                    click.clear()
+                history = zk.read_history(20)
+                click.echo(
+                    as_table(
+                        view, result, cfg.cluster.name, cfg.cluster.chroot, walltime(), history
+                    )
+                )
+            if not watch:
+                break
+            time.sleep(interval)
+            view = zk.view() or view
     sys.exit(result.code)
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from failoverd.core import ClusterView, MalformedMember, MemberStatus, Role
+from failoverd.core import ClusterView, MalformedMember, MemberStatus, Role, format_bytes
 
 HEALTHY, DEGRADED, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", CRITICAL: "critical", UNKNOWN: "unknown"}
@@ -116,8 +116,47 @@ def as_json(
     return json.dumps(doc, indent=2, sort_keys=True)
 
 
+def _lag(view: ClusterView, m: MemberStatus) -> str:
+    """A passive's distance behind the active, from both published LSNs."""
+    if m.role != Role.PASSIVE.value or m.lsn is None or view.lease is None:
+        return "-"
+    active = view.member(view.lease.node)
+    if not isinstance(active, MemberStatus) or active.lsn is None:
+        return "?"
+    return format_bytes(max(0, active.lsn - m.lsn))
+
+
+def _checks(m: MemberStatus) -> str:
+    parts = []
+    for c in m.checks:
+        latency = "" if c.latency is None else f" {c.latency * 1000:.0f}ms"
+        parts.append(f"{c.name} {'ok' if c.healthy else 'FAIL'}{latency}")
+    return ", ".join(parts) or "-"
+
+
+def last_takeover(history: Sequence[Mapping[str, object]]) -> str | None:
+    """The latest failover, step-down takeover or switchover, in words."""
+    for rec in reversed(history):
+        if rec.get("kind") in ("failover", "stepdown", "switchover") and rec.get("to"):
+            when = rec.get("time")
+            stamp = _when(float(when)) if isinstance(when, int | float) else "?"
+            phases = rec.get("phases")
+            total = phases.get("total") if isinstance(phases, dict) else None
+            took = f" in {total:.2f} s" if isinstance(total, int | float) else ""
+            return (
+                f"last failover: {stamp} {rec.get('from') or '?'} -> {rec.get('to')} "
+                f"({rec.get('kind')}{took}, epoch {rec.get('epoch')}): {rec.get('reason', '')}"
+            )
+    return None
+
+
 def as_table(
-    view: ClusterView, assessment: Assessment, cluster: str, chroot: str, now: float
+    view: ClusterView,
+    assessment: Assessment,
+    cluster: str,
+    chroot: str,
+    now: float,
+    history: Sequence[Mapping[str, object]] = (),
 ) -> str:
     lines = [f"cluster {cluster} ({chroot}): {assessment.state.upper()}"]
     if view.lease is None:
@@ -130,17 +169,20 @@ def as_table(
             f"active: {view.lease.node}    epoch {view.lease.epoch}    since {_when(since)} "
             f"({max(0.0, now - since):.0f} s)    paused: {'yes' if view.paused else 'no'}"
         )
+    takeover = last_takeover(history)
+    if takeover is not None:
+        lines.append(takeover)
     if view.last_leader is not None:
         ll = view.last_leader
         lsn = "" if ll.final_lsn is None else f", final LSN {ll.final_lsn}"
         lines.append(
             f"last release: {ll.node} epoch {ll.epoch} ({'clean' if ll.clean else 'unclean'}{lsn})"
         )
-    header = ("NODE", "ROLE", "EPOCH", "ELIGIBLE", "HEALTHY", "DB", "AGE", "REASON")
+    header = ("NODE", "ROLE", "EPOCH", "ELIGIBLE", "DB", "LAG", "AGE", "CHECKS", "REASON")
     rows: list[tuple[str, ...]] = []
     for m in view.members:
         if isinstance(m, MalformedMember):
-            rows.append((m.node, "?", "?", "?", "?", "?", "?", f"malformed record: {m.error}"))
+            rows.append((m.node, *("?" * 7), f"malformed record: {m.error}"))
             continue
         rows.append(
             (
@@ -148,9 +190,10 @@ def as_table(
                 m.role,
                 str(m.epoch),
                 "-" if m.role != Role.PASSIVE.value else ("yes" if m.eligible else "no"),
-                "yes" if m.healthy else "no",
                 m.db_role,
+                _lag(view, m),
                 f"{max(0.0, now - m.published_at):.1f}s",
+                _checks(m),
                 m.reason,
             )
         )
