@@ -6,6 +6,7 @@ the self-fence deadline even if nothing else happens. Nothing here decides: the 
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
@@ -40,6 +41,9 @@ from failoverd.core import (
     step,
 )
 from failoverd.lease import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
+from failoverd.metrics import Metrics, MetricsError
+from failoverd.notify import Notifier
+from failoverd.stoppost import role_file_path, write_role
 
 
 class StartupError(Exception):
@@ -68,6 +72,7 @@ class Daemon:
         cfg: Config,
         clock: Callable[[], float] = boottime,
         wall: Callable[[], float] = walltime,
+        notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -96,12 +101,23 @@ class Daemon:
         )
         postgres_checks = [c.name for c in cfg.checks if c.type == "postgres"]
         self._postgres_check = postgres_checks[0] if postgres_checks else None
+        # systemd: sd_notify (READY, WATCHDOG, STATUS, STOPPING) and the role file that
+        # ExecStopPost reads to decide whether to fence (failoverd/stoppost.py).
+        self.notifier = notifier if notifier is not None else Notifier.from_environ()
+        self.metrics = Metrics(self.settings, cfg.cluster.name)
+        self.role_file = role_file_path(os.environ)
+        self._role_written: str | None = None
+        self._role_file_error: str | None = None
+        self._ready_sent = False
+        self._status_sent: str | None = None
+        self._notify_error: str | None = None
 
     # -- start-up -------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect and verify what only the running node can; StartupError says what is wrong."""
         path = self.cfg.path
+        self._check_watchdog()
         if self.cfg.postgres is not None and self._postgres_check is None:
             raise StartupError(
                 f"{path}: postgres: a managed database needs a [checks.<name>] of type "
@@ -112,9 +128,16 @@ class Daemon:
                 verify_interface(self.cfg.vip)
             except VipError as e:
                 raise StartupError(f"{path}: vip.interface: {e}") from e
+        if self.cfg.metrics.enabled:
+            # First, before ZooKeeper: a taken port fails with nothing to clean up.
+            try:
+                self.metrics.serve(self.cfg.metrics.listen_address, self.cfg.metrics.port)
+            except MetricsError as e:
+                raise StartupError(str(e)) from e
         try:
             self.zk.start(timeout=self.cfg.timings.start_timeout)
         except ZkUnreachable as e:
+            self.metrics.close()
             raise StartupError(f"ZooKeeper unreachable: {e}") from e
         try:
             self._check_session_timeout()
@@ -123,12 +146,15 @@ class Daemon:
             self.zk.claim_member(self._initial_status(), wait=self.zk.negotiated_timeout + 1.0)
         except DuplicateNode as e:
             self.zk.close()
+            self.metrics.close()
             raise StartupError(f"refusing to start: {e}") from e
         except LeaseError as e:
             self.zk.close()
+            self.metrics.close()
             raise StartupError(f"ZooKeeper: {e}") from e
         except StartupError:
             self.zk.close()
+            self.metrics.close()
             raise
         self.log.info(
             "started",
@@ -157,6 +183,29 @@ class Daemon:
                 negotiated_s=negotiated,
             )
 
+    def _check_watchdog(self) -> None:
+        """systemd's watchdog must fire before the self-fence deadline, yet spare a healthy loop."""
+        if self.notifier.problem is not None:
+            raise StartupError(f"systemd environment: {self.notifier.problem}")
+        usec = self.notifier.watchdog_usec
+        if usec is None:
+            return
+        t = self.cfg.timings
+        if usec >= t.self_fence_after * 1e6:
+            raise StartupError(
+                f"{self.cfg.path}: timings.self_fence_after: WATCHDOG_USEC={usec} "
+                f"({usec / 1e6:g} s, the unit's WatchdogSec=) is not below "
+                f"timings.self_fence_after ({t.self_fence_after:g} s): a hung daemon would outlive "
+                "its own self-fence deadline; lower WatchdogSec="
+            )
+        busiest = t.loop_interval + t.roundtrip_timeout
+        if usec <= busiest * 1e6:
+            raise StartupError(
+                f"{self.cfg.path}: timings.loop_interval: WATCHDOG_USEC={usec} "
+                f"({usec / 1e6:g} s, the unit's WatchdogSec=) is not above loop_interval + "
+                f"roundtrip_timeout ({busiest:g} s): a healthy loop could miss its ping"
+            )
+
     def _initial_status(self) -> MemberStatus:
         return MemberStatus(
             node=self.cfg.node,
@@ -178,6 +227,10 @@ class Daemon:
         self._wake.set()
 
     def request_shutdown(self) -> None:
+        if not self._shutdown.is_set():
+            st = self.state
+            status = f"role {st.role.value}, epoch {st.epoch}, stopping"
+            self._notified(self.notifier.stopping(status))
         self._shutdown.set()
         self._wake.set()
 
@@ -233,6 +286,7 @@ class Daemon:
         before = self.state
         result = step(self.settings, before, obs)
         self.state = result.state
+        self.metrics.update(before, result, obs)
         if (before.role, before.reason.code) != (result.state.role, result.reason.code):
             self.log.info(
                 result.reason.code,
@@ -241,6 +295,7 @@ class Daemon:
                 previous_role=before.role.value,
                 epoch=result.state.epoch,
             )
+        self._report(result.state)
         for action in result.actions:
             if not isinstance(action, Publish):
                 self.log.info(
@@ -253,6 +308,33 @@ class Daemon:
                 )
             self.runner.submit(action)
         return result
+
+    def _report(self, state: State) -> None:
+        """Before this step's actions run: the role file, then STATUS on change and READY once."""
+        role = state.role.value
+        if self.role_file is not None and role != self._role_written:
+            try:
+                write_role(self.role_file, role)
+                self._role_written, self._role_file_error = role, None
+            except OSError as e:
+                if str(e) != self._role_file_error:
+                    self.log.warning("role_file_unwritable", path=str(self.role_file), error=str(e))
+                self._role_file_error = str(e)
+        status = f"role {role}, epoch {state.epoch}, {state.reason.text}"
+        if not self._ready_sent and settled(state):
+            self._ready_sent = self.notifier.ready(status)
+            self._notified(self._ready_sent)
+            self._status_sent = status
+        elif status != self._status_sent:
+            self._notified(self.notifier.status(status))
+            self._status_sent = status
+
+    def _notified(self, ok: bool) -> None:
+        """Log a failing notification socket once, not on every ping."""
+        error = None if ok else self.notifier.last_error
+        if error is not None and error != self._notify_error:
+            self.log.warning("sd_notify_failed", error=error)
+        self._notify_error = error
 
     def _sleep_until_next(self) -> None:
         """Sleep one interval, but wake at the self-fence deadline and on any report."""
@@ -271,6 +353,8 @@ class Daemon:
         try:
             while not self.state.exit:
                 self.tick()
+                # The only watchdog ping: a loop that stalls stops pinging, and systemd kills it.
+                self._notified(self.notifier.watchdog())
                 if self.state.exit:
                     break
                 self._sleep_until_next()
@@ -278,8 +362,19 @@ class Daemon:
             self.checks.stop()
             self.runner.close()
             self.zk.close()
+            self.notifier.close()
+            self.metrics.close()
         self.log.info("exited", role=self.state.role.value, reason=self.state.reason.text)
         return 0
+
+
+def settled(state: State) -> bool:
+    """The core has judged a full observation (systemd's READY=1): it left ``starting``, or stays
+    there for a reason of its own (two primaries: an operator must act), not for want of one."""
+    return state.role is not Role.STARTING or state.reason.code not in (
+        "starting",
+        "waiting_for_observation",
+    )
 
 
 def peer_probe(facts: Mapping[str, object] | None) -> PeerProbe:

@@ -181,3 +181,13 @@ def test_switchover_refused_while_paused_and_to_an_unknown_node(lab: Lab) -> Non
     finally:
         assert lab.failoverctl(active, "resume").returncode == 0
     assert scenarios.wait_redundant(lab) == active
+
+
+def test_each_daemon_serves_metrics_on_its_address(lab: Lab) -> None:
+    active = scenarios.wait_redundant(lab)
+    for node, address in (("fln1", "10.77.0.11"), ("fln2", "10.77.0.12")):
+        status, text = lab.http("flcli", "GET", f"http://{address}:9641/metrics")
+        assert status == 200, (node, status)
+        expected = "1.0" if node == active else "0.0"
+        assert f'failoverd_is_active{{cluster="lab",node="{node}"}} {expected}' in str(text), text
+        assert "failoverd_check_latency_seconds_bucket" in str(text)

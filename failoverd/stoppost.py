@@ -1,0 +1,130 @@
+"""What ``ExecStopPost=`` does after failoverd.service stops: fence this node, or leave it be.
+
+The watchdog (``WatchdogSec=`` below ``self_fence_after``) closes the one hole fencing over SSH
+leaves: a daemon that hangs while active, on a node its peer cannot reach. systemd kills it, and
+this runs ``failoverd fence-self`` (remove the VIP, stop PostgreSQL) before the peer, which waits
+for the lease to expire, can promote. The same goes for any other abnormal end of an active
+daemon: a crash, an unhandled exception, a stop that timed out.
+
+It must never fence otherwise: a clean stop already stepped down (or, paused, deliberately left
+the VIP and the database where they were), and a passive node has nothing to give up. The daemon
+records its current role in a role file (``$RUNTIME_DIRECTORY/role``: systemd removes that
+directory after ``ExecStopPost=``, so every life of the daemon starts without one) the moment
+the core decides it, before any of that step's actions run. The rule, ``decide``:
+
+    fence  <=>  systemd says the service ended abnormally ($SERVICE_RESULT is set and is not
+                "success")
+           and  the last role recorded is one that may hold the VIP or a writable primary:
+                active, promoting, demoting, or fenced (a self-fence that may not have finished;
+                fence-self is idempotent)
+
+Paused, passive, starting, no role file, an unreadable one, or no ``$SERVICE_RESULT`` at all
+(not run by systemd): no fence. Run as ``python -m failoverd.stoppost`` (the script
+``systemd/failoverd-stop-post`` does that); it finds ``failoverd`` on ``PATH``, and fence-self
+finds its configuration in ``$FAILOVERD_CONFIG`` as the daemon did.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLE_FILE_ENV = "FAILOVERD_ROLE_FILE"
+ROLE_FILE_NAME = "role"
+FENCE_ROLES = frozenset({"active", "promoting", "demoting", "fenced"})
+"""Roles in which the node may hold the VIP or run a writable primary (or be part-way through
+giving them up): an abnormal end in one of them leaves the node to be fenced."""
+FENCE_TIMEOUT = 60.0  # seconds; fence-self bounds its own steps well within this
+
+
+def role_file_path(environ: Mapping[str, str]) -> Path | None:
+    """``$FAILOVERD_ROLE_FILE``, else ``role`` in the first of ``$RUNTIME_DIRECTORY``
+    (systemd's ``RuntimeDirectory=``), else None: no role file outside systemd."""
+    explicit = environ.get(ROLE_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return Path(runtime) / ROLE_FILE_NAME
+    return None
+
+
+def write_role(path: Path, role: str) -> None:
+    """Replace the role file atomically (readers see the old role or the new one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(f"{role}\n")
+        f.flush()
+    os.replace(tmp, path)
+
+
+def read_role(path: Path | None) -> str | None:
+    """The role recorded, None when there is no readable role file."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    words = text.split()
+    return words[0] if words else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    fence: bool
+    why: str
+
+
+def decide(environ: Mapping[str, str], role: str | None) -> Decision:
+    """Whether to fence, from what systemd says about the stop and the last role recorded."""
+    result = environ.get("SERVICE_RESULT")
+    how = (
+        f"SERVICE_RESULT={result or '-'} EXIT_CODE={environ.get('EXIT_CODE') or '-'} "
+        f"EXIT_STATUS={environ.get('EXIT_STATUS') or '-'}"
+    )
+    if not result:
+        return Decision(False, f"not fencing: not run by systemd after a stop ({how})")
+    if result == "success":
+        return Decision(False, f"not fencing: clean stop ({how})")
+    if role is None:
+        return Decision(False, f"not fencing: no role recorded by the daemon ({how})")
+    if role not in FENCE_ROLES:
+        return Decision(False, f"not fencing: last role was {role} ({how})")
+    return Decision(True, f"fencing: abnormal end while {role} ({how})")
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    path = role_file_path(env)
+    decision = decide(env, read_role(path))
+    print(f"failoverd-stop-post: {decision.why}", file=sys.stderr, flush=True)
+    if not decision.fence:
+        return 0
+    failoverd = shutil.which("failoverd", path=env.get("PATH"))
+    if failoverd is None:
+        print("failoverd-stop-post: error: failoverd not found on PATH", file=sys.stderr)
+        return 1
+    try:
+        done = subprocess.run(
+            [failoverd, "fence-self"],
+            stdin=subprocess.DEVNULL,
+            timeout=FENCE_TIMEOUT,
+            env=dict(env),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        print(
+            f"failoverd-stop-post: error: fence-self took over {FENCE_TIMEOUT:g} s", file=sys.stderr
+        )
+        return 1
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
