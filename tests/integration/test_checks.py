@@ -302,7 +302,17 @@ def test_postgres_check_reports_roles_lsns_and_standbys(
 ) -> None:
     primary, replica = streaming_pair
     cfg = check_cfg("db", "postgres")
+    # A standby that has just (re)connected has sent no replay position yet: pg_stat_replication
+    # shows NULL and the check reports None. Wait (bounded) for its first feedback.
     on_primary = PostgresCheck(cfg, pg_config(primary)).probe()
+    for _ in range(50):
+        standbys_now = on_primary.facts.get("standbys")
+        if isinstance(standbys_now, list) and standbys_now and (
+            standbys_now[0].get("replay_lag_bytes") is not None
+        ):
+            break
+        time.sleep(0.1)
+        on_primary = PostgresCheck(cfg, pg_config(primary)).probe()
     assert (on_primary.ok, on_primary.reason) == (True, "")
     facts = on_primary.facts
     assert facts["role"] == "primary"

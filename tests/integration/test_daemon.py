@@ -344,3 +344,31 @@ def test_check_config_prints_all_errors_or_the_effective_config(tmp_path: Path) 
     assert done.returncode == 2
     assert "n9" in done.stderr and "did you mean 'session_timeout'" in done.stderr
     assert all(line.startswith(str(bad)) for line in done.stderr.splitlines())
+
+
+def test_promote_asks_first_and_a_no_changes_nothing(cluster: dict[str, Any]) -> None:
+    active, passive, _daemons = bring_up(cluster)
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    done = subprocess.run(
+        [str(BIN / "failoverctl"), "-c", str(cluster["configs"][active]), "promote"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1 and "not confirmed; nothing changed" in done.stderr
+    assert f"switch over from {active} to {passive}" in done.stdout
+    assert zk.exists(f"{chroot}/switchover") is None
+    assert roles(zk, chroot)[active] == "active"
+
+
+def test_promote_switches_over_and_reports_the_window(cluster: dict[str, Any]) -> None:
+    active, passive, _daemons = bring_up(cluster)
+    zk, chroot = cluster["zk"], cluster["chroot"]
+    done = ctl(cluster["configs"][active], "promote", "--yes", "--timeout", "20")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the target is active" in done.stdout and "writes were unavailable for" in done.stdout
+    assert roles(zk, chroot) == {active: "passive", passive: "active"}
+    again = ctl(cluster["configs"][active], "promote", passive, "--yes")
+    assert again.returncode == 2 and "is the active node already" in again.stderr
