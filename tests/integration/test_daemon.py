@@ -23,6 +23,13 @@ pytestmark = pytest.mark.integration
 SESSION = 1.0  # short sessions keep the suite fast (write_config's default); the lab uses 2 s
 
 
+def failoverd(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """One run of `failoverd COMMAND` that is expected to end by itself."""
+    argv = [str(BIN / "failoverd"), command]
+    argv += [str(config)] if command == "check-config" else ["-c", str(config)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / step) + 2):
@@ -72,27 +79,17 @@ class Daemon:
         self.wait(10)
 
 
-@pytest.fixture(scope="module")
-def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
-    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"), max_session_timeout_ms=20000)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def cluster(
-    zk_server: ZooKeeperServer, tmp_path: Path, request: pytest.FixtureRequest
+    zookeeper: ZooKeeperServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[dict[str, Any]]:
     chroot = f"/failoverd/{request.node.name.replace('[', '_').replace(']', '')}"
     # Each node's sshd runs the real `failoverd fence-self` as its forced command, so a takeover
     # after an expired lease fences over SSH exactly as in production.
     paths = {n: tmp_path / f"{n}.toml" for n in NODES}
     sshd = start_sshd(tmp_path, paths)
-    configs = {n: write_config(paths[n], n, zk_server.hosts, chroot, sshd=sshd) for n in NODES}
-    client = KazooClient(hosts=zk_server.hosts)
+    configs = {n: write_config(paths[n], n, zookeeper.hosts, chroot, sshd=sshd) for n in NODES}
+    client = KazooClient(hosts=zookeeper.hosts)
     client.start(timeout=10)
     daemons: list[Daemon] = []
 
@@ -246,7 +243,7 @@ def test_paused_daemon_stops_leaving_everything_and_peer_does_not_take_over(
     assert wait_for(lambda: roles(zk, chroot)[passive] == "active", 10)
 
 
-def test_status_exit_codes(cluster: dict[str, Any], zk_server: ZooKeeperServer) -> None:
+def test_status_exit_codes(cluster: dict[str, Any]) -> None:
     cfg = cluster["configs"]["n1"]
     missing = ctl(cfg, "status")
     assert missing.returncode == 3 and "not found" in missing.stderr  # never initialised
@@ -271,13 +268,7 @@ def test_status_exit_codes(cluster: dict[str, Any], zk_server: ZooKeeperServer) 
 def test_unreachable_zookeeper_at_start_is_one_clear_line(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "n1.toml", "n1", f"127.0.0.1:{free_port()}", "/failoverd/x")
     started = time.monotonic()
-    done = subprocess.run(
-        [str(BIN / "failoverd"), "run", "-c", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = failoverd("run", cfg)
     assert done.returncode == 1
     assert time.monotonic() - started < 10
     assert "ZooKeeper unreachable" in done.stderr and "Traceback" not in done.stderr
@@ -287,13 +278,7 @@ def test_unreachable_zookeeper_at_start_is_one_clear_line(tmp_path: Path) -> Non
 def test_session_timeout_negotiated_below_self_fence_after_is_refused(tmp_path: Path) -> None:
     with ZooKeeperServer(tmp_path / "zk", max_session_timeout_ms=800) as server:
         cfg = write_config(tmp_path / "n1.toml", "n1", server.hosts, "/failoverd/x", session=2.0)
-        done = subprocess.run(
-            [str(BIN / "failoverd"), "run", "-c", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = failoverd("run", cfg)
     assert done.returncode == 1
     assert "timings.self_fence_after" in done.stderr
     assert "negotiated" in done.stderr and str(cfg) in done.stderr
@@ -307,26 +292,14 @@ def test_vip_interface_missing_is_refused_at_start(tmp_path: Path) -> None:
         "/failoverd/x",
         extra='[vip]\naddress = "127.77.0.100/8"\ninterface = "nosuch0"\n',
     )
-    done = subprocess.run(
-        [str(BIN / "failoverd"), "run", "-c", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = failoverd("run", cfg)
     assert done.returncode == 1
     assert "vip.interface" in done.stderr and "nosuch0" in done.stderr
 
 
 def test_check_config_prints_all_errors_or_the_effective_config(tmp_path: Path) -> None:
     good = write_config(tmp_path / "n1.toml", "n1", "127.0.0.1:2181", "/failoverd/x")
-    ok = subprocess.run(
-        [str(BIN / "failoverd"), "check-config", str(good)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    ok = failoverd("check-config", good)
     assert ok.returncode == 0 and "self_fence_after = 0.5" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(
@@ -334,13 +307,7 @@ def test_check_config_prints_all_errors_or_the_effective_config(tmp_path: Path) 
         .replace('node = "n1"', 'node = "n9"')
         .replace("session_timeout", "session_timout")
     )
-    done = subprocess.run(
-        [str(BIN / "failoverd"), "check-config", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = failoverd("check-config", bad)
     assert done.returncode == 2
     assert "n9" in done.stderr and "did you mean 'session_timeout'" in done.stderr
     assert all(line.startswith(str(bad)) for line in done.stderr.splitlines())
