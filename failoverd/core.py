@@ -448,7 +448,8 @@ class State:
 class Step:
     state: State
     actions: tuple[Action, ...]
-    reason: Reason
+    reason: Reason  # the last decision: the node's state of mind after the step
+    decisions: tuple[Reason, ...] = ()  # every decision taken in the step, in order
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,6 +545,7 @@ class _Step:
         self.state = state
         self.actions: list[Action] = []
         self.reason = state.reason
+        self.decisions: list[Reason] = []
 
     # -- building actions ------------------------------------------------------------------
 
@@ -565,6 +567,7 @@ class _Step:
     def decide(self, code: str, text: str) -> Reason:
         self.reason = Reason(code, text)
         self.set(reason=self.reason)
+        self.decisions.append(self.reason)
         return self.reason
 
     # -- facts ----------------------------------------------------------------------------
@@ -643,7 +646,7 @@ def step(settings: Settings, state: State, obs: Observation) -> Step:
     _remove_stray_vip(st)
     if not st.state.exit:
         _maybe_publish(st)
-    return Step(st.state, tuple(st.actions), st.reason)
+    return Step(st.state, tuple(st.actions), st.reason, tuple(st.decisions))
 
 
 def _remove_stray_vip(st: _Step) -> None:

@@ -287,14 +287,18 @@ class Daemon:
         result = step(self.settings, before, obs)
         self.state = result.state
         self.metrics.update(before, result, obs)
-        if (before.role, before.reason.code) != (result.state.role, result.reason.code):
-            self.log.info(
-                result.reason.code,
-                reason=result.reason.text,
-                role=result.state.role.value,
-                previous_role=before.role.value,
-                epoch=result.state.epoch,
-            )
+        # Each decision once, by its reason code, also one superseded within the step.
+        previous = before.reason.code
+        for decision in result.decisions:
+            if decision.code != previous:
+                self.log.info(
+                    decision.code,
+                    reason=decision.text,
+                    role=result.state.role.value,
+                    previous_role=before.role.value,
+                    epoch=result.state.epoch,
+                )
+            previous = decision.code
         self._report(result.state)
         for action in result.actions:
             if not isinstance(action, Publish):

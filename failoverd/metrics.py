@@ -356,7 +356,14 @@ class Metrics:
         self._update_checks(obs)
         self._update_database(state, obs)
 
-        if (before.role, before.reason.code) != (role, step.reason.code):
+        # Every decision of the step (one may be taken and superseded within a step, e.g. a
+        # blocked fence followed by the retry wait), except a repeat of the standing one.
+        previous = before.reason.code
+        for decision in step.decisions:
+            if decision.code != previous:
+                self.decisions.labels(self.node, self.cluster, decision.code).inc()
+            previous = decision.code
+        if not step.decisions and (before.role, before.reason.code) != (role, step.reason.code):
             self.decisions.labels(self.node, self.cluster, step.reason.code).inc()
         self._update_events(step, obs)
         self._update_fences(step, obs.results)

@@ -309,15 +309,19 @@ def test_a_crash_failover_counts_the_failover_its_duration_and_the_fence(m: Metr
         for s in f.samples
         if s.name.endswith("_total")
     }
-    # One per decision the loop logged; lease_acquired was overtaken within its step by fencing.
+    # Every decision counts once, also those superseded within their step (lease_acquired is
+    # followed by fencing in the same step; the fence result by promoting).
     assert decisions == {
         code: 1.0
         for code in (
             "passive",
             "waiting_for_probe",
             "acquiring",
+            "lease_acquired",
             "fencing",
+            "peer_fenced",
             "promoting",
+            "promoted",
             "adding_vip",
             "active",
         )
