@@ -1000,11 +1000,11 @@ class Lab:
     def _bootstrap_first_daemon(self, timeout: float = 10.0) -> None:
         """Start fln1's daemon alone and wait (bounded) until some node holds the lease.
 
-        Started together, the daemons race: fln2 finds the lease free while fln1's database
-        answers as a primary, so it fences fln1 (as the design asks) just as fln1 takes the
-        lease, and the lab boots into a failover. Bootstrapping the primary's node first makes
-        fln1 the initial active, every time. If no lease shows up in time the lab goes on
-        anyway (it must run both daemons even when their actions do not work yet)."""
+        Started together, the daemons used to race: fln2 found the lease free while fln1's
+        database answered as a primary and fenced fln1 as it took the lease. The core now waits
+        for a peer primary that bootstraps the cluster or whose daemon is alive
+        (tests/unit/test_core_peer_primary.py); starting fln1 first still makes the lab's
+        initial active deterministic. If no lease shows up in time the lab goes on anyway."""
         self._start(INITIAL_PRIMARY, "failoverd")
         start = time.monotonic()
         last = ""
