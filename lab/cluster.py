@@ -73,6 +73,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.process import poll_until
+
 REPO = Path(__file__).resolve().parents[1]
 ROLES = REPO / "lab" / "roles"
 DEFAULT_ROOT = Path("/var/tmp/failoverd-lab")
@@ -198,14 +200,7 @@ def _pids_in_netns(ns: str) -> set[int]:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return predicate()
+    return poll_until(predicate, timeout, interval)
 
 
 def _kill_all(collect: Callable[[], set[int]], timeout: float = 5.0) -> set[int]:

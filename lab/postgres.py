@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
 from failoverd.actions.database import _alive, _children
+from lab.process import poll_until
 from lab.zookeeper import free_port
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -64,15 +65,7 @@ class PostgresError(RuntimeError):
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (bounded in count and time)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    return predicate()
+    return poll_until(predicate, timeout, interval)
 
 
 class PostgresServer:

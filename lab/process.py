@@ -19,6 +19,18 @@ from types import TracebackType
 from typing import Self
 
 
+def poll_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (bounded in count and time)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    return predicate()
+
+
 class ServerProcess:
     """Base of a launcher: the child process (``_proc``) and its life cycle, by PID.
 
