@@ -61,7 +61,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -73,7 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.process import poll_until
+from lab.process import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = REPO / "lab" / "roles"
@@ -200,7 +199,7 @@ def _pids_in_netns(ns: str) -> set[int]:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    return poll_until(predicate, timeout, interval)
+    return bool(wait_for(predicate, timeout, interval))
 
 
 def _kill_all(collect: Callable[[], set[int]], timeout: float = 5.0) -> set[int]:
@@ -390,8 +389,9 @@ class Lab:
 
         Order: configs (checked with ``failoverd check-config``), network; then in parallel
         ZooKeeper, the databases (fln1's primary, then fln2's replica from a base backup), the
-        apps, Squids and sshds; then, once ZooKeeper and the databases are ready, fln1's daemon
-        until it holds the lease, then fln2's (see ``_bootstrap_first_daemon``).
+        apps, Squids and sshds; then, once ZooKeeper and the databases are ready, both daemons
+        together (fln1's takes the lease: its database is the primary, and fln2's waits for it,
+        see tests/unit/test_core_peer_primary.py).
         Raises LabError naming every step that failed (the lab is left as it is: ``down()``).
         """
         self._t0 = time.monotonic()
@@ -416,8 +416,6 @@ class Lab:
             self._gather(keys)
             sshds = [pool.submit(self._start, n, "sshd") for n in NODES]
             self._gather([zk, dbs])
-            if all(self.pid(n, "failoverd") is None for n in NODES):
-                self._bootstrap_first_daemon()
             daemons = [pool.submit(self._start, n, "failoverd") for n in NODES]
             self._gather([*others, *sshds, *daemons])
         took = time.monotonic() - self._t0
@@ -991,27 +989,6 @@ class Lab:
         if stop_timeout is not None:
             extra["STOP_TIMEOUT"] = f"{stop_timeout:g}"
         return self._role(ns, component, "stop", extra_env=extra)
-
-    def _bootstrap_first_daemon(self, timeout: float = 10.0) -> None:
-        """Start fln1's daemon alone and wait (bounded) until some node holds the lease.
-
-        Started together, the daemons used to race: fln2 found the lease free while fln1's
-        database answered as a primary and fenced fln1 as it took the lease. The core now waits
-        for a peer primary that bootstraps the cluster or whose daemon is alive
-        (tests/unit/test_core_peer_primary.py); starting fln1 first still makes the lab's
-        initial active deterministic. If no lease shows up in time the lab goes on anyway."""
-        self._start(INITIAL_PRIMARY, "failoverd")
-        start = time.monotonic()
-        last = ""
-        while time.monotonic() - start < timeout:
-            proc = self.failoverctl(INITIAL_PRIMARY, "status", timeout=10.0)
-            match = re.search(r"^active: (\S+)", proc.stdout, re.MULTILINE)
-            if match and match.group(1) != "none":
-                self._step(f"lease held by {match.group(1)}")
-                return
-            last = (proc.stdout + proc.stderr).strip()
-            time.sleep(0.1)
-        self._step(f"no lease holder within {timeout:g} s; starting the peer anyway:\n{last}")
 
     def _start_databases(self) -> None:
         for node in sorted(NODES, key=lambda n: n != INITIAL_PRIMARY):  # the primary first
