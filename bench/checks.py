@@ -48,6 +48,7 @@ from failoverd.checks.squid import SquidCheck  # noqa: E402
 from failoverd.config import CheckConfig, PostgresConfig  # noqa: E402
 from lab.donations import DonationsApp  # noqa: E402
 from lab.postgres import PostgresServer  # noqa: E402
+from lab.process import wait_for as poll  # noqa: E402
 from lab.squid import SquidServer  # noqa: E402
 from lab.zookeeper import ZooKeeperServer  # noqa: E402
 
@@ -259,14 +260,7 @@ def rss_mb(pid: int) -> float:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / step) + 2):
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            break
-        time.sleep(step)
-    return False
+    return bool(poll(predicate, timeout, step))
 
 
 @contextlib.contextmanager

@@ -16,13 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from lab.loopback import BIN, NODES, start_sshd, write_config
+from lab.loopback import BIN, NODES, DaemonProcess, start_sshd, write_config
+from lab.process import wait_for
 from lab.sshd import SshServer
 from lab.zookeeper import ZooKeeperServer
 
@@ -31,40 +34,27 @@ CHROOT = "/failoverd/demo"
 
 
 class Node:
+    """One demo daemon; restartable (a new DaemonProcess each time), its log kept across runs."""
+
     def __init__(self, name: str, config: Path, logdir: Path) -> None:
         self.name = name
         self.config = config
         self.logfile = logdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: DaemonProcess | None = None
 
     def start(self) -> None:
-        with self.logfile.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "failoverd"), "run", "-c", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.proc = DaemonProcess(self.config, log=self.logfile)
 
     def kill(self, sig: signal.Signals) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
+        if self.proc is not None:
+            self.proc.signal(sig)
 
     def wait(self, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return None if self.proc is None else self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.kill(signal.SIGTERM)
-        if self.wait(10) is None:
-            self.kill(signal.SIGKILL)
-            self.wait(5)
+        if self.proc is not None:
+            self.proc.stop()
 
 
 def status(config: Path) -> str:
@@ -95,16 +85,17 @@ def member_role(zk: KazooClient, node: str) -> str | None:
     return str(json.loads(data).get("role"))
 
 
-def wait_for(predicate: Any, timeout: float, step: float = 0.005) -> float | None:
-    """Poll until predicate() is true; the time it became true, or None. Bounded."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / step) + 1):
-        if predicate():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            break
-        time.sleep(step)
-    return None
+def holds_lease(zk: KazooClient, node: str) -> bool:
+    return lease_holder(zk)[0] == node
+
+
+def has_role(zk: KazooClient, node: str, role: str) -> bool:
+    return member_role(zk, node) == role
+
+
+def wait_for_time(predicate: Callable[[], object], timeout: float) -> float | None:
+    """The monotonic time at which ``predicate`` became true (polled every 5 ms), or None."""
+    return wait_for(lambda: bool(predicate()) and time.monotonic(), timeout, step=0.005) or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         for node in nodes.values():
             node.start()
         if (
-            wait_for(lambda: all(member_role(zk, n) in ("active", "passive") for n in nodes), 30)
+            wait_for_time(
+                lambda: all(member_role(zk, n) in ("active", "passive") for n in nodes), 30
+            )
             is None
         ):
             raise SystemExit(f"daemons did not come up; see logs in {base}")
@@ -156,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             killed_at = time.monotonic()
             nodes[holder].kill(signal.SIGKILL)
             nodes[holder].wait(5)
-            lease_at = wait_for(lambda o=other: lease_holder(zk)[0] == o, SESSION_TIMEOUT + 15)
-            active_at = wait_for(lambda o=other: member_role(zk, o) == "active", 10)
+            lease_at = wait_for_time(partial(holds_lease, zk, other), SESSION_TIMEOUT + 15)
+            active_at = wait_for_time(partial(has_role, zk, other, "active"), 10)
             if lease_at is None or active_at is None:
                 raise SystemExit(f"{other} did not take over; see logs in {base}")
             takeover = active_at - killed_at
@@ -172,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             say(f"takeover in {takeover:.3f} s")
             nodes[holder].start()  # comes back as passive: no automatic fail-back
-            if wait_for(lambda h=holder: member_role(zk, h) == "passive", 30) is None:
+            if wait_for_time(partial(has_role, zk, holder, "passive"), 30) is None:
                 raise SystemExit(f"{holder} did not come back as passive; see {base}")
         say("\n== status after ==")
         say(status(nodes["n1"].config))

@@ -5,8 +5,15 @@ the host's interfaces stay untouched; the namespace lab (lab/lab) has both."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lab.sshd import SshServer
 
@@ -59,3 +66,57 @@ def write_config(
         "\n[metrics]\nenabled = false\n"
     )
     return path
+
+
+class DaemonProcess:
+    """``failoverd run -c CONFIG`` as a child: output to a log, signalled and stopped by PID."""
+
+    def __init__(
+        self, config: Path, log: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.config = config
+        self.log = log if log is not None else config.with_suffix(".log")
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "failoverd"), "run", "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        """Its exit code, or None if it is still running after ``timeout``."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def events(self) -> list[dict[str, Any]]:
+        """Its JSON log lines (structlog writes JSON when stdout is not a terminal)."""
+        out = []
+        for line in self.log.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (an active daemon steps down cleanly), SIGKILL if it outlives ``timeout``."""
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        if self.wait(timeout) is None:
+            self.kill()
+
+    def kill(self) -> None:
+        """Thaw (a stopped process does not die until continued) and SIGKILL."""
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+        self.wait(10)

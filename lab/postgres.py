@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
 from failoverd.actions.database import _alive, _children
-from lab.process import poll_until
+from lab.process import wait_for
 from lab.zookeeper import free_port
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -65,7 +65,7 @@ class PostgresError(RuntimeError):
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    return poll_until(predicate, timeout, interval)
+    return bool(wait_for(predicate, timeout, interval))
 
 
 class PostgresServer:

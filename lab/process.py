@@ -16,19 +16,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
+
+T = TypeVar("T")
 
 
-def poll_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (bounded in count and time)."""
+def wait_for(predicate: Callable[[], T], timeout: float, step: float = 0.02) -> T | None:
+    """Poll ``predicate`` until it returns something truthy, bounded in count and time; that
+    value, or None. The one polling loop of the lab, the tests and the benchmarks."""
     deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        if predicate():
-            return True
+    for _ in range(int(timeout / step) + 2):
+        value = predicate()
+        if value:
+            return value
         if time.monotonic() >= deadline:
             break
-        time.sleep(interval)
-    return predicate()
+        time.sleep(step)
+    return None
+
+
+def waited(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.02) -> float:
+    """Like ``wait_for``, for tests: the seconds it took, or TimeoutError saying ``what``."""
+    started = time.monotonic()
+    if not wait_for(predicate, timeout, step):
+        raise TimeoutError(f"not within {timeout:g} s: {what}")
+    return time.monotonic() - started
 
 
 class ServerProcess:

@@ -20,6 +20,7 @@ from failoverd.actions.database import LocalDatabase, StopResult, lsn_to_int
 from failoverd.clock import boottime
 from failoverd.config import PostgresConfig
 from lab.postgres import BIN_DIR, PostgresServer, _alive, _children
+from lab.process import waited
 
 pytestmark = pytest.mark.integration
 # Not imported: a module imported before pytest loads it as a plugin is not assert-rewritten.
@@ -47,18 +48,6 @@ def one(pg: PostgresServer, query: Any, params: tuple[Any, ...] = ()) -> Any:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> float:
-    """Poll until ``predicate`` holds (bounded); return the seconds it took."""
-    start = time.monotonic()
-    for _ in range(int(timeout / 0.02) + 2):
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            break
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def checkpoint_lsn(server: PostgresServer) -> int:
@@ -168,7 +157,7 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     with old.connect() as conn:
         conn.execute("CREATE TABLE t (v int)")
         conn.execute("INSERT INTO t SELECT generate_series(1, 1000)")
-    wait_until(lambda: new.wal_receiver_status() == "streaming", 10.0, "sw2 streaming")
+    waited(lambda: new.wal_receiver_status() == "streaming", 10.0, "sw2 streaming")
 
     stopped, took = timed(old_db.stop, "fast", 10.0)
     report("fast stop", took)
@@ -183,7 +172,7 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     # The replica was streaming: the shutdown checkpoint reached it and is replayed.
     received = int(one(new, "SELECT pg_last_wal_receive_lsn() - '0/0'::pg_lsn"))
     assert received >= final
-    wait_until(
+    waited(
         lambda: int(one(new, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")) >= final,
         5.0,
         "sw2 replays up to the final LSN",
@@ -205,10 +194,10 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     assert (old.data_dir / "standby.signal").exists()
     conninfo = one(old, "SHOW primary_conninfo")
     assert f"port={new.port}" in conninfo and "application_name=node-sw1" in conninfo
-    wait_until(lambda: old.wal_receiver_status() == "streaming", 10.0, "sw1 streams from sw2")
+    waited(lambda: old.wal_receiver_status() == "streaming", 10.0, "sw1 streams from sw2")
     with new.connect() as conn:
         conn.execute("INSERT INTO t VALUES (-1)")
-    wait_until(
+    waited(
         lambda: one(old, "SELECT count(*) FROM t WHERE v = -1") == 1,
         10.0,
         "a row written on the new primary appears on the old one",
@@ -223,7 +212,7 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
 
     # And back: sw2 (a pg_basebackup clone, so its postgresql.auto.conf already has a
     # primary_conninfo, pointing at itself's old primary) follows sw1 after a third timeline.
-    wait_until(
+    waited(
         lambda: one(old, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (new.lsn(),)),
         5.0,
         "sw1 caught up",
@@ -231,7 +220,7 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     back = new_db.stop("fast", 10.0)
     assert back.ok and back.clean, back.detail
     assert back.final_lsn is not None
-    wait_until(
+    waited(
         lambda: int(one(old, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")) >= back.final_lsn,
         5.0,
         "sw1 replays up to sw2's final LSN",
@@ -245,7 +234,7 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     assert f"port={old.port}" in conninfo_lines[0] and "application_name=node-sw2" in auto
     with old.connect() as conn:
         conn.execute("INSERT INTO t VALUES (-2)")
-    wait_until(
+    waited(
         lambda: one(new, "SELECT count(*) FROM t WHERE v = -2") == 1,
         10.0,
         "a row written on sw1 appears on sw2 again",
@@ -314,7 +303,7 @@ def test_promote_starts_a_cleanly_stopped_primary(make_postgres: MakePostgres) -
     # it yet: kill(pid, 0) succeeds on a zombie, so PostgreSQL alone would refuse to start.
     zombie = subprocess.Popen(["true"])
     try:
-        wait_until(
+        waited(
             lambda: (
                 Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
             ),

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +53,9 @@ from failoverd.core import (
 )
 from failoverd.daemon import peer_probe
 from lab.donations import DonationsApp
+from lab.loopback import DaemonProcess
 from lab.postgres import PostgresServer
+from lab.process import wait_for
 from lab.squid import SquidServer
 from lab.zookeeper import ZooKeeperServer, free_port
 
@@ -72,15 +72,10 @@ BIN = Path(sys.executable).parent  # failoverd and failoverctl of this virtual e
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
     """Poll until ``predicate`` returns something true (bounded in count and time); return it."""
-    start = time.monotonic()
-    for _ in range(int(timeout / step) + 2):
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() - start > timeout:
-            break
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    value = wait_for(predicate, timeout, step)
+    if not value:
+        raise TimeoutError(f"not within {timeout:g} s: {what}")
+    return value
 
 
 def check_cfg(name: str, check_type: CheckType, **kwargs: Any) -> CheckConfig:
@@ -307,8 +302,10 @@ def test_postgres_check_reports_roles_lsns_and_standbys(
     on_primary = PostgresCheck(cfg, pg_config(primary)).probe()
     for _ in range(50):
         standbys_now = on_primary.facts.get("standbys")
-        if isinstance(standbys_now, list) and standbys_now and (
-            standbys_now[0].get("replay_lag_bytes") is not None
+        if (
+            isinstance(standbys_now, list)
+            and standbys_now
+            and (standbys_now[0].get("replay_lag_bytes") is not None)
         ):
             break
         time.sleep(0.1)
@@ -848,30 +845,6 @@ bin_dir = "{pg.bin_dir}"
 {tables}"""
     )
     return path
-
-
-class DaemonProcess:
-    """``failoverd run -c CONFIG`` as a child, its output in CONFIG.log; stopped by PID."""
-
-    def __init__(self, config: Path) -> None:
-        self.log = config.with_suffix(".log")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "failoverd"), "run", "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def stop(self) -> None:
-        """SIGTERM (a clean step-down), SIGKILL if it is still there after 10 s."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 def status_json(config: Path) -> tuple[int, dict[str, Any]]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
-from lab.loopback import BIN, NODES, start_sshd, write_config
+from lab.loopback import BIN, NODES, DaemonProcess, start_sshd, write_config
+from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -30,55 +30,6 @@ def failoverd(command: str, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / step) + 2):
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(step)
-    return None
-
-
-class Daemon:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.log = config.with_suffix(".log")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "failoverd"), "run", "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
-
-    def stop(self) -> None:
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGKILL)
-        self.wait(10)
-
-
 @pytest.fixture
 def cluster(
     zookeeper: ZooKeeperServer, tmp_path: Path, request: pytest.FixtureRequest
@@ -91,10 +42,10 @@ def cluster(
     configs = {n: write_config(paths[n], n, zookeeper.hosts, chroot, sshd=sshd) for n in NODES}
     client = KazooClient(hosts=zookeeper.hosts)
     client.start(timeout=10)
-    daemons: list[Daemon] = []
+    daemons: list[DaemonProcess] = []
 
-    def start(node: str) -> Daemon:
-        d = Daemon(configs[node])
+    def start(node: str) -> DaemonProcess:
+        d = DaemonProcess(configs[node])
         daemons.append(d)
         return d
 
@@ -102,7 +53,7 @@ def cluster(
         yield {"configs": configs, "zk": client, "chroot": chroot, "start": start, "sshd": sshd}
     finally:
         for d in daemons:
-            d.stop()
+            d.kill()
         for server in sshd.values():
             server.stop()
         client.stop()
@@ -131,7 +82,7 @@ def roles(zk: KazooClient, chroot: str) -> dict[str, str | None]:
     return {n: (r or {}).get("role") for n in NODES for r in [record(zk, f"{chroot}/members/{n}")]}
 
 
-def bring_up(cluster: dict[str, Any]) -> tuple[str, str, dict[str, Daemon]]:
+def bring_up(cluster: dict[str, Any]) -> tuple[str, str, dict[str, DaemonProcess]]:
     """Start both daemons; returns (active, passive, daemons)."""
     daemons = {n: cluster["start"](n) for n in NODES}
     zk, chroot = cluster["zk"], cluster["chroot"]

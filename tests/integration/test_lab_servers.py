@@ -19,6 +19,7 @@ import pytest
 
 from lab.donations import DonationsApp, request_json
 from lab.postgres import PostgresServer
+from lab.process import waited
 from lab.squid import SquidServer
 
 pytestmark = pytest.mark.integration
@@ -29,18 +30,6 @@ pytest_plugins = ["tests.integration.conftest_servers"]
 MakePostgres = Callable[..., PostgresServer]
 MakeApp = Callable[..., DonationsApp]
 MakeSquid = Callable[..., SquidServer]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until ``predicate`` holds (bounded in count and time); return the seconds it took."""
-    start = time.monotonic()
-    for _ in range(int(timeout / 0.02) + 2):
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            break
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def one(pg: PostgresServer, query: Any, params: tuple[Any, ...] = ()) -> Any:
@@ -89,7 +78,7 @@ def test_replica_receives_rows_written_on_the_primary(
                 return False
             return bool(conn.execute("SELECT count(*) FROM repl_probe").fetchone() == (1,))
 
-    wait_until(arrived, 10.0, "the row written on the primary is on the replica")
+    waited(arrived, 10.0, "the row written on the primary is on the replica")
 
 
 def test_primary_shows_the_standby_streaming(
@@ -114,7 +103,7 @@ def test_stop_and_resume_wal_receiver(
     pg_replica.stop_wal_receiver()
     try:
         assert pg_replica.wal_receiver_status() != "streaming"
-        wait_until(lambda: pg_primary.replication_clients() == [], 5.0, "the walsender is gone")
+        waited(lambda: pg_primary.replication_clients() == [], 5.0, "the walsender is gone")
         with pg_primary.connect() as conn:
             conn.execute("INSERT INTO cut_probe VALUES (1)")
         time.sleep(0.5)  # streaming would deliver this in a few ms
@@ -126,7 +115,7 @@ def test_stop_and_resume_wal_receiver(
     assert pg_replica.wal_receiver_status() == "streaming"
     pg_replica.wait_caught_up(pg_primary)
     assert one(pg_replica, "SELECT count(*) FROM cut_probe") == 1
-    wait_until(
+    waited(
         lambda: [c["state"] for c in pg_primary.replication_clients()] == ["streaming"],
         5.0,
         "the primary sees the standby streaming again",
@@ -322,7 +311,7 @@ def test_app_answers_503_fast_when_its_database_is_down_or_hung(
         assert took < 3.0
     finally:
         pg.thaw()
-    wait_until(
+    waited(
         lambda: lone.request("POST", "/donate", donation())[0] == 200,
         10.0,
         "the app writes again once the server is thawed",

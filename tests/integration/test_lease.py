@@ -36,6 +36,7 @@ from failoverd.lease import (
     member_from_json,
     member_to_json,
 )
+from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer, free_port
 
 from .conftest import Child, MakeCluster, TcpProxy
@@ -43,19 +44,6 @@ from .conftest import Child, MakeCluster, TcpProxy
 pytestmark = pytest.mark.integration
 
 CHILD_T = 1.0  # session timeout of child processes: short, to keep the suite fast
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.01) -> Any:
-    """Poll until ``predicate()`` is truthy; bounded in time and count. Returns its value."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / step) + 2):
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(step)
-    return None
 
 
 def view_of(cluster: ZkCluster) -> ClusterView:

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import re
@@ -40,7 +39,8 @@ from failoverd.config import Timings, load_config
 from failoverd.daemon import Daemon
 from failoverd.notify import Notifier, NotifyError, parse_watchdog_usec, socket_address
 from failoverd.stoppost import FENCE_ROLES, decide, read_role, role_file_path, write_role
-from lab.loopback import BIN, write_config
+from lab.loopback import BIN, DaemonProcess, write_config
+from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer
 
 pytestmark = pytest.mark.integration
@@ -274,42 +274,7 @@ def stopped(pid: int) -> bool:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.02) + 2):
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
-    return predicate()
-
-
-class DaemonProcess:
-    """``failoverd run`` with the environment systemd would give it."""
-
-    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "failoverd"), "run", "-c", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **env},
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
+    return wait_for(predicate, timeout) or predicate()
 
 
 @pytest.fixture
@@ -323,7 +288,7 @@ def run_daemon(
     def run(env: dict[str, str], session: float = SESSION) -> DaemonProcess:
         chroot = f"/failoverd/sd-{uuid.uuid4().hex[:10]}"
         config = write_config(tmp_path / "n1.toml", "n1", zookeeper.hosts, chroot, session=session)
-        daemon = DaemonProcess(config, env, tmp_path / f"n1-{len(started)}.log")
+        daemon = DaemonProcess(config, log=tmp_path / f"n1-{len(started)}.log", env=env)
         started.append(daemon)
         return daemon
 

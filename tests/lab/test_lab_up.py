@@ -12,9 +12,8 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from lab.cluster import (
     Lab,
     netns_id,
 )
+from lab.process import waited
 
 pytestmark = pytest.mark.lab
 
@@ -59,17 +59,6 @@ def host_network() -> dict[str, Any]:
         "route": ip_json("route", "show", "table", "all"),
         "links": sorted(link["ifname"] for link in ip_json("link", "show")),
     }
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    for _ in range(int(timeout / 0.05) + 2):
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class Run:
@@ -204,7 +193,7 @@ def test_a_donation_through_squid_is_acknowledged_by_fln1_and_replicated(lab: La
     assert body["id"] == donation_id and body["node"] == "fln1"
     assert isinstance(body["epoch"], int)
     sql = f"SELECT node FROM donations WHERE id = '{donation_id}'"
-    wait_until(
+    waited(
         lambda: lab.query("fln2", sql, dbname="donations") == [["fln1"]],
         5.0,
         "the donation replicated to fln2",
@@ -247,7 +236,7 @@ def test_the_daemons_settle_with_one_active_holding_the_vip_and_the_primary(lab:
     match = re.search(r"^active: (\S+)", proc.stdout, re.MULTILINE)
     assert match and match.group(1) in NODES, proc.stdout
     active = match.group(1)
-    wait_until(lambda: lab.vip_holders() == [active], 5.0, f"the VIP on {active} only")
+    waited(lambda: lab.vip_holders() == [active], 5.0, f"the VIP on {active} only")
     assert lab.writable_primaries() == [active]
     status, body = lab.http(CLIENT_NS, "GET", "http://10.77.0.100:80/health")
     assert status == 200 and body["node"] == active, body
