@@ -17,21 +17,33 @@ Invariants kept, and why:
    ZooKeeper round-trip + ``self_fence_after``; their adapters refuse to start later. A decision
    taken on a view that may already be stale can therefore never take effect after the point
    where the node would have self-fenced.
-2. Self-fence. A node that may hold the VIP (active, promoting, demoting) emits ``RemoveVip``
-   (then ``StopDatabase``) in the very step in which ``self_fence_after`` has passed since that
-   send time. ``self_fence_after`` < session timeout, so it is down before its session can expire
-   and before the peer may take the lease. Time is counted from the send time, not from kazoo's
-   SUSPENDED, which can arrive as late as 2/3 of the session timeout.
+2. Self-fence. A node that may hold the VIP or the writable primary (active, promoting,
+   demoting; paused from one of those or seen serving; a new process seen serving, after
+   ``self_fence_after`` to make its first round-trip) emits ``RemoveVip`` (then
+   ``StopDatabase``) in the very step in which ``self_fence_after`` has passed since that send
+   time. ``self_fence_after`` < session timeout, so it is down before its session can expire and
+   before the peer may take the lease. Time is counted from the send time, not from kazoo's
+   SUSPENDED, which can arrive as late as 2/3 of the session timeout. Pause never suspends it:
+   a paused active cut off from ZooKeeper and its peer was once seen serving beside a peer that
+   took over after the pause ended. The daemon does not exit with a fence's actions queued (the
+   runner would cancel them), and a demotion releases the lease only once the VIP removal and
+   the database stop have succeeded.
 3. Safe takeover. A free lease is never taken while a direct probe says the peer's PostgreSQL
    answers as a primary, unless a fence reached the peer after that probe. A lease that vanished
    without a clean ``last_leader`` record for its epoch expired: ``FencePeer`` is attempted before
    ``Promote``; a fence that reached the peer but failed blocks the promotion (the lease is given
    back with ``clean=False`` so that the next holder fences too).
 4. Epochs only grow; a node promotes at most once per epoch (``State.promoted_epoch``).
-5. Paused means paused: while the cluster's ``paused`` flag is set, only ``Publish`` is emitted.
+5. Paused means paused: while the cluster's ``paused`` flag is set, only ``Publish`` is emitted,
+   but for a self-fence (2.) and, when a serving node's daemon stops while paused, the record
+   that it is left serving (``last_leader.left_serving``). Nothing on that node would stop it
+   serving if it were then cut off, so the peer takes over from it only after a fence that
+   reached it; "unreachable" proves nothing about a node nobody supervises.
 6. No acknowledged write is lost on a voluntary hand-over: the active removes the VIP, stops its
-   primary cleanly and releases with the final LSN; the passive takes the lease only once it has
-   replayed up to that LSN.
+   primary cleanly and releases with the final LSN and its timeline; the passive takes the lease
+   only once it has replayed up to that LSN on that timeline (a diverged ex-primary's higher LSN
+   on another timeline holds none of it). A forced switchover never goes to a node that could
+   not become a working primary.
 7. Anti-flap: rise/fall live in the checks; a failing active steps down only when the peer is
    eligible and ``min_failover_interval`` has passed since the last failover; nothing prefers a
    node, so there is no automatic fail-back.
@@ -90,6 +102,8 @@ class LastLeader:
     epoch: int
     final_lsn: int | None
     clean: bool
+    left_serving: bool = False  # its daemon stopped while paused, leaving VIP and primary up
+    timeline: int | None = None  # the timeline final_lsn is on: LSNs compare only within one
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,7 @@ class DatabaseStatus:
     stopped_cleanly: bool | None = None  # STOPPED: the control file says a clean shutdown
     recorded_epoch: int | None = None  # epoch written into the database by its last promotion
     observed_at: float | None = None  # boottime the probe behind this started (None: now)
+    timeline: int | None = None  # primary: its timeline; replica: the one it receives or replays
 
 
 UNMANAGED_DB = DatabaseStatus(role=DbRole.UNMANAGED)
@@ -227,6 +242,7 @@ class ActionResult:
     epoch: int | None = None  # AcquireLease: the epoch now held
     final_lsn: int | None = None  # StopDatabase
     clean: bool | None = None  # StopDatabase: stopped cleanly
+    timeline: int | None = None  # StopDatabase: the timeline final_lsn is on
     fence: FenceOutcome | None = None  # FencePeer
 
 
@@ -277,6 +293,8 @@ class ReleaseLease(Action):
     epoch: int
     final_lsn: int | None
     clean: bool
+    left_serving: bool = False  # record that the node goes on serving without its daemon
+    timeline: int | None = None  # the timeline final_lsn is on
 
 
 @dataclass(frozen=True)
@@ -412,7 +430,9 @@ class Demotion:
     db_stopped: bool = False
     released: bool = False
     final_lsn: int | None = None
+    final_timeline: int | None = None
     clean: bool = True
+    stop_failures: int = 0  # StopDatabase attempts that failed: the next one is immediate
 
 
 @dataclass(frozen=True)
@@ -427,6 +447,7 @@ class State:
     next_id: int = 1
     last_failover_at: float | None = None
     retry_after: float | None = None  # no takeover attempt before this (after a failed fence)
+    retry_reason: Reason | None = None  # why the last attempt stopped: said while waiting
     peer_fenced_at: float | None = None  # a fence reached the peer and succeeded at this time
     peer_fence_sent_at: float | None = None  # ... and was sent then: it took effect no earlier
     active_lsn: int | None = None  # last LSN the active published: its record vanishes on a crash
@@ -436,8 +457,13 @@ class State:
     handled_switchover: SwitchoverRequest | None = None  # the request last cleared or refused
     paused_from: Role | None = None  # the role a pause interrupted
     fence_final_lsn: int | None = None  # where our self-fence stopped the database
+    fence_final_timeline: int | None = None
     db_changed_at: float | None = None  # a database action finished: older probes are stale
     fence_stop_clean: bool = False
+    started_at: float | None = None  # boottime of this process's first observation
+    paused_serving: bool = False  # paused while it may hold the VIP or the writable primary
+    left_serving_recorded: bool = False  # stopping while paused: last_leader says it serves on
+    peer_left_serving_seen_at: float | None = None  # first saw last_leader say the peer serves on
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
     )
@@ -507,6 +533,15 @@ def eligibility(settings: Settings, state: State, obs: Observation) -> tuple[boo
                 f"{format_bytes(settings.max_lag_on_failover)}"
             )
     return True, "replica streaming within max_lag_on_failover"
+
+
+def replayed_up_to(db: DatabaseStatus, lsn: int, timeline: int | None) -> bool:
+    """Has this database replayed ``lsn`` of ``timeline``? A position on another timeline says
+    nothing, however high: a diverged ex-primary's LSN can pass a hand-over's final LSN without
+    holding a single write of it."""
+    if db.replayed_lsn is None or db.replayed_lsn < lsn:
+        return False
+    return timeline is None or db.timeline is None or db.timeline == timeline
 
 
 def _known_active_lsn(settings: Settings, state: State, obs: Observation) -> int | None:
@@ -637,6 +672,8 @@ class Done:
 def step(settings: Settings, state: State, obs: Observation) -> Step:
     """Decide what to do about one observation. Pure: same inputs, same outputs."""
     st = _Step(settings, state, obs)
+    if st.state.started_at is None:
+        st.set(started_at=obs.now)
     _track_cluster(st)
     result = st.pending_result()
     if result is not None and result.kind in DATABASE_ACTIONS:
@@ -644,9 +681,54 @@ def step(settings: Settings, state: State, obs: Observation) -> Step:
     st.obs = _without_stale_database(st.obs, st.state.db_changed_at)
     _dispatch(st, result)
     _remove_stray_vip(st)
+    if st.state.exit and st.state.pending is not None:
+        # The runner cancels queued actions when the daemon exits: a self-fence's StopDatabase
+        # must not be the one dropped. Stay until it answers (bounded by action_timeout).
+        st.set(exit=False)
+        st.decide("exit_waiting", f"stopping once {st.state.pending.kind} has finished")
     if not st.state.exit:
         _maybe_publish(st)
+    if st.state.role is Role.PAUSED:
+        st.set(paused_serving=_serving(st) or st.state.paused_from in SERVING_ROLES)
     return Step(st.state, tuple(st.actions), st.reason, tuple(st.decisions))
+
+
+SERVING_ROLES = (Role.ACTIVE, Role.PROMOTING, Role.DEMOTING)
+"""Roles in which the node may hold the VIP or run the writable primary."""
+
+
+def _serving(st: _Step) -> bool:
+    """The VIP is seen here, or the managed database answers as a primary."""
+    return st.obs.vip_present is True or (
+        st.managed_db() and st.obs.database.role is DbRole.PRIMARY
+    )
+
+
+def _must_prove_session(st: _Step) -> bool:
+    """Does this node serve, or may it, so that it must stop unless its session is provably
+    alive? Pause changes nothing here: a paused node that serves without ZooKeeper could be
+    serving beside a peer that took over once the pause ended."""
+    role = st.state.role
+    if role in SERVING_ROLES:
+        return True
+    pending = st.state.pending
+    if pending is not None and pending.kind in ("RemoveVip", "StopDatabase"):
+        return False  # a fence already under way; the role's own logic goes on with it
+    if role is Role.PAUSED:
+        return st.state.paused_from in SERVING_ROLES or _serving(st)
+    if role is Role.STARTING:
+        # A new process has no round-trip yet: it gets self_fence_after to make one.
+        started = st.state.started_at if st.state.started_at is not None else st.obs.now
+        return _serving(st) and st.obs.now - started >= st.s.self_fence_after
+    return False
+
+
+def supervision_role(state: State) -> str:
+    """The role ExecStopPost judges an abnormal end by (``failoverd/stoppost.py``): a paused
+    node that serves is ``paused-serving``, since pause does not suspend self-fencing."""
+    if state.role is Role.PAUSED and state.paused_serving:
+        return "paused-serving"
+    return state.role.value
 
 
 def _remove_stray_vip(st: _Step) -> None:
@@ -696,18 +778,54 @@ def _track_cluster(st: _Step) -> None:
             st.set(lease_free_since=st.obs.now)
     elif st.state.lease_free_since is not None:
         st.set(lease_free_since=None)
+    if _peer_left_serving(st):
+        if st.state.peer_left_serving_seen_at is None:
+            st.set(peer_left_serving_seen_at=st.obs.now)
+    elif st.state.peer_left_serving_seen_at is not None:
+        st.set(peer_left_serving_seen_at=None)
+
+
+def _peer_left_serving(st: _Step) -> bool:
+    """``last_leader`` says the peer's daemon stopped while paused, leaving it serving, and no
+    epoch has begun since."""
+    c = st.cluster
+    last = None if c is None else c.last_leader
+    return (
+        c is not None
+        and last is not None
+        and last.left_serving
+        and last.node == st.s.peer
+        and last.epoch == c.epoch
+    )
+
+
+def _fenced_since_peer_left_serving(st: _Step) -> bool:
+    seen = st.state.peer_left_serving_seen_at
+    sent = st.state.peer_fence_sent_at
+    return (
+        seen is not None
+        and sent is not None
+        and st.state.peer_fenced_at is not None
+        and (sent >= seen)
+    )
 
 
 def _dispatch(st: _Step, result: Done | None) -> None:
     role = st.state.role
     c = st.cluster
 
-    # Paused: only observe and publish. A paused daemon that is stopped leaves everything as is.
+    # Self-fence comes before everything else, pause included: a node that may serve and
+    # cannot prove its session is alive must be down before that session can expire.
+    if not st.zk_fresh() and _must_prove_session(st):
+        _self_fence(st)
+        return
+
+    # Paused: only observe and publish. A paused daemon that is stopped leaves everything as is,
+    # and says so durably first, so the peer never takes over from it without fencing it.
     if role is Role.PAUSED:
         _note_while_paused(st, result)
         if st.obs.shutdown_requested:
-            st.set(exit=True)
-            st.decide("shutdown_paused", "stopping while paused: VIP and database left as they are")
+            _leave_while_paused(st, result)
             return
         if c is not None and not c.paused:
             back = st.state.paused_from
@@ -721,12 +839,6 @@ def _dispatch(st: _Step, result: Done | None) -> None:
                 (_passive if back is Role.PASSIVE else _fenced)(st, None)
             else:
                 _starting(st)
-        return
-
-    # Self-fence comes before everything else, pause included: a node that may hold the VIP and
-    # cannot prove its session is alive must be down before that session can expire.
-    if role in (Role.ACTIVE, Role.PROMOTING, Role.DEMOTING) and not st.zk_fresh():
-        _self_fence(st)
         return
 
     if c is not None and c.paused:
@@ -753,8 +865,56 @@ def _dispatch(st: _Step, result: Done | None) -> None:
         _fenced(st, result)
 
 
+def _leave_while_paused(st: _Step, done: Done | None) -> None:
+    """Stop while paused. A node that serves keeps serving (that is what pause promises), but
+    not silently: ``last_leader`` records that it was left serving without its daemon, and the
+    peer then takes over only after a fence that reached it. Unable to record that, it fences
+    itself rather than leave a primary nobody watches."""
+    serving = st.state.paused_serving or _serving(st) or st.state.paused_from in SERVING_ROLES
+    c = st.cluster
+    if done is not None and done.kind == "ReleaseLease":
+        if done.result.ok:
+            st.set(left_serving_recorded=True)
+        else:
+            st.decide(
+                "self_fenced",
+                f"stopping while paused and serving, but recording that failed "
+                f"({done.result.detail}): fencing this node rather than leave it unwatched",
+            )
+            _self_fence(st)
+            return
+    if serving and not st.state.left_serving_recorded:
+        if st.state.pending is not None:
+            return
+        lease = None if c is None else c.lease
+        holder = None if lease is None or lease.mine else lease.node
+        if c is None or holder is not None:
+            why = "no ZooKeeper view" if c is None else f"{holder} holds the lease"
+            st.decide(
+                "self_fenced",
+                f"stopping while paused and serving, but {why}: fencing this node rather "
+                "than leave it unwatched",
+            )
+            _self_fence(st)
+            return
+        epoch = lease.epoch if lease is not None else c.epoch
+        reason = st.decide(
+            "leaving_serving",
+            "stopping while paused: recording that this node goes on serving without its "
+            "daemon, so the peer fences it before any takeover",
+        )
+        st.emit(ReleaseLease, reason, epoch=epoch, final_lsn=None, clean=False, left_serving=True)
+        return
+    st.set(exit=True)
+    st.decide("shutdown_paused", "stopping while paused: VIP and database left as they are")
+
+
 def _note_while_paused(st: _Step, done: Done | None) -> None:
-    """Remember how an interrupted takeover's fence ended; act on it only after the pause."""
+    """Remember how an interrupted takeover's fence, or our own self-fence, ended; act on it
+    only after the pause."""
+    if done is not None and done.kind == "StopDatabase" and st.state.paused_from is Role.FENCED:
+        _record_fence_stop(st, done.result)
+        return
     t = st.state.takeover
     if done is None or done.kind != "FencePeer" or st.state.paused_from is not Role.PROMOTING:
         return
@@ -777,19 +937,36 @@ def _note_while_paused(st: _Step, done: Done | None) -> None:
 
 def _self_fence(st: _Step) -> None:
     sent = st.obs.zk.last_roundtrip_sent_at
-    silent = "ever" if sent is None else f"{st.obs.now - sent:.2f} s"
-    reason = st.decide(
-        "self_fenced",
-        f"self-fenced: no ZooKeeper round-trip for {silent} "
-        f"(self_fence_after {st.s.self_fence_after:g} s)",
+    if st.reason.code == "self_fenced" and st.decisions and st.decisions[-1] is st.reason:
+        reason = st.reason  # the caller said why already
+    else:
+        since = "since this process started" if sent is None else f"for {st.obs.now - sent:.2f} s"
+        was = st.state.role if st.state.role is not Role.PAUSED else st.state.paused_from
+        reason = st.decide(
+            "self_fenced",
+            f"self-fenced: no ZooKeeper round-trip {since} "
+            f"(self_fence_after {st.s.self_fence_after:g} s) while "
+            + (f"{was.value}" if was is not None else "serving")
+            + (
+                " (paused: pause does not suspend self-fencing)"
+                if st.state.role is Role.PAUSED
+                else ""
+            ),
+        )
+    st.set(
+        pending=None,
+        takeover=None,
+        demotion=None,
+        role=Role.FENCED,
+        paused_from=None,
+        fence_final_lsn=None,  # known only once this fence's stop answers
+        fence_final_timeline=None,
+        fence_stop_clean=False,
     )
-    st.set(pending=None, takeover=None, demotion=None, role=Role.FENCED)
     st.emit(RemoveVip, reason)
     if st.managed_db():
         st.emit(StopDatabase, reason, mode="fast")
     st.emit(RunHook, reason, role=Role.FENCED, epoch=st.state.epoch)
-    if st.obs.shutdown_requested:
-        st.set(exit=True)
 
 
 # -- starting: safe start-up from whatever is found ------------------------------------------------
@@ -986,13 +1163,23 @@ def _passive_result(st: _Step, done: Done) -> None:
             st.decide("peer_fenced", f"{st.s.peer} fenced before taking the lease")
         else:
             outcome = result.fence.value if result.fence else "failed"
-            st.set(retry_after=st.obs.now + st.s.fence_retry_after)
-            reason = st.decide(
-                "fence_blocked",
-                f"{st.s.peer}'s database answers as primary and the fence was {outcome} "
-                f"({result.detail}): not taking the lease, "
-                f"retrying in {st.s.fence_retry_after:g} s",
-            )
+            if _peer_left_serving(st):
+                reason = st.decide(
+                    "peer_left_serving",
+                    f"{st.s.peer} was left serving when its daemon stopped while paused, and "
+                    f"the fence was {outcome} ({result.detail}): not taking the lease. Start "
+                    f"failoverd on {st.s.peer}, or make sure it is down and run "
+                    f"'failoverctl promote {st.s.node} --force'; retrying in "
+                    f"{st.s.fence_retry_after:g} s",
+                )
+            else:
+                reason = st.decide(
+                    "fence_blocked",
+                    f"{st.s.peer}'s database answers as primary and the fence was {outcome} "
+                    f"({result.detail}): not taking the lease, "
+                    f"retrying in {st.s.fence_retry_after:g} s",
+                )
+            st.set(retry_after=st.obs.now + st.s.fence_retry_after, retry_reason=reason)
             st.emit(
                 RecordEvent,
                 reason,
@@ -1066,9 +1253,11 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
         )
         return
     if st.state.retry_after is not None and st.obs.now < st.state.retry_after:
+        last_try = st.state.retry_reason
         st.decide(
             "retry_wait",
-            f"lease free; retrying takeover in {st.state.retry_after - st.obs.now:.1f} s",
+            f"lease free; retrying takeover in {st.state.retry_after - st.obs.now:.1f} s"
+            + ("" if last_try is None else f" (last attempt: {last_try.text})"),
         )
         return
     sw = _valid_switchover(st)
@@ -1094,19 +1283,36 @@ def _try_takeover(st: _Step, readopt: bool) -> None:
             and last.clean
             and last.final_lsn is not None
             and st.managed_db()
-            and (db.replayed_lsn is None or db.replayed_lsn < last.final_lsn)
+            and not replayed_up_to(db, last.final_lsn, last.timeline)
         ):
             at = "unknown" if db.replayed_lsn is None else str(db.replayed_lsn)
+            on = "" if db.timeline is None else f" on timeline {db.timeline}"
+            want = "" if last.timeline is None else f" on timeline {last.timeline}"
             st.decide(
                 "waiting_for_replay",
-                f"{last.node} stepped down at LSN {last.final_lsn}; "
-                f"replayed {at}: waiting before taking over",
+                f"{last.node} stepped down at LSN {last.final_lsn}{want}; "
+                f"replayed {at}{on}: waiting before taking over",
             )
             return
     if st.managed_db() and st.obs.peer_database.state is PeerDb.UNKNOWN:
         st.decide(
             "waiting_for_probe", "lease free: waiting for a direct probe of the peer's database"
         )
+        return
+    if (
+        not readopt
+        and _peer_left_serving(st)
+        and not _fenced_since_peer_left_serving(st)
+        and not (sw is not None and sw.force and sw.target in (None, st.s.node))
+    ):
+        # Its daemon stopped while paused and left it serving: nothing on that node will stop
+        # it, so "unreachable" proves nothing. Only a fence that reached it does.
+        reason = st.decide(
+            "fence_before_lease",
+            f"lease free but {st.s.peer} was left serving when its daemon stopped while "
+            "paused: fencing it before taking the lease",
+        )
+        st.emit(FencePeer, reason, peer=st.s.peer, epoch=c.epoch)
         return
     if _peer_blocks_takeover(st):
         changed = c.lease_changed_at
@@ -1266,7 +1472,12 @@ def _promoting(st: _Step, done: Done | None) -> None:
                     f"fencing {st.s.peer} reached it but failed ({r.detail}): not promoting; "
                     f"giving the lease back, retrying in {st.s.fence_retry_after:g} s",
                 )
-                st.set(role=Role.PASSIVE, takeover=None, retry_after=now + st.s.fence_retry_after)
+                st.set(
+                    role=Role.PASSIVE,
+                    takeover=None,
+                    retry_after=now + st.s.fence_retry_after,
+                    retry_reason=reason,
+                )
                 st.emit(
                     RecordEvent,
                     reason,
@@ -1393,7 +1604,8 @@ def _active(st: _Step, done: Done | None) -> None:
             st.emit(ClearSwitchover, reason)
         else:
             ok, why = peer_vouched_eligible(st.s, st.obs)
-            if ok or sw.force:
+            working = _can_become_primary(st)
+            if ok or (sw.force and working is None):
                 _begin_demotion(
                     st,
                     "switchover",
@@ -1401,6 +1613,8 @@ def _active(st: _Step, done: Done | None) -> None:
                     f"{sw.requested_by}" + ("" if ok else f" (forced: {why})"),
                 )
                 return
+            if sw.force and working is not None:
+                why = working
             reason = st.decide("switchover_refused", f"switchover refused: {why}")
             st.set(handled_switchover=c.switchover)
             st.emit(ClearSwitchover, reason)
@@ -1434,6 +1648,19 @@ def _active(st: _Step, done: Done | None) -> None:
     st.decide("active", f"active (epoch {epoch})")
 
 
+def _can_become_primary(st: _Step) -> str | None:
+    """Why the peer could not become a working primary even if forced; None when it could.
+    Forcing overrides the eligibility policy (lag, nofailover), never this."""
+    peer = st.cluster.member(st.s.peer) if st.cluster else None
+    if not isinstance(peer, MemberStatus) or peer.age > st.s.peer_stale_after:
+        return f"{st.s.peer} has no fresh member record: its daemon is not running"
+    if peer.role in (Role.FENCED.value, Role.STARTING.value):
+        return f"{st.s.peer} is {peer.role}: {peer.reason}"
+    if st.managed_db() and peer.db_role not in (DbRole.REPLICA.value,):
+        return f"{st.s.peer}'s database is {peer.db_role}, not a running replica"
+    return None
+
+
 # -- demoting: VIP first, then a clean stop, then the release with the final LSN ------------------
 
 
@@ -1455,14 +1682,32 @@ def _demoting(st: _Step, done: Done | None) -> None:
     reason = st.reason
     if done is not None:
         r = done.result
-        if done.kind == "RemoveVip":
-            d = replace(d, vip_removed=True, clean=d.clean and r.ok)
+        if done.kind == "RemoveVip" and not r.ok:
+            # Still configured, for all we know: keep the lease until it is gone for sure.
+            reason = st.decide(
+                "vip_removal_failed",
+                f"removing the VIP failed ({r.detail}); keeping the lease so that "
+                f"{st.s.peer} does not add it too; trying again",
+            )
+        elif done.kind == "RemoveVip":
+            d = replace(d, vip_removed=True)
+        elif done.kind == "StopDatabase" and not r.ok:
+            # Not stopped: it may still take writes. The lease stays ours (the peer must not
+            # promote beside it) and the stop is tried again, harder.
+            d = replace(d, clean=False, stop_failures=d.stop_failures + 1)
+            reason = st.decide(
+                "stop_failed",
+                f"stopping the database failed ({r.detail}); keeping the lease so that "
+                f"{st.s.peer} does not promote beside a primary that may still take writes; "
+                "trying again in immediate mode",
+            )
         elif done.kind == "StopDatabase":
             d = replace(
                 d,
                 db_stopped=True,
                 final_lsn=r.final_lsn,
-                clean=d.clean and r.ok and r.clean is not False,
+                final_timeline=r.timeline,
+                clean=d.clean and r.clean is not False,
             )
         elif done.kind == "ReleaseLease":
             d = replace(d, released=r.ok)
@@ -1481,12 +1726,19 @@ def _demoting(st: _Step, done: Done | None) -> None:
         st.emit(RemoveVip, reason)
         return
     if st.managed_db() and not d.db_stopped:
-        st.emit(StopDatabase, reason, mode="fast")
+        st.emit(StopDatabase, reason, mode="immediate" if d.stop_failures else "fast")
         return
     if not d.released:
         if st.holds_lease():
             clean = d.clean and (d.final_lsn is not None or not st.managed_db())
-            st.emit(ReleaseLease, reason, epoch=st.state.epoch, final_lsn=d.final_lsn, clean=clean)
+            st.emit(
+                ReleaseLease,
+                reason,
+                epoch=st.state.epoch,
+                final_lsn=d.final_lsn,
+                clean=clean,
+                timeline=d.final_timeline,
+            )
             return
         d = replace(d, released=True)
         st.set(demotion=d)
@@ -1525,11 +1777,20 @@ def _demoting(st: _Step, done: Done | None) -> None:
 # -- fenced: stay down until it is safe to be a replica again ---------------------------------
 
 
+def _record_fence_stop(st: _Step, r: ActionResult) -> None:
+    """Where the fence stopped the database: what a later release of the lease reports."""
+    st.set(
+        fence_final_lsn=r.final_lsn if r.ok else None,
+        fence_final_timeline=r.timeline if r.ok else None,
+        fence_stop_clean=bool(r.ok and r.clean),
+    )
+
+
 def _fenced(st: _Step, done: Done | None) -> None:
     if done is not None:
         r = done.result
         if done.kind == "StopDatabase":
-            st.set(fence_final_lsn=r.final_lsn, fence_stop_clean=bool(r.ok and r.clean))
+            _record_fence_stop(st, r)
             if not r.ok:
                 reason = st.decide(
                     "fence_incomplete",
@@ -1569,7 +1830,8 @@ def _fenced(st: _Step, done: Done | None) -> None:
             reason,
             epoch=epoch,
             final_lsn=st.state.fence_final_lsn if same else None,
-            clean=clean,
+            clean=clean and st.state.fence_final_lsn is not None,
+            timeline=st.state.fence_final_timeline if same else None,
         )
         return
     if st.obs.database.role in (DbRole.UNMANAGED, DbRole.REPLICA):

@@ -39,6 +39,7 @@ from failoverd.core import (
     State,
     Step,
     step,
+    supervision_role,
 )
 from failoverd.lease import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
 from failoverd.metrics import Metrics, MetricsError
@@ -316,10 +317,11 @@ class Daemon:
     def _report(self, state: State) -> None:
         """Before this step's actions run: the role file, then STATUS on change and READY once."""
         role = state.role.value
-        if self.role_file is not None and role != self._role_written:
+        supervised_as = supervision_role(state)
+        if self.role_file is not None and supervised_as != self._role_written:
             try:
-                write_role(self.role_file, role)
-                self._role_written, self._role_file_error = role, None
+                write_role(self.role_file, supervised_as)
+                self._role_written, self._role_file_error = supervised_as, None
             except OSError as e:
                 if str(e) != self._role_file_error:
                     self.log.warning("role_file_unwritable", path=str(self.role_file), error=str(e))

@@ -279,7 +279,14 @@ def lease_from_json(data: bytes, mine: bool = False) -> LeaseInfo:
 
 def last_leader_to_json(last: LastLeader) -> bytes:
     return _dump(
-        {"node": last.node, "epoch": last.epoch, "final_lsn": last.final_lsn, "clean": last.clean}
+        {
+            "node": last.node,
+            "epoch": last.epoch,
+            "final_lsn": last.final_lsn,
+            "clean": last.clean,
+            "left_serving": last.left_serving,
+            "timeline": last.timeline,
+        }
     )
 
 
@@ -293,6 +300,8 @@ def last_leader_from_json(data: bytes) -> LastLeader | None:
         epoch=_int(obj, "epoch", "last_leader"),
         final_lsn=_opt_int(obj, "final_lsn", "last_leader"),
         clean=_bool(obj, "clean", "last_leader"),
+        left_serving=_bool(obj, "left_serving", "last_leader", default=False),
+        timeline=_opt_int(obj, "timeline", "last_leader"),
     )
 
 
@@ -1163,14 +1172,30 @@ class ZkCluster:
         log.info("lease acquired: node=%s epoch=%d", self.node, new_epoch)
         return new_epoch
 
-    def release(self, epoch: int, final_lsn: int | None, clean: bool, timeout: float = 2.0) -> None:
-        """Give up our lease: delete it and write ``last_leader`` in one transaction."""
+    def release(
+        self,
+        epoch: int,
+        final_lsn: int | None,
+        clean: bool,
+        timeout: float = 2.0,
+        *,
+        left_serving: bool = False,
+        timeline: int | None = None,
+    ) -> None:
+        """Give up our lease: delete it and write ``last_leader`` in one transaction.
+
+        ``left_serving``: this node's daemon stops while paused and leaves it serving; with no
+        lease to delete (it went with an earlier session), ``last_leader`` is written alone,
+        provided the epoch is still ``epoch``."""
         self._require_connected("release the lease")
         deadline = self._clock() + timeout
         lease_path = self.path("lease")
         try:
             data, stat = self._wait(self._client.get_async(lease_path), deadline, "read lease")
         except NoNodeError:
+            if left_serving:
+                self._record_left_serving(epoch, deadline)
+                return
             raise LeaseConflict(f"no lease to release (epoch {epoch})") from None
         except _KAZOO_ERRORS as exc:
             raise self._wrap(exc, "read lease") from None
@@ -1185,7 +1210,14 @@ class ZkCluster:
                 f"the lease is held by {held.node!r} with epoch {held.epoch} "
                 f"(session {stat.ephemeralOwner:#x}), not by us with epoch {epoch}"
             )
-        last = LastLeader(node=self.node, epoch=epoch, final_lsn=final_lsn, clean=clean)
+        last = LastLeader(
+            node=self.node,
+            epoch=epoch,
+            final_lsn=final_lsn,
+            clean=clean,
+            left_serving=left_serving,
+            timeline=timeline,
+        )
         txn = self._client.transaction()
         txn.delete(lease_path, version=stat.version)
         txn.set_data(self.path("last_leader"), last_leader_to_json(last))
@@ -1195,9 +1227,43 @@ class ZkCluster:
             raise LeaseConflict(f"the lease of epoch {epoch} changed while releasing it")
         if failures:
             raise self._wrap(failures[-1], "release the lease")
-        zxid = self._txn_zxid(results)
+        self._released(last, self._txn_zxid(results), lease_gone=True)
+        log.info(
+            "lease released: node=%s epoch=%d clean=%s left_serving=%s",
+            self.node,
+            epoch,
+            clean,
+            left_serving,
+        )
+
+    def _record_left_serving(self, epoch: int, deadline: float) -> None:
+        """No lease of ours to delete: write ``last_leader`` alone, checked against ``epoch``."""
+        try:
+            raw, epoch_stat = self._wait(
+                self._client.get_async(self.path("epoch")), deadline, "read epoch"
+            )
+        except _KAZOO_ERRORS as exc:
+            raise self._wrap(exc, "read epoch") from None
+        current = epoch_from_bytes(raw)
+        if current != epoch:
+            raise LeaseConflict(f"the epoch moved on to {current}: not recording epoch {epoch}")
+        last = LastLeader(self.node, epoch, final_lsn=None, clean=False, left_serving=True)
+        txn = self._client.transaction()
+        txn.check(self.path("epoch"), version=epoch_stat.version)
+        txn.set_data(self.path("last_leader"), last_leader_to_json(last))
+        results = self._commit(txn, deadline, "record that this node is left serving")
+        failures = [r for r in results if isinstance(r, Exception)]
+        if any(isinstance(r, BadVersionError | NoNodeError) for r in failures):
+            raise LeaseConflict(f"the epoch changed while recording epoch {epoch}")
+        if failures:
+            raise self._wrap(failures[-1], "record that this node is left serving")
+        self._released(last, self._txn_zxid(results), lease_gone=False)
+        log.info("recorded: node=%s left serving at epoch %d without its daemon", self.node, epoch)
+
+    def _released(self, last: LastLeader, zxid: int, *, lease_gone: bool) -> None:
+        """Show our own release at once; older watch answers are then ignored."""
         with self._lock:
-            if (self._confirmed["lease"] or 0) < zxid:
+            if lease_gone and (self._confirmed["lease"] or 0) < zxid:
                 self._lease, self._lease_owner = None, None
                 self._lease_unconfirmed = False
                 self._floors["lease"] = zxid
@@ -1208,7 +1274,6 @@ class ZkCluster:
                 self._problems.pop("last_leader", None)
             self._rebuild_locked()
         self._notify()
-        log.info("lease released: node=%s epoch=%d clean=%s", self.node, epoch, clean)
 
     @staticmethod
     def _txn_zxid(results: list[Any]) -> int:

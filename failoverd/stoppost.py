@@ -15,13 +15,17 @@ the core decides it, before any of that step's actions run. The rule, ``decide``
     fence  <=>  systemd says the service ended abnormally ($SERVICE_RESULT is set and is not
                 "success")
            and  the last role recorded is one that may hold the VIP or a writable primary:
-                active, promoting, demoting, or fenced (a self-fence that may not have finished;
-                fence-self is idempotent)
+                active, promoting, demoting, fenced (a self-fence that may not have finished;
+                fence-self is idempotent), or paused-serving (paused while serving: pause does
+                not suspend self-fencing)
 
-Paused, passive, starting, no role file, an unreadable one, or no ``$SERVICE_RESULT`` at all
-(not run by systemd): no fence. Run as ``python -m failoverd.stoppost`` (the script
-``systemd/failoverd-stop-post`` does that); it finds ``failoverd`` on ``PATH``, and fence-self
-finds its configuration in ``$FAILOVERD_CONFIG`` as the daemon did.
+Paused (not serving), passive, starting, no role file, an unreadable one, or no
+``$SERVICE_RESULT`` at all (not run by systemd): no fence. A clean stop while paused and serving
+leaves the node serving, and ``last_leader`` records it, so that the peer fences it first.
+
+Run as ``python -m failoverd.stoppost`` (the script ``systemd/failoverd-stop-post`` does that);
+it finds ``failoverd`` on ``PATH``, and fence-self finds its configuration in
+``$FAILOVERD_CONFIG`` as the daemon did.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from pathlib import Path
 
 ROLE_FILE_ENV = "FAILOVERD_ROLE_FILE"
 ROLE_FILE_NAME = "role"
-FENCE_ROLES = frozenset({"active", "promoting", "demoting", "fenced"})
+FENCE_ROLES = frozenset({"active", "promoting", "demoting", "fenced", "paused-serving"})
 """Roles in which the node may hold the VIP or run a writable primary (or be part-way through
-giving them up): an abnormal end in one of them leaves the node to be fenced."""
+giving them up): an abnormal end in one of them leaves the node to be fenced. ``paused-serving``
+is a paused node that serves: pause does not suspend self-fencing, and once its daemon is gone
+nothing else would stop it serving beside a peer that takes over after the pause."""
 FENCE_TIMEOUT = 60.0  # seconds; fence-self bounds its own steps well within this
 
 

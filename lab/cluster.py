@@ -764,6 +764,20 @@ class Lab:
         if self._partitioned(node):
             self._ip(node, "route", "del", "blackhole", f"{ADDRESSES[ZK_NS]}/32")
 
+    def partition_nodes(self) -> None:
+        """Cut the two nodes off from each other (not from ZooKeeper or the client): a
+        blackhole route to the other's address inside each node's namespace."""
+        for node in NODES:
+            peer = next(n for n in NODES if n != node)
+            self._ip(node, "route", "replace", "blackhole", f"{ADDRESSES[peer]}/32")
+
+    def heal_nodes(self) -> None:
+        """Remove the node-to-node blackhole routes (idempotent)."""
+        for node in NODES:
+            peer = next(n for n in NODES if n != node)
+            if self._blackholed(node, ADDRESSES[peer]):
+                self._ip(node, "route", "del", "blackhole", f"{ADDRESSES[peer]}/32")
+
     def freeze_daemon(self, node: str) -> int:
         """SIGSTOP the node's failoverd (a hung daemon: its ZooKeeper session lives on until the
         server expires it). Returns its PID."""
@@ -1043,15 +1057,16 @@ class Lab:
         return "up" if "UP" in flags else "down"
 
     def _partitioned(self, node: str) -> bool:
+        return self._blackholed(node, ADDRESSES[ZK_NS])
+
+    def _blackholed(self, node: str, address: str) -> bool:
         if not self._ns_exists(node):
             return False
         proc = subprocess.run(
             ["ip", "-n", node, "route", "show", "type", "blackhole"],
             capture_output=True, text=True, timeout=5, check=False,
         )  # fmt: skip
-        return any(
-            line.split()[:2] == ["blackhole", ADDRESSES[ZK_NS]] for line in proc.stdout.splitlines()
-        )
+        return any(line.split()[:2] == ["blackhole", address] for line in proc.stdout.splitlines())
 
     def _signal_daemon(self, node: str, sig: signal.Signals) -> int:
         pid = self.pid(self._node(node), "failoverd")

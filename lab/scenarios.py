@@ -26,7 +26,16 @@ from lab.workload import Verdict, analyze, read_jsonl
 
 NODES = ("fln1", "fln2")
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("crash", "app", "postgres", "squid", "zk-partition", "freeze", "switchover")
+SCENARIOS = (
+    "crash",
+    "app",
+    "postgres",
+    "squid",
+    "zk-partition",
+    "freeze",
+    "switchover",
+    "pause-partition",
+)
 TAKEOVER_KINDS = ("failover", "stepdown", "switchover", "bootstrap", "readopt")
 LAB_MIN_FAILOVER_INTERVAL = 5.0  # lab/templates/failoverd.toml
 
@@ -167,6 +176,21 @@ def _switchover(lab: Lab, node: str) -> None:
         raise ScenarioError(f"failoverctl promote failed: {(proc.stdout + proc.stderr).strip()}")
 
 
+def _pause_partition(lab: Lab, node: str) -> None:
+    """The split brain once seen here: pause the cluster, cut the active off from ZooKeeper and
+    from its peer, resume. Pause must not suspend the active's self-fencing."""
+    peer = other(node)
+    for command in ("pause", "resume"):
+        if command == "resume":
+            lab.partition_from_zk(node)
+            lab.partition_nodes()
+        proc = lab.failoverctl(peer, command, timeout=15)
+        if proc.returncode != 0:
+            raise ScenarioError(f"failoverctl {command}: {(proc.stdout + proc.stderr).strip()}")
+        if command == "pause":
+            time.sleep(1.0)  # both daemons see the pause
+
+
 FAULTS: dict[str, Callable[[Lab, str], object]] = {
     "crash": lambda lab, n: lab.crash(n),
     "app": lambda lab, n: lab.stop_component(n, "app"),
@@ -175,6 +199,7 @@ FAULTS: dict[str, Callable[[Lab, str], object]] = {
     "zk-partition": lambda lab, n: lab.partition_from_zk(n),
     "freeze": lambda lab, n: lab.freeze_daemon(n),
     "switchover": _switchover,
+    "pause-partition": _pause_partition,
 }
 
 
@@ -271,6 +296,9 @@ def restore(lab: Lab, scenario: str, node: str, timeout: float = 90.0) -> None:
         lab.start_component(node, "squid")
     elif scenario == "zk-partition":
         lab.heal_zk(node)
+    elif scenario == "pause-partition":
+        lab.heal_zk(node)
+        lab.heal_nodes()
     # The daemon steps down to a replica by itself after a clean stop (app, squid); after a
     # crash, a killed database or a fence the old primary may have diverged: rebuild it.
     try:

@@ -94,10 +94,16 @@ class StopResult(NamedTuple):
     clean: bool
     final_lsn: int | None
     detail: str
+    timeline: int | None = None  # the timeline final_lsn is on
 
     def action_result(self, action_id: int) -> ActionResult:
         return ActionResult(
-            action_id, ok=self.ok, detail=self.detail, final_lsn=self.final_lsn, clean=self.clean
+            action_id,
+            ok=self.ok,
+            detail=self.detail,
+            final_lsn=self.final_lsn,
+            clean=self.clean,
+            timeline=self.timeline,
         )
 
 
@@ -117,6 +123,7 @@ class ControlData(NamedTuple):
     state: str | None
     checkpoint_lsn: int | None
     error: str = ""
+    timeline: int | None = None  # the latest checkpoint's timeline
 
     @property
     def clean(self) -> bool:
@@ -380,7 +387,7 @@ class LocalDatabase:
                 f"; but something still accepts connections on {self.pg.host}:{self.pg.port} "
                 "(is data_dir right?)"
             )
-        return StopResult(ok, control.clean, control.checkpoint_lsn, detail)
+        return StopResult(ok, control.clean, control.checkpoint_lsn, detail, control.timeline)
 
     def _pg_ctl_stop_signal(self, mode: StopMode, until: float) -> str:
         """``pg_ctl stop -m MODE -W``: send the signal; this module waits with its own clock
@@ -561,6 +568,7 @@ class LocalDatabase:
             return ControlData(None, None, _tail(done.stderr or done.stdout, 2))
         state: str | None = None
         lsn: int | None = None
+        timeline: int | None = None
         for line in done.stdout.splitlines():
             key, _, value = line.partition(":")
             if key == "Database cluster state":
@@ -568,9 +576,12 @@ class LocalDatabase:
             elif key == "Latest checkpoint location":
                 with contextlib.suppress(ValueError):
                     lsn = lsn_to_int(value)
+            elif key == "Latest checkpoint's TimeLineID":
+                with contextlib.suppress(ValueError):
+                    timeline = int(value.strip())
         if state is None:
-            return ControlData(None, lsn, "no cluster state in pg_controldata's output")
-        return ControlData(state, lsn)
+            return ControlData(None, lsn, "no cluster state in pg_controldata's output", timeline)
+        return ControlData(state, lsn, timeline=timeline)
 
     def postmaster_pid(self) -> int | None:
         """The live postmaster of our data directory, None when there is none (no pid file, a

@@ -3,6 +3,10 @@
 The loop never blocks on an action: sequencing actions run on one worker (the core keeps at most
 one in flight), hooks on another so a slow hook cannot delay a promotion, and every result goes
 through ``on_result`` to become part of the next observation.
+
+The VIP has a worker of its own. A self-fence removes the VIP while something else may still be
+running (a ZooKeeper call waiting out its timeout, a database stop): queued behind it, the
+removal could come after the peer took over. Address changes stay in order among themselves.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class ActionRunner:
             None if cfg.postgres is None else LocalDatabase(cfg.postgres, clock, node=cfg.node)
         )
         self._sequencing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="action")
+        self._vip = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vip")
         self._hooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hook")
 
     def submit(self, action: Action) -> None:
@@ -64,6 +69,8 @@ class ActionRunner:
             self.zk.append_history(_event_record(action, self.cfg.node))
         elif isinstance(action, RunHook):
             self._hooks.submit(self._run, action)
+        elif isinstance(action, AddVip | RemoveVip):
+            self._vip.submit(self._run, action)
         else:
             self._sequencing.submit(self._run, action)
 
@@ -92,7 +99,13 @@ class ActionRunner:
             return ActionResult(action.id, ok=True, epoch=epoch, detail=f"epoch {epoch}")
         if isinstance(action, ReleaseLease):
             try:
-                self.zk.release(action.epoch, action.final_lsn, action.clean)
+                self.zk.release(
+                    action.epoch,
+                    action.final_lsn,
+                    action.clean,
+                    left_serving=action.left_serving,
+                    timeline=action.timeline,
+                )
             except LeaseError as e:
                 return ActionResult(action.id, ok=False, detail=str(e))
             return ActionResult(action.id, ok=True, detail=f"released epoch {action.epoch}")
@@ -150,6 +163,7 @@ class ActionRunner:
 
     def close(self, timeout: float = 5.0) -> None:
         """Let running actions finish (bounded by their own timeouts), start no new ones."""
+        self._vip.shutdown(wait=True, cancel_futures=False)
         self._sequencing.shutdown(wait=True, cancel_futures=True)
         self._hooks.shutdown(wait=False, cancel_futures=True)
 

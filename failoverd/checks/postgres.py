@@ -30,8 +30,15 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT status FROM pg_stat_wal_receiver) AS wal_receiver,
        (SELECT extract(epoch FROM now() - last_msg_receipt_time) FROM pg_stat_wal_receiver)
            AS last_received_age,
-       extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replay_delay
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replay_delay,
+       CASE WHEN pg_is_in_recovery()
+            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                          (SELECT timeline_id FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END AS timeline
 """
+"""``timeline``: a primary's from the name of its current WAL segment (the checkpoint's lags a
+promotion); a replica's is the one it receives, else its last restartpoint's."""
 
 # The epoch the last promotion wrote (failoverd_epoch, see lab/donations/schema.sql); NULL when
 # the table does not exist, without an error that would abort the probe.
@@ -169,6 +176,7 @@ class PostgresCheck:
             "role": "replica" if in_recovery else "primary",
             "lsn": lsn,
             "replayed_lsn": replayed,
+            "timeline": _int(state.get("timeline")),
         }
         if in_recovery:
             streaming = state["wal_receiver"] == "streaming"
@@ -238,6 +246,7 @@ def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
             role=DbRole.PRIMARY,
             lsn=_as_int(facts.get("lsn")),
             recorded_epoch=_as_int(facts.get("recorded_epoch")),
+            timeline=_as_int(facts.get("timeline")),
         )
     if role == "replica":
         return DatabaseStatus(
@@ -247,6 +256,7 @@ def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
             streaming=bool(facts.get("streaming")),
             last_received_age=_as_float(facts.get("last_received_age")),
             recorded_epoch=_as_int(facts.get("recorded_epoch")),
+            timeline=_as_int(facts.get("timeline")),
         )
     if role == "stopped":
         state = facts.get("cluster_state")

@@ -166,6 +166,8 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     assert old.pid is None
     assert old.cluster_state() == "shut down"
     assert stopped.final_lsn == checkpoint_lsn(old)
+    assert stopped.timeline == 1  # LSNs compare only within a timeline: the hand-over says which
+    assert stopped.action_result(7).timeline == 1
     assert took < 5.0
     final = stopped.final_lsn
     assert final is not None
@@ -220,6 +222,7 @@ def test_switchover_fast_stop_promote_and_the_old_primary_follows(
     back = new_db.stop("fast", 10.0)
     assert back.ok and back.clean, back.detail
     assert back.final_lsn is not None
+    assert back.timeline == 2
     waited(
         lambda: int(one(old, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")) >= back.final_lsn,
         5.0,

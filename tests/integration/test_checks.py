@@ -322,7 +322,7 @@ def test_postgres_check_reports_roles_lsns_and_standbys(
     assert (standby["state"], standby["sync_state"]) == ("streaming", "async")
     assert isinstance(standby["replay_lag_bytes"], int) and standby["replay_lag_bytes"] >= 0
     db = database_status(facts)
-    assert (db.role, db.lsn) == (DbRole.PRIMARY, facts["lsn"])
+    assert (db.role, db.lsn, db.timeline) == (DbRole.PRIMARY, facts["lsn"], 1)
 
     on_replica = PostgresCheck(cfg, pg_config(replica)).probe()
     assert (on_replica.ok, on_replica.reason) == (True, "")
@@ -337,11 +337,12 @@ def test_postgres_check_reports_roles_lsns_and_standbys(
     age = facts["last_received_age"]
     assert isinstance(age, float) and 0.0 <= age < 30.0  # keepalives come every few seconds
     db = database_status(facts)
-    assert (db.role, db.lsn, db.replayed_lsn, db.streaming) == (
+    assert (db.role, db.lsn, db.replayed_lsn, db.streaming, db.timeline) == (
         DbRole.REPLICA,
         received,
         replayed,
         True,
+        1,
     )
 
     # A replica stopped cleanly says so too: never a primary, clean.

@@ -186,9 +186,12 @@ def test_paused_daemon_stops_leaving_everything_and_peer_does_not_take_over(
     assert wait_for(lambda: set(roles(zk, chroot).values()) == {"paused"}, 10)
     daemons[active].signal(signal.SIGTERM)
     assert daemons[active].wait(10) == 0
-    assert record(zk, f"{chroot}/last_leader") is None  # no voluntary release while paused
+    # It leaves serving as it was, and says so: the peer must fence it before taking over.
+    last = record(zk, f"{chroot}/last_leader")
+    assert last is not None and last["node"] == active and last["left_serving"], last
+    assert not last["clean"]
     time.sleep(SESSION + 1.0)
-    assert record(zk, f"{chroot}/lease") is None  # its session closed: the lease went with it
+    assert record(zk, f"{chroot}/lease") is None
     assert roles(zk, chroot)[passive] == "paused"
     assert ctl(cluster["configs"][passive], "resume").returncode == 0
     assert wait_for(lambda: roles(zk, chroot)[passive] == "active", 10)

@@ -482,6 +482,31 @@ def test_release_writes_last_leader_and_only_the_holder_may_release(
         a.release(epoch, final_lsn=None, clean=True)
 
 
+def test_a_node_left_serving_is_recorded_with_or_without_its_lease(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster
+) -> None:
+    """A daemon stopping while paused and serving says so in last_leader: in the transaction
+    that deletes its lease, or alone, checked against the epoch, once its lease is gone."""
+    a, b = make_cluster(zookeeper, "a"), make_cluster(zookeeper, "b")
+    epoch = a.acquire(0)
+    a.release(epoch, final_lsn=None, clean=False, timeline=None, left_serving=True)
+    left = LastLeader(node="a", epoch=epoch, final_lsn=None, clean=False, left_serving=True)
+    assert wait_for(lambda: view_of(b).last_leader == left and view_of(b).lease is None, 5)
+    # Its next life, still paused, stops again: no lease to delete, the record alone.
+    b.release(epoch, final_lsn=None, clean=False, left_serving=True)
+    by_b = dataclasses.replace(left, node="b")
+    assert wait_for(lambda: view_of(a).last_leader == by_b, 5)
+    # Not for an epoch that has moved on, and never without left_serving.
+    next_epoch = a.acquire(epoch)
+    a.release(next_epoch, final_lsn=7, clean=True, timeline=3)
+    assert view_of(a).last_leader == LastLeader("a", next_epoch, 7, True, timeline=3)
+    with pytest.raises(LeaseConflict, match="moved on"):
+        b.release(epoch, final_lsn=None, clean=False, left_serving=True)
+    with pytest.raises(LeaseConflict, match="no lease"):
+        b.release(next_epoch, final_lsn=None, clean=False)
+    assert wait_for(lambda: view_of(b).last_leader == view_of(a).last_leader, 5)
+
+
 def test_pause_switchover_and_history(
     zookeeper: ZooKeeperServer, make_cluster: MakeCluster
 ) -> None:

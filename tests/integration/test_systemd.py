@@ -522,7 +522,16 @@ SYSTEMD_ENV = {  # what systemd sets for ExecStopPost after each kind of end
     "core": {"SERVICE_RESULT": "core-dump", "EXIT_CODE": "dumped", "EXIT_STATUS": "SEGV"},
     "not-systemd": {},
 }
-ROLES = ("starting", "passive", "promoting", "active", "demoting", "fenced", "paused")
+ROLES = (
+    "starting",
+    "passive",
+    "promoting",
+    "active",
+    "demoting",
+    "fenced",
+    "paused",
+    "paused-serving",
+)
 
 DECISIONS = [
     (end, role, end not in ("clean", "clean-sigterm", "not-systemd") and role in FENCE_ROLES)
@@ -539,8 +548,12 @@ def test_stop_post_decision(end: str, role: str | None, fence: bool) -> None:
 
 
 def test_stop_post_decision_rule_in_words() -> None:
-    assert {"active", "promoting", "demoting", "fenced"} == FENCE_ROLES
-    assert not decide(SYSTEMD_ENV["watchdog"], "paused").fence  # paused means paused
+    assert {"active", "promoting", "demoting", "fenced", "paused-serving"} == FENCE_ROLES
+    assert not decide(SYSTEMD_ENV["watchdog"], "paused").fence  # paused means paused...
+    # ...but pause never suspends self-fencing: once the daemon is gone, nothing else would
+    # stop a paused node that serves from serving beside a peer that takes over later.
+    assert decide(SYSTEMD_ENV["watchdog"], "paused-serving").fence
+    assert not decide(SYSTEMD_ENV["clean"], "paused-serving").fence  # it recorded so in ZK
     assert not decide(SYSTEMD_ENV["clean"], "active").fence  # a clean stop stepped down
     assert decide(SYSTEMD_ENV["watchdog"], "active").fence
 
@@ -608,6 +621,8 @@ def run_stop_post(
         ("clean", "active", False),
         ("clean-sigterm", "active", False),
         ("watchdog", "paused", False),
+        ("sigkill", "paused-serving", True),
+        ("clean", "paused-serving", False),
         ("crash", "passive", False),
         ("sigkill", "starting", False),
         ("watchdog", None, False),

@@ -197,9 +197,21 @@ class Obs:
         return self
 
     def last_leader(
-        self, node: str, epoch: int, final_lsn: int | None = None, *, clean: bool = True
+        self,
+        node: str,
+        epoch: int,
+        final_lsn: int | None = None,
+        *,
+        clean: bool = True,
+        timeline: int | None = None,
     ) -> Obs:
-        self._last_leader = LastLeader(node, epoch, final_lsn, clean)
+        self._last_leader = LastLeader(node, epoch, final_lsn, clean, timeline=timeline)
+        return self
+
+    def left_serving(self) -> Obs:
+        """The last leader's daemon stopped while paused, leaving it serving."""
+        assert self._last_leader is not None, "say last_leader(...) first"
+        self._last_leader = replace(self._last_leader, left_serving=True)
         return self
 
     def peer_member(
@@ -281,6 +293,7 @@ class Obs:
         replayed: int | None = None,
         streaming: bool = True,
         received_age: float | None = 0.1,
+        timeline: int | None = None,
     ) -> Obs:
         self._db = DatabaseStatus(
             DbRole.REPLICA,
@@ -288,6 +301,7 @@ class Obs:
             replayed_lsn=lsn if replayed is None else replayed,
             streaming=streaming,
             last_received_age=received_age,
+            timeline=timeline,
         )
         return self
 
@@ -356,6 +370,32 @@ class Obs:
 # --------------------------------------------------------------------------------------------
 # Running the core
 # --------------------------------------------------------------------------------------------
+
+
+def allowed_while_paused(
+    settings: Settings, obs: Observation, actions: Sequence[Action], after: State
+) -> bool:
+    """Paused means no side effect, but for two that protect the cluster:
+
+    * a self-fence (``RemoveVip``, ``StopDatabase``, ``RunHook``) by a node without a fresh
+      round-trip, or by one stopping while serving that could not record so;
+    * stopping while serving: one ``ReleaseLease`` that records the node goes on serving.
+    """
+    did = names(actions)
+    if not did:
+        return True
+    deadline = core.roundtrip_deadline(settings, obs)
+    stale = deadline is None or obs.now >= deadline
+    if after.role is Role.FENCED and after.reason.code == "self_fenced":
+        fence = [n for n in did if n != "RunHook"]
+        return (stale or obs.shutdown_requested) and fence in (
+            ["RemoveVip"],
+            ["RemoveVip", "StopDatabase"],
+        )
+    if did == ["ReleaseLease"] and obs.shutdown_requested:
+        release = one(actions, ReleaseLease)
+        return release.left_serving and not release.clean
+    return False
 
 
 def run(state: State, obs: Obs | Observation, settings: Settings = SETTINGS) -> Step:
@@ -1157,11 +1197,11 @@ class Checker:
         if c is not None:
             self.max_cluster_epoch = max(self.max_cluster_epoch, c.epoch)
 
-        # 6. Paused means paused.
+        # 6. Paused means paused, but for self-fencing, which pause never suspends.
         if (Role.PAUSED in (before.role, after.role)) and c is not None and c.paused:
-            assert names(actions) == [], ctx
+            assert allowed_while_paused(self.s, obs, actions, after), ctx
         if after.role is Role.PAUSED:
-            assert names(actions) == [], ctx
+            assert allowed_while_paused(self.s, obs, actions, after), ctx
 
         # 7. Unique, increasing ids; one sequencing action in flight at a time.
         for a in actions:

@@ -401,9 +401,16 @@ def test_maintenance_mode_changes_nothing_and_a_stop_leaves_everything_in_place(
     # Checks failing, a forced switchover: nothing happens while paused.
     busy = serving(401.0).paused().check_failing().switchover(PEER, force=True)
     seen = n1.see(busy).expect(Role.PAUSED, "paused")
-    seen = n1.see(serving(402.0).paused().shutdown()).expect(Role.PAUSED, "shutdown_paused")
+    # Stopped while paused, it leaves VIP and database as they are, but says so durably first:
+    # last_leader records that it goes on serving without its daemon.
+    stopping = serving(402.0).paused().shutdown()
+    seen = n1.see(stopping).expect(Role.PAUSED, "leaving_serving", "ReleaseLease")
+    release = seen.one(ReleaseLease)
+    assert (release.epoch, release.left_serving, release.clean) == (3, True, False)
+    assert not seen.state.exit
+    seen = n1.see(serving(402.2).paused().shutdown().answer(n1.state))
+    seen.expect(Role.PAUSED, "shutdown_paused")
     assert seen.state.exit
-    assert seen.actions == ()
     # The daemon starts again while the cluster is still paused (its old lease went with it).
     restarted = Node()
     paused = Obs(410.0).lease_free(3).paused().db_primary(recorded_epoch=3).peer_db(PeerDb.REPLICA)
@@ -466,3 +473,148 @@ def test_shutdown_of_the_active_hands_over_and_exits() -> None:
     gone = Obs(601.1).lease_free(3).shutdown().db_stopped(was_primary=True, clean=True)
     seen = n1.see(gone.answer(n1.state)).expect(Role.PASSIVE, "stopped", "RecordEvent", "RunHook")
     assert seen.state.exit
+
+
+# --------------------------------------------------------------------------------------------
+# Pause never suspends self-fencing (the split brain seen in the lab)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_paused_active_cut_off_from_zookeeper_fences_itself_in_time() -> None:
+    """Pause, cut the active off from ZooKeeper and its peer, resume: the peer may take over
+    once the session expires, so the paused active must be down by then."""
+    n1 = active_at_epoch_3()
+    n1.see(serving(500.0).paused()).expect(Role.PAUSED, "paused")
+    cut = serving(500.0 + SFA - 0.1).paused().roundtrip(SFA - 0.1).zk(ZkState.SUSPENDED)
+    n1.see(cut).expect(Role.PAUSED, "paused")
+    seen = n1.see(serving(500.0 + SFA).paused().roundtrip(SFA).zk(ZkState.SUSPENDED))
+    seen.expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    assert "pause does not suspend self-fencing" in seen.text
+    # The stale view still says paused: it stays fenced, and does not fence again.
+    later = serving(500.0 + SFA + 1).paused().roundtrip(SFA + 1).zk(ZkState.SUSPENDED)
+    n1.see(later.answer(n1.state, final_lsn=9000, clean=True)).expect(Role.PAUSED, "paused")
+
+
+def test_a_paused_passive_without_zookeeper_does_nothing() -> None:
+    n1 = Node(state=state_of(Role.PASSIVE, 3, next_id=10))
+    n1.see(Obs(600.0).lease_peer(3).paused()).expect(Role.PAUSED, "paused")
+    quiet = Obs(600.0 + 2 * SFA).lease_peer(3).paused().roundtrip(2 * SFA).zk(ZkState.SUSPENDED)
+    n1.see(quiet).expect(Role.PAUSED, "paused")
+
+
+def test_a_new_process_that_finds_itself_serving_proves_its_session_or_fences() -> None:
+    """A daemon restarted on a node whose database is primary (ExecStopPost did not fence, or
+    it is not run by systemd) gets self_fence_after to make a round-trip."""
+    n1 = Node()
+
+    def restarted(t: float) -> Obs:
+        return Obs(t).no_roundtrip().zk(ZkState.SUSPENDED).no_cluster().db_primary()
+
+    n1.see(restarted(700.0)).expect(Role.STARTING, "waiting_for_observation")
+    n1.see(restarted(700.0 + SFA - 0.1)).expect(Role.STARTING, "waiting_for_observation")
+    n1.see(restarted(700.0 + SFA)).expect(
+        Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook"
+    )
+
+
+def test_stopping_while_self_fencing_waits_for_the_database_to_stop() -> None:
+    """The runner cancels queued actions when the daemon exits: the stop must not be one."""
+    n1 = active_at_epoch_3()
+    gone = serving(800.0).roundtrip(SFA).zk(ZkState.SUSPENDED).shutdown()
+    seen = n1.see(gone).expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    assert not seen.state.exit
+    seen = n1.see(serving(800.2).roundtrip(SFA + 0.2).zk(ZkState.SUSPENDED).shutdown())
+    assert not seen.state.exit and seen.code == "exit_waiting"
+    done = serving(800.4).roundtrip(SFA + 0.4).zk(ZkState.SUSPENDED).shutdown()
+    seen = n1.see(done.answer(n1.state, final_lsn=9000, clean=True))
+    assert seen.state.exit
+
+
+def test_a_paused_node_that_cannot_record_it_is_left_serving_fences_itself() -> None:
+    n1 = active_at_epoch_3()
+    n1.see(serving(900.0).paused()).expect(Role.PAUSED, "paused")
+    n1.see(serving(900.1).paused().shutdown()).expect(
+        Role.PAUSED, "leaving_serving", "ReleaseLease"
+    )
+    failed = serving(900.3).paused().shutdown().answer(n1.state, ok=False, detail="connection loss")
+    seen = n1.see(failed).expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    assert "recording that failed" in seen.text
+    assert not seen.state.exit
+
+
+def left_serving(t: float) -> Obs:
+    """n2's daemon stopped while paused, leaving its VIP and primary; then the pause ended."""
+    return (
+        Obs(t)
+        .lease_free(3)
+        .last_leader(PEER, 3, None, clean=False)
+        .left_serving()
+        .no_peer_member()
+        .db_replica(5000, streaming=False, received_age=1.0)
+    )
+
+
+def test_the_peer_is_fenced_before_a_takeover_from_a_node_left_serving() -> None:
+    n1 = passive_at_epoch_3()
+    seen = n1.see(left_serving(1000.0).peer_db(PeerDb.UNREACHABLE))
+    seen.expect(Role.PASSIVE, "fence_before_lease", "FencePeer")
+    # Unreachable proves nothing about a node nobody supervises: no takeover, and why.
+    unreachable = left_serving(1000.5).peer_db(PeerDb.UNREACHABLE)
+    seen = n1.see(unreachable.answer(n1.state, fence=FenceOutcome.UNREACHABLE, detail="timeout"))
+    seen.expect(Role.PASSIVE, "retry_wait", "RecordEvent")
+    assert [d.code for d in seen.step.decisions] == ["peer_left_serving", "retry_wait"]
+    assert "failoverctl promote n1 --force" in seen.text
+    seen = n1.see(left_serving(1002.0).peer_db(PeerDb.UNREACHABLE))
+    seen.expect(Role.PASSIVE, "retry_wait")
+    assert "was left serving" in seen.text, seen.text
+    # Once the link is back the fence reaches it, and the takeover goes ahead.
+    n1.see(left_serving(1006.0).peer_db(PeerDb.PRIMARY)).expect(
+        Role.PASSIVE, "fence_before_lease", "FencePeer"
+    )
+    fenced = left_serving(1006.5).peer_db(PeerDb.DOWN)
+    seen = n1.see(fenced.answer(n1.state, fence=FenceOutcome.FENCED))
+    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert [d.code for d in seen.step.decisions] == ["peer_fenced", "acquiring"]
+
+
+def test_a_forced_promote_overrides_the_node_left_serving() -> None:
+    n1 = passive_at_epoch_3()
+    forced = left_serving(1100.0).peer_db(PeerDb.UNREACHABLE).switchover(NODE, force=True)
+    n1.see(forced).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+
+def test_a_forced_switchover_never_goes_to_a_node_that_cannot_become_a_primary() -> None:
+    n1 = active_at_epoch_3()
+    fenced_peer = serving(1200.0).peer_member(Role.FENCED, eligible=False, reason="must rejoin")
+    seen = n1.see(fenced_peer.switchover(PEER, force=True))
+    seen.expect(Role.ACTIVE, "switchover_refused", "ClearSwitchover", "RecordEvent")
+    assert "must rejoin" in seen.text
+
+
+def test_a_stop_that_fails_keeps_the_lease_until_the_database_is_down() -> None:
+    """Releasing with a primary that may still take writes would let the peer promote beside it."""
+    n1 = active_at_epoch_3()
+    n1.see(serving(1300.0).check_failing()).expect(Role.DEMOTING, "stepdown", "RemoveVip")
+    seen = n1.see(serving(1300.1).check_failing().answer(n1.state))
+    assert seen.one(StopDatabase).mode == "fast"
+    failed = serving(1300.5).check_failing().answer(n1.state, ok=False, detail="stuck")
+    seen = n1.see(failed).expect(Role.DEMOTING, "stop_failed", "StopDatabase")
+    assert seen.one(StopDatabase).mode == "immediate"
+    stopped = serving(1301.0).check_failing().answer(n1.state, final_lsn=9100, clean=False)
+    n1.see(stopped).expect(Role.DEMOTING, "stop_failed", "ReleaseLease")
+
+
+def test_a_diverged_replica_never_passes_for_caught_up_on_another_timeline() -> None:
+    """A crashed ex-primary's LSN on its own timeline can exceed the hand-over's final LSN on the
+    new one without holding any of it."""
+    n1 = passive_at_epoch_3()
+    diverged = (
+        Obs(1400.0)
+        .lease_free(3)
+        .last_leader(PEER, 3, 9000, clean=True, timeline=3)
+        .peer_db(PeerDb.DOWN)
+        .db_replica(12000, streaming=False, received_age=1.0, timeline=2)
+    )
+    n1.see(diverged).expect(Role.PASSIVE, "waiting_for_replay")
+    caught_up = diverged.db_replica(9000, streaming=False, received_age=1.0, timeline=3)
+    n1.see(caught_up).expect(Role.PASSIVE, "acquiring", "AcquireLease")

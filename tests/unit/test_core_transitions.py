@@ -23,6 +23,7 @@ from corekit import (
     state_of,
 )
 
+from failoverd import core
 from failoverd.core import (
     AcquireLease,
     AddVip,
@@ -117,7 +118,7 @@ def test_self_fences_when_there_never_was_a_roundtrip(role: Role) -> None:
     state = {Role.ACTIVE: active(), Role.PROMOTING: promoting(), Role.DEMOTING: demoting()}[role]
     seen = Node(state=state).see(active_obs().no_roundtrip())
     seen.expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
-    assert "for ever" in seen.text
+    assert "no ZooKeeper round-trip since this process started" in seen.text
 
 
 def test_active_keeps_serving_just_before_the_self_fence_deadline() -> None:
@@ -1000,13 +1001,21 @@ def test_paused_ignores_everything_even_a_forced_switchover() -> None:
     assert seen.did == []
 
 
-def test_paused_shutdown_emits_nothing() -> None:
-    state = replace(active(), role=Role.PAUSED)
-    seen = Node(state=state).see(active_obs().paused().shutdown())
+def test_paused_shutdown_of_a_node_that_does_not_serve_emits_nothing() -> None:
+    state = replace(passive(), role=Role.PAUSED, paused_from=Role.PASSIVE)
+    seen = Node(state=state).see(free_obs().paused().shutdown())
     assert seen.role is Role.PAUSED
     assert seen.code == "shutdown_paused"
     assert names(seen.actions, publish=True) == []
     assert seen.state.exit
+
+
+def test_paused_shutdown_of_a_serving_node_records_that_it_is_left_serving() -> None:
+    state = replace(active(), role=Role.PAUSED, paused_from=Role.ACTIVE)
+    seen = Node(state=state).see(active_obs().paused().shutdown())
+    seen.expect(Role.PAUSED, "leaving_serving", "ReleaseLease")
+    assert seen.one(ReleaseLease).left_serving
+    assert not seen.state.exit
 
 
 def test_resume_re_derives_the_role_from_scratch() -> None:
@@ -1104,3 +1113,13 @@ def test_action_ids_are_unique_and_increasing_across_steps() -> None:
 def test_step_is_deterministic() -> None:
     obs = active_obs().check_failing().build()
     assert run(active(), obs) == run(active(), obs)
+
+
+def test_supervision_role_says_when_a_paused_node_serves() -> None:
+    """ExecStopPost fences an abnormal end of a paused node that serves (failoverd/stoppost.py)."""
+    serving_pause = Node(state=active()).see(active_obs().paused())
+    assert serving_pause.role is Role.PAUSED
+    assert core.supervision_role(serving_pause.state) == "paused-serving"
+    idle_pause = Node(state=passive()).see(free_obs().paused().peer_db(PeerDb.PRIMARY))
+    assert core.supervision_role(idle_pause.state) == "paused"
+    assert core.supervision_role(active()) == "active"
