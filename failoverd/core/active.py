@@ -1,0 +1,96 @@
+"""Active: keep serving, or hand over (switchover, failing checks)."""
+
+from __future__ import annotations
+
+from failoverd.core import context, demoting, policy
+from failoverd.core.model import (
+    ClearSwitchover,
+    DbRole,
+    MemberStatus,
+    RecordEvent,
+    Role,
+)
+
+
+def run(st: context.Ctx, done: context.Done | None) -> None:
+    if done is not None and done.kind == "AddVip" and not done.result.ok:
+        demoting.begin(st, "aborted", f"re-adding the VIP failed: {done.result.detail}")
+        return
+    if st.lease_lost():
+        demoting.begin(st, "lease_lost", "demoted: lease lost")
+        return
+    if st.obs.shutdown_requested:
+        demoting.begin(st, "shutdown", "stopping: stepping down cleanly")
+        return
+    c = st.cluster
+    epoch = st.state.epoch
+    if c is not None and c.switchover is not None and c.switchover != st.state.handled_switchover:
+        sw = context.valid_switchover(st)
+        if sw is None:
+            reason = st.decide(
+                "switchover_ignored",
+                "switchover request ignored: its deadline passed or the epoch moved on",
+            )
+            st.set(handled_switchover=c.switchover)
+            st.emit(ClearSwitchover, reason)
+        elif sw.target == st.s.node:
+            reason = st.decide("switchover_noop", f"switchover to {st.s.node}: already active")
+            st.set(handled_switchover=c.switchover)
+            st.emit(ClearSwitchover, reason)
+        else:
+            ok, why = policy.peer_vouched_eligible(st.s, st.obs)
+            working = can_become_primary(st)
+            if ok or (sw.force and working is None):
+                demoting.begin(
+                    st,
+                    "switchover",
+                    f"switchover to {st.s.peer} requested by "
+                    f"{sw.requested_by}" + ("" if ok else f" (forced: {why})"),
+                )
+                return
+            if sw.force and working is not None:
+                why = working
+            reason = st.decide("switchover_refused", f"switchover refused: {why}")
+            st.set(handled_switchover=c.switchover)
+            st.emit(ClearSwitchover, reason)
+            st.emit(
+                RecordEvent,
+                reason,
+                kind="switchover_refused",
+                epoch=epoch,
+                from_node=st.s.node,
+                to_node=st.s.peer,
+            )
+            return
+    local = st.obs.local
+    if local.complete and not local.healthy:
+        failing = "; ".join(f"{c.name}: {c.reason}" for c in local.failing)
+        ok, why = policy.peer_vouched_eligible(st.s, st.obs)
+        if not ok:
+            st.decide("degraded", f"own checks failing ({failing}) but {why}: staying active")
+            return
+        last = st.state.last_failover_at
+        if last is not None and st.obs.now - last < st.s.min_failover_interval:
+            st.decide(
+                "degraded",
+                f"own checks failing ({failing}) but the last failover was "
+                f"{st.obs.now - last:.0f} s ago (min_failover_interval "
+                f"{st.s.min_failover_interval:g} s): staying active",
+            )
+            return
+        demoting.begin(st, "stepdown", f"own checks failing ({failing}); {why}: stepping down")
+        return
+    st.decide("active", f"active (epoch {epoch})")
+
+
+def can_become_primary(st: context.Ctx) -> str | None:
+    """Why the peer could not become a working primary even if forced; None when it could.
+    Forcing overrides the eligibility policy (lag, nofailover), never this."""
+    peer = st.cluster.member(st.s.peer) if st.cluster else None
+    if not isinstance(peer, MemberStatus) or peer.age > st.s.peer_stale_after:
+        return f"{st.s.peer} has no fresh member record: its daemon is not running"
+    if peer.role in (Role.FENCED.value, Role.STARTING.value):
+        return f"{st.s.peer} is {peer.role}: {peer.reason}"
+    if st.managed_db() and peer.db_role not in (DbRole.REPLICA.value,):
+        return f"{st.s.peer}'s database is {peer.db_role}, not a running replica"
+    return None

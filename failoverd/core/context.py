@@ -1,0 +1,179 @@
+"""One step in the making: the accumulator every role writes its decisions and actions to,
+and the small facts several roles ask about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from failoverd.core import policy
+from failoverd.core.model import (
+    SEQUENCING,
+    Action,
+    ActionResult,
+    ClusterView,
+    DbRole,
+    Observation,
+    Pending,
+    Reason,
+    Role,
+    Settings,
+    State,
+    SwitchoverRequest,
+    ZkState,
+)
+
+
+class Ctx:
+    """Accumulates one step's actions; the only mutable thing in the core, and it is local."""
+
+    def __init__(self, settings: Settings, state: State, obs: Observation) -> None:
+        self.s = settings
+        self.obs = obs
+        self.state = state
+        self.actions: list[Action] = []
+        self.reason = state.reason
+        self.decisions: list[Reason] = []
+
+    # -- building actions ------------------------------------------------------------------
+
+    def _id(self) -> int:
+        n = self.state.next_id
+        self.state = replace(self.state, next_id=n + 1)
+        return n
+
+    def emit(self, make: type[Action], reason: Reason, **fields: object) -> Action:
+        action = make(id=self._id(), reason=reason, **fields)
+        self.actions.append(action)
+        if isinstance(action, SEQUENCING):
+            self.state = replace(self.state, pending=Pending(action.id, action.name, self.obs.now))
+        return action
+
+    def set(self, **changes: object) -> None:
+        self.state = replace(self.state, **changes)  # type: ignore[arg-type]
+
+    def decide(self, code: str, text: str) -> Reason:
+        self.reason = Reason(code, text)
+        self.set(reason=self.reason)
+        self.decisions.append(self.reason)
+        return self.reason
+
+    # -- facts ----------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> ClusterView | None:
+        return self.obs.cluster
+
+    def deadline(self) -> float | None:
+        return policy.roundtrip_deadline(self.s, self.obs)
+
+    def zk_fresh(self) -> bool:
+        d = self.deadline()
+        return d is not None and self.obs.now < d
+
+    def holds_lease(self) -> bool:
+        """The observed lease is ours, under the epoch we acquired, and still the current one."""
+        c = self.cluster
+        return (
+            c is not None
+            and c.lease is not None
+            and c.lease.mine
+            and c.lease.epoch == self.state.epoch
+            and c.epoch == self.state.epoch
+            and self.state.epoch > 0
+        )
+
+    def lease_lost(self) -> bool:
+        """Positive evidence that the lease is no longer ours (not merely an unknown view)."""
+        if self.obs.zk.state is ZkState.LOST:
+            return True
+        c = self.cluster
+        if c is None or self.obs.zk.state is not ZkState.CONNECTED:
+            return False
+        if c.epoch < self.state.epoch:
+            return False  # a view from before our acquisition: it has not caught up yet
+        return not self.holds_lease()
+
+    def managed_db(self) -> bool:
+        return self.obs.database.role is not DbRole.UNMANAGED
+
+    def pending_result(self) -> Done | None:
+        """The result of the in-flight action, or a synthesized failure once it overran."""
+        p = self.state.pending
+        if p is None:
+            return None
+        for r in self.obs.results:
+            if r.action_id == p.id:
+                self.set(pending=None)
+                return Done(p.kind, r, p.started_at)
+        if self.obs.now - p.started_at > self.s.action_timeout:
+            self.set(pending=None)
+            detail = f"{p.kind} gave no result within {self.s.action_timeout:g} s"
+            return Done(p.kind, ActionResult(p.id, ok=False, detail=detail), p.started_at)
+        return None
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished sequencing action: what it was and how it went."""
+
+    kind: str
+    result: ActionResult
+    sent_at: float = 0.0  # when it was emitted
+
+
+SERVING_ROLES = (Role.ACTIVE, Role.PROMOTING, Role.DEMOTING)
+"""Roles in which the node may hold the VIP or run the writable primary."""
+
+
+def serving(st: Ctx) -> bool:
+    """The VIP is seen here, or the managed database answers as a primary."""
+    return st.obs.vip_present is True or (
+        st.managed_db() and st.obs.database.role is DbRole.PRIMARY
+    )
+
+
+DATABASE_ACTIONS = ("Promote", "StopDatabase", "StartReplica")
+
+
+def peer_left_serving(st: Ctx) -> bool:
+    """``last_leader`` says the peer's daemon stopped while paused, leaving it serving, and no
+    epoch has begun since."""
+    c = st.cluster
+    last = None if c is None else c.last_leader
+    return (
+        c is not None
+        and last is not None
+        and last.left_serving
+        and last.node == st.s.peer
+        and last.epoch == c.epoch
+    )
+
+
+def fenced_since_peer_left_serving(st: Ctx) -> bool:
+    seen = st.state.peer_left_serving_seen_at
+    sent = st.state.peer_fence_sent_at
+    return (
+        seen is not None
+        and sent is not None
+        and st.state.peer_fenced_at is not None
+        and (sent >= seen)
+    )
+
+
+def valid_switchover(st: Ctx) -> SwitchoverRequest | None:
+    c = st.cluster
+    if c is None or c.switchover is None:
+        return None
+    sw = c.switchover
+    if sw.deadline <= st.obs.wall_now:
+        return None
+    if sw.from_epoch != c.epoch:
+        return None
+    return sw
+
+
+def not_after(st: Ctx) -> float:
+    deadline = st.deadline()
+    if deadline is None:  # callers check zk_fresh() first
+        raise AssertionError("leased action without a ZooKeeper round-trip")
+    return deadline

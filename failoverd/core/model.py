@@ -1,0 +1,417 @@
+"""The core's data: what it observes, the actions it asks for, its settings and its state.
+
+All frozen dataclasses: an observation in, a new state and a tuple of actions out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Literal
+
+
+class Role(StrEnum):
+    STARTING = "starting"
+    PASSIVE = "passive"
+    PROMOTING = "promoting"
+    ACTIVE = "active"
+    DEMOTING = "demoting"
+    FENCED = "fenced"
+    PAUSED = "paused"
+
+
+class ZkState(StrEnum):
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class ZkStatus:
+    """The ZooKeeper connection as the adapter sees it."""
+
+    state: ZkState
+    changed_at: float  # boottime of the last state change
+    last_roundtrip_sent_at: float | None  # send time (boottime) of the last successful round-trip
+    negotiated_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    node: str
+    epoch: int
+    since: float  # wall clock, for humans
+    mine: bool  # held by this process's ZooKeeper session
+
+
+@dataclass(frozen=True)
+class LastLeader:
+    """Written in the transaction that deletes ``lease`` on a voluntary release."""
+
+    node: str
+    epoch: int
+    final_lsn: int | None
+    clean: bool
+    left_serving: bool = False  # its daemon stopped while paused, leaving VIP and primary up
+    timeline: int | None = None  # the timeline final_lsn is on: LSNs compare only within one
+
+
+@dataclass(frozen=True)
+class CheckStatus:
+    name: str
+    healthy: bool  # after rise/fall hysteresis
+    reason: str = ""  # why the last probe failed, in words
+    latency: float | None = None  # seconds the last probe took
+    successes: int = 0  # consecutive passes
+    failures: int = 0  # consecutive failures
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """A member's published record (``members/<node>``)."""
+
+    node: str
+    role: str
+    epoch: int
+    eligible: bool
+    healthy: bool
+    reason: str
+    reason_code: str = ""
+    lsn: int | None = None  # primary: current write LSN; replica: received LSN
+    db_role: str = "unknown"
+    checks: tuple[CheckStatus, ...] = ()
+    published_at: float = 0.0  # publisher's wall clock, for humans
+    version: str = ""
+    age: float = 0.0  # seconds since this reader last saw the record change (reader's boottime)
+
+
+@dataclass(frozen=True)
+class MalformedMember:
+    """A member record that could not be parsed: reported, never trusted."""
+
+    node: str
+    error: str
+
+
+@dataclass(frozen=True)
+class SwitchoverRequest:
+    target: str | None
+    from_epoch: int
+    requested_by: str
+    deadline: float  # wall clock
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What the ZooKeeper adapter's watches know of the cluster."""
+
+    epoch: int
+    lease: LeaseInfo | None
+    last_leader: LastLeader | None
+    members: tuple[MemberStatus | MalformedMember, ...] = ()
+    switchover: SwitchoverRequest | None = None
+    paused: bool = False
+    problems: tuple[str, ...] = ()  # malformed records, said in words; such records are ignored
+    lease_changed_at: float | None = None  # boottime the reader saw the lease last change
+
+    def member(self, name: str) -> MemberStatus | MalformedMember | None:
+        for m in self.members:
+            if m.node == name:
+                return m
+        return None
+
+
+@dataclass(frozen=True)
+class LocalHealth:
+    checks: tuple[CheckStatus, ...] = ()
+    complete: bool = True  # every configured check has reported at least once
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.healthy for c in self.checks)
+
+    @property
+    def failing(self) -> tuple[CheckStatus, ...]:
+        return tuple(c for c in self.checks if not c.healthy)
+
+
+class DbRole(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"  # managed, but not (yet) known: blocks decisions that need it
+    UNMANAGED = "unmanaged"  # this cluster has no database for failoverd to manage
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    role: DbRole
+    lsn: int | None = None  # primary: current write LSN; replica: last received LSN
+    replayed_lsn: int | None = None
+    streaming: bool = False
+    last_received_age: float | None = None  # seconds since WAL last arrived
+    was_primary: bool | None = None  # STOPPED: last ran as a primary
+    stopped_cleanly: bool | None = None  # STOPPED: the control file says a clean shutdown
+    recorded_epoch: int | None = None  # epoch written into the database by its last promotion
+    observed_at: float | None = None  # boottime the probe behind this started (None: now)
+    timeline: int | None = None  # primary: its timeline; replica: the one it receives or replays
+
+
+UNMANAGED_DB = DatabaseStatus(role=DbRole.UNMANAGED)
+
+
+class PeerDb(StrEnum):
+    """A direct probe of the peer's PostgreSQL over the network (not its ZooKeeper record)."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    DOWN = "down"  # host answered, PostgreSQL refused
+    UNREACHABLE = "unreachable"  # no answer in time
+    UNKNOWN = "unknown"  # not probed (yet)
+    UNMANAGED = "unmanaged"
+
+
+@dataclass(frozen=True)
+class PeerProbe:
+    state: PeerDb
+    probed_at: float  # boottime when the probe was sent
+
+
+class FenceOutcome(StrEnum):
+    FENCED = "fenced"  # reached the peer, fence-self succeeded
+    UNREACHABLE = "unreachable"  # could not reach the peer at all
+    FAILED = "failed"  # reached the peer, fence-self failed
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action_id: int
+    ok: bool
+    detail: str = ""
+    epoch: int | None = None  # AcquireLease: the epoch now held
+    final_lsn: int | None = None  # StopDatabase
+    clean: bool | None = None  # StopDatabase: stopped cleanly
+    timeline: int | None = None  # StopDatabase: the timeline final_lsn is on
+    fence: FenceOutcome | None = None  # FencePeer
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float  # boottime
+    wall_now: float  # wall clock, only to compare cross-host deadlines
+    zk: ZkStatus
+    cluster: ClusterView | None  # None until the adapter has read the cluster once
+    local: LocalHealth = LocalHealth()
+    database: DatabaseStatus = UNMANAGED_DB
+    peer_database: PeerProbe = PeerProbe(PeerDb.UNMANAGED, 0.0)
+    results: tuple[ActionResult, ...] = ()
+    shutdown_requested: bool = False
+    vip_present: bool | None = None  # the VIP is on this node's interface (None: not looked)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A stable code for machines and a sentence for people."""
+
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Action:
+    id: int
+    reason: Reason
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class AcquireLease(Action):
+    expected_epoch: int  # the epoch counter read; the transaction sets it to expected_epoch + 1
+
+
+@dataclass(frozen=True)
+class ReleaseLease(Action):
+    epoch: int
+    final_lsn: int | None
+    clean: bool
+    left_serving: bool = False  # record that the node goes on serving without its daemon
+    timeline: int | None = None  # the timeline final_lsn is on
+
+
+@dataclass(frozen=True)
+class FencePeer(Action):
+    peer: str
+    epoch: int  # the cluster epoch the fence is for
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    epoch: int
+    not_after: float  # boottime: the adapter refuses to start later
+
+
+@dataclass(frozen=True)
+class StopDatabase(Action):
+    mode: Literal["fast", "immediate"]
+
+
+@dataclass(frozen=True)
+class StartReplica(Action):
+    primary: str
+
+
+@dataclass(frozen=True)
+class AddVip(Action):
+    epoch: int
+    not_after: float  # boottime: the adapter refuses to start later
+
+
+@dataclass(frozen=True)
+class RemoveVip(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class Publish(Action):
+    status: MemberStatus
+
+
+@dataclass(frozen=True)
+class RecordEvent(Action):
+    kind: str  # failover, switchover, stepdown, fence, self_fence, bootstrap, ...
+    epoch: int
+    from_node: str | None
+    to_node: str | None
+    phases: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class RunHook(Action):
+    role: Role
+    epoch: int
+
+
+@dataclass(frozen=True)
+class ClearSwitchover(Action):
+    pass
+
+
+SEQUENCING: tuple[type[Action], ...] = (
+    AcquireLease,
+    ReleaseLease,
+    FencePeer,
+    Promote,
+    StopDatabase,
+    StartReplica,
+    AddVip,
+    RemoveVip,
+)
+"""Actions that change the cluster; one at a time is in flight."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    node: str
+    peer: str
+    self_fence_after: float
+    min_failover_interval: float = 30.0
+    max_lag_on_failover: int = 16 * 1024 * 1024
+    max_replication_silence: float = 10.0
+    nofailover: bool = False
+    publish_every: float = 1.0
+    action_timeout: float = 10.0
+    fence_retry_after: float = 5.0
+    version: str = ""
+
+    @property
+    def peer_stale_after(self) -> float:
+        """A peer record unchanged for this long no longer vouches for the peer."""
+        return 3 * self.publish_every + 1.0
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: int
+    kind: str
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """Progress of becoming active under ``epoch``."""
+
+    kind: str  # bootstrap, failover, stepdown, switchover, readopt
+    from_node: str | None
+    started_at: float
+    fence_needed: bool = False
+    fenced: bool = False
+    promoted: bool = False
+    phases: tuple[tuple[str, float], ...] = ()
+    last_mark: float = 0.0
+    expected_epoch: int | None = None  # the epoch counter the acquisition was decided on
+    lease_free_since: float | None = None  # when the lease this takeover follows was seen free
+
+    def mark(self, phase: str, now: float) -> Takeover:
+        """Close a phase: how long since the previous mark."""
+        return replace(self, phases=(*self.phases, (phase, now - self.last_mark)), last_mark=now)
+
+
+@dataclass(frozen=True)
+class Demotion:
+    """Progress of giving up the active role."""
+
+    kind: str  # stepdown, switchover, shutdown, lease_lost, aborted
+    started_at: float
+    vip_removed: bool = False
+    db_stopped: bool = False
+    released: bool = False
+    final_lsn: int | None = None
+    final_timeline: int | None = None
+    clean: bool = True
+    stop_failures: int = 0  # StopDatabase attempts that failed: the next one is immediate
+
+
+@dataclass(frozen=True)
+class State:
+    role: Role = Role.STARTING
+    epoch: int = 0  # the epoch we hold, or last held
+    highest_epoch: int = 0  # highest epoch counter ever seen: guards against regressions
+    promoted_epoch: int = 0  # the epoch of our last Promote: never two under one epoch
+    pending: Pending | None = None
+    takeover: Takeover | None = None
+    demotion: Demotion | None = None
+    next_id: int = 1
+    last_failover_at: float | None = None
+    retry_after: float | None = None  # no takeover attempt before this (after a failed fence)
+    retry_reason: Reason | None = None  # why the last attempt stopped: said while waiting
+    peer_fenced_at: float | None = None  # a fence reached the peer and succeeded at this time
+    peer_fence_sent_at: float | None = None  # ... and was sent then: it took effect no earlier
+    active_lsn: int | None = None  # last LSN the active published: its record vanishes on a crash
+    lease_free_since: float | None = None
+    last_publish_at: float | None = None
+    last_published: MemberStatus | None = None
+    handled_switchover: SwitchoverRequest | None = None  # the request last cleared or refused
+    paused_from: Role | None = None  # the role a pause interrupted
+    fence_final_lsn: int | None = None  # where our self-fence stopped the database
+    fence_final_timeline: int | None = None
+    db_changed_at: float | None = None  # a database action finished: older probes are stale
+    fence_stop_clean: bool = False
+    started_at: float | None = None  # boottime of this process's first observation
+    paused_serving: bool = False  # paused while it may hold the VIP or the writable primary
+    left_serving_recorded: bool = False  # stopping while paused: last_leader says it serves on
+    peer_left_serving_seen_at: float | None = None  # first saw last_leader say the peer serves on
+    reason: Reason = field(
+        default_factory=lambda: Reason("starting", "waiting for the first full observation")
+    )
+    exit: bool = False  # the daemon may exit now (shutdown finished)
+
+
+@dataclass(frozen=True)
+class Step:
+    state: State
+    actions: tuple[Action, ...]
+    reason: Reason  # the last decision: the node's state of mind after the step
+    decisions: tuple[Reason, ...] = ()  # every decision taken in the step, in order

@@ -1,0 +1,295 @@
+"""Passive: follow the active, and take a free lease only when it is safe."""
+
+from __future__ import annotations
+
+from failoverd.core import context, policy, promoting, starting
+from failoverd.core.model import (
+    AcquireLease,
+    ClusterView,
+    DbRole,
+    FenceOutcome,
+    FencePeer,
+    MemberStatus,
+    PeerDb,
+    RecordEvent,
+    ReleaseLease,
+    Role,
+    Takeover,
+)
+
+
+def run(st: context.Ctx, done: context.Done | None) -> None:
+    p = st.state.pending
+    if done is not None:
+        on_result(st, done)
+        if st.state.role is not Role.PASSIVE:
+            return
+    elif p is not None:
+        return  # wait for the in-flight action
+    if st.obs.shutdown_requested:
+        st.set(exit=True)
+        st.decide("shutdown", "stopping while passive: nothing to hand over")
+        return
+    c = st.cluster
+    if c is None:
+        st.decide("zk_unavailable", "passive: no ZooKeeper view")
+        return
+    lease = c.lease
+    if lease is not None and lease.mine and lease.epoch == c.epoch and lease.epoch > st.state.epoch:
+        # An acquisition whose result we never saw: carry on with it.
+        st.set(epoch=lease.epoch)
+        promoting.begin(st, lease.epoch)
+        return
+    if lease is not None and lease.mine and lease.epoch == st.state.epoch:
+        # A lease we gave back (after a failed fence) whose release did not go through.
+        reason = st.decide(
+            "releasing", f"still holding the lease (epoch {lease.epoch}): giving it back again"
+        )
+        st.emit(ReleaseLease, reason, epoch=lease.epoch, final_lsn=None, clean=False)
+        return
+    db = st.obs.database
+    if db.role in (DbRole.PRIMARY, DbRole.STOPPED):
+        starting.run(st)  # something changed under us: re-derive the role
+        return
+    if lease is not None:
+        ok, why = policy.eligibility(st.s, st.state, st.obs)
+        st.decide(
+            "passive",
+            f"{lease.node} is active (epoch {lease.epoch}); "
+            + ("eligible" if ok else f"not eligible: {why}"),
+        )
+        return
+    try_takeover(st, readopt=False)
+
+
+def on_result(st: context.Ctx, done: context.Done) -> None:
+    result = done.result
+    if done.kind == "AcquireLease":
+        if result.ok and result.epoch is not None and result.epoch >= st.state.highest_epoch:
+            st.set(epoch=result.epoch, highest_epoch=max(st.state.highest_epoch, result.epoch))
+            promoting.begin(st, result.epoch)
+        else:
+            st.decide("lease_not_acquired", f"lease not acquired: {result.detail}")
+    elif done.kind == "FencePeer":
+        if result.fence is FenceOutcome.FENCED:
+            st.set(peer_fenced_at=st.obs.now, peer_fence_sent_at=done.sent_at)
+            st.decide("peer_fenced", f"{st.s.peer} fenced before taking the lease")
+        else:
+            outcome = result.fence.value if result.fence else "failed"
+            if context.peer_left_serving(st):
+                reason = st.decide(
+                    "peer_left_serving",
+                    f"{st.s.peer} was left serving when its daemon stopped while paused, and "
+                    f"the fence was {outcome} ({result.detail}): not taking the lease. Start "
+                    f"failoverd on {st.s.peer}, or make sure it is down and run "
+                    f"'failoverctl promote {st.s.node} --force'; retrying in "
+                    f"{st.s.fence_retry_after:g} s",
+                )
+            else:
+                reason = st.decide(
+                    "fence_blocked",
+                    f"{st.s.peer}'s database answers as primary and the fence was {outcome} "
+                    f"({result.detail}): not taking the lease, "
+                    f"retrying in {st.s.fence_retry_after:g} s",
+                )
+            st.set(retry_after=st.obs.now + st.s.fence_retry_after, retry_reason=reason)
+            st.emit(
+                RecordEvent,
+                reason,
+                kind="fence",
+                epoch=st.state.highest_epoch,
+                from_node=st.s.peer,
+                to_node=st.s.node,
+            )
+    elif done.kind == "StartReplica":
+        if result.ok:
+            st.decide("replica_started", "database started as a replica")
+        else:
+            st.set(role=Role.FENCED)
+            st.decide("must_rejoin", f"could not start as a replica: {result.detail}; must rejoin")
+
+
+def peer_blocks_takeover(st: context.Ctx) -> bool:
+    """True while the peer's database answers as a primary and no fence reached it since."""
+    probe = st.obs.peer_database
+    if probe.state is not PeerDb.PRIMARY:
+        return False
+    fenced = st.state.peer_fenced_at
+    return fenced is None or probe.probed_at > fenced
+
+
+def peer_primary_may_take_lease(st: context.Ctx) -> str | None:
+    """Why not to fence a peer whose database is primary while the lease is free: its daemon is
+    alive and about to take the lease itself (start-up), or the cluster was never led, so that
+    primary is the one the cluster starts from. None when it must be fenced (its daemon is gone:
+    frozen, crashed, or stopped while paused)."""
+    c = st.cluster
+    assert c is not None
+    if c.epoch == 0:
+        return (
+            f"lease never held and {st.s.peer}'s database is primary: waiting for "
+            f"{st.s.peer} to take it"
+        )
+    peer = c.member(st.s.peer)
+    if (
+        isinstance(peer, MemberStatus)
+        and peer.age <= st.s.peer_stale_after
+        and peer.role
+        in (Role.STARTING.value, Role.PASSIVE.value, Role.PROMOTING.value, Role.ACTIVE.value)
+    ):
+        return (
+            f"lease free and {st.s.peer}'s database is primary, but its daemon is alive "
+            f"({peer.role}): waiting for it to take the lease"
+        )
+    return None
+
+
+def try_takeover(st: context.Ctx, readopt: bool) -> None:
+    c = st.cluster
+    assert c is not None
+    if st.state.pending is not None:
+        return
+    if c.epoch < 0:
+        st.decide("epoch_unknown", "lease free but the epoch record is unreadable: taking nothing")
+        return
+    if not st.zk_fresh():
+        st.decide(
+            "zk_unavailable",
+            "lease looks free, but the view is older than self_fence_after: not acting on it",
+        )
+        return
+    if c.epoch < st.state.highest_epoch:
+        st.decide(
+            "epoch_regressed",
+            f"ZooKeeper's epoch {c.epoch} is below {st.state.highest_epoch} "
+            "seen before: state regressed, taking nothing",
+        )
+        return
+    if st.state.retry_after is not None and st.obs.now < st.state.retry_after:
+        last_try = st.state.retry_reason
+        st.decide(
+            "retry_wait",
+            f"lease free; retrying takeover in {st.state.retry_after - st.obs.now:.1f} s"
+            + ("" if last_try is None else f" (last attempt: {last_try.text})"),
+        )
+        return
+    sw = context.valid_switchover(st)
+    if sw is not None and sw.target not in (None, st.s.node):
+        st.decide("switchover_elsewhere", f"switchover to {sw.target} pending")
+        return
+    if not readopt:
+        ok, why = policy.eligibility(st.s, st.state, st.obs)
+        forced = (
+            sw is not None
+            and sw.force
+            and sw.target in (None, st.s.node)
+            and st.obs.database.role in (DbRole.REPLICA, DbRole.UNMANAGED)
+        )
+        if not ok and not forced:
+            st.decide("not_eligible", f"lease free but not eligible: {why}")
+            return
+        last = c.last_leader
+        db = st.obs.database
+        if (
+            last is not None
+            and last.epoch == c.epoch
+            and last.clean
+            and last.final_lsn is not None
+            and st.managed_db()
+            and not policy.replayed_up_to(db, last.final_lsn, last.timeline)
+        ):
+            at = "unknown" if db.replayed_lsn is None else str(db.replayed_lsn)
+            on = "" if db.timeline is None else f" on timeline {db.timeline}"
+            want = "" if last.timeline is None else f" on timeline {last.timeline}"
+            st.decide(
+                "waiting_for_replay",
+                f"{last.node} stepped down at LSN {last.final_lsn}{want}; "
+                f"replayed {at}{on}: waiting before taking over",
+            )
+            return
+    if st.managed_db() and st.obs.peer_database.state is PeerDb.UNKNOWN:
+        st.decide(
+            "waiting_for_probe", "lease free: waiting for a direct probe of the peer's database"
+        )
+        return
+    if (
+        not readopt
+        and context.peer_left_serving(st)
+        and not context.fenced_since_peer_left_serving(st)
+        and not (sw is not None and sw.force and sw.target in (None, st.s.node))
+    ):
+        # Its daemon stopped while paused and left it serving: nothing on that node will stop
+        # it, so "unreachable" proves nothing. Only a fence that reached it does.
+        reason = st.decide(
+            "fence_before_lease",
+            f"lease free but {st.s.peer} was left serving when its daemon stopped while "
+            "paused: fencing it before taking the lease",
+        )
+        st.emit(FencePeer, reason, peer=st.s.peer, epoch=c.epoch)
+        return
+    if peer_blocks_takeover(st):
+        changed = c.lease_changed_at
+        if changed is not None and st.obs.peer_database.probed_at < changed:
+            # Taken while the lease was still held: the peer may have stopped its database
+            # since (a clean step-down does). Neither take the lease nor fence on it.
+            st.decide(
+                "waiting_for_probe",
+                f"lease free: waiting for a probe of {st.s.peer}'s database newer than the "
+                "lease's release (the last one said primary)",
+            )
+            return
+        waiting = peer_primary_may_take_lease(st)
+        if waiting is not None:
+            st.decide("waiting_for_peer_primary", waiting)
+            return
+        reason = st.decide(
+            "fence_before_lease",
+            f"lease free but {st.s.peer}'s database answers as "
+            "primary: fencing it before taking the lease",
+        )
+        st.emit(FencePeer, reason, peer=st.s.peer, epoch=c.epoch)
+        return
+    reason = st.decide("acquiring", f"lease free: acquiring it (epoch {c.epoch + 1})")
+    st.set(
+        takeover=Takeover(
+            kind="readopt" if readopt and c.epoch > 0 else takeover_kind(st),
+            from_node=previous_holder(st),
+            started_at=st.obs.now,
+            last_mark=st.obs.now,
+            lease_free_since=st.state.lease_free_since,
+            expected_epoch=c.epoch,
+            fence_needed=needs_fence(c, c.epoch + 1),
+        )
+    )
+    st.emit(AcquireLease, reason, expected_epoch=c.epoch)
+
+
+def previous_holder(st: context.Ctx) -> str | None:
+    c = st.cluster
+    if c is None or c.epoch == 0:
+        return None
+    if c.last_leader is not None and c.last_leader.epoch == c.epoch:
+        return c.last_leader.node
+    return st.s.peer
+
+
+def takeover_kind(st: context.Ctx) -> str:
+    c = st.cluster
+    assert c is not None
+    if c.epoch == 0:
+        return "bootstrap"
+    sw = context.valid_switchover(st)
+    if sw is not None and sw.target in (None, st.s.node):
+        return "switchover"
+    if c.last_leader is not None and c.last_leader.epoch == c.epoch and c.last_leader.clean:
+        return "stepdown"
+    return "failover"
+
+
+def needs_fence(c: ClusterView, epoch: int) -> bool:
+    """The lease we now hold followed one that expired (no clean last_leader for its epoch)."""
+    previous = epoch - 1
+    if previous <= 0:
+        return False
+    last = c.last_leader
+    return not (last is not None and last.epoch == previous and last.clean)

@@ -1,0 +1,190 @@
+"""Promoting: fence if the previous lease expired, promote, then add the VIP last."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from failoverd.core import context, demoting, fenced, passive
+from failoverd.core.model import (
+    AddVip,
+    ClearSwitchover,
+    DbRole,
+    FenceOutcome,
+    FencePeer,
+    Promote,
+    RecordEvent,
+    ReleaseLease,
+    Role,
+    RunHook,
+    Takeover,
+)
+
+
+def begin(st: context.Ctx, epoch: int) -> None:
+    c = st.cluster
+    t = st.state.takeover or Takeover(
+        kind="failover", from_node=st.s.peer, started_at=st.obs.now, last_mark=st.obs.now
+    )
+    # Judged on the view the acquisition was decided on when this one is missing; with neither,
+    # assume the previous lease expired: a needless fence costs time, a missing one split brain.
+    if c is not None:
+        fence_needed = passive.needs_fence(c, epoch)
+    elif t.expected_epoch is not None and t.expected_epoch + 1 == epoch:
+        fence_needed = t.fence_needed
+    else:
+        fence_needed = True
+    free_since = t.lease_free_since if t.lease_free_since is not None else st.state.lease_free_since
+    # Only a fence sent after the lease went free surely hit whoever held it last.
+    fenced_already = (
+        st.state.peer_fence_sent_at is not None
+        and free_since is not None
+        and st.state.peer_fence_sent_at >= free_since
+    )
+    if t.kind == "bootstrap" and epoch > 1:
+        t = replace(t, kind="failover" if fence_needed else "stepdown")
+    t = replace(t, fence_needed=fence_needed, fenced=fenced_already).mark("lease", st.obs.now)
+    st.set(role=Role.PROMOTING, takeover=t, retry_after=None)
+    st.decide(
+        "lease_acquired",
+        f"lease acquired (epoch {epoch})"
+        + (": previous lease expired, fencing the peer first" if fence_needed else ""),
+    )
+    run(st, None)
+
+
+def run(st: context.Ctx, done: context.Done | None) -> None:
+    t = st.state.takeover
+    if t is None:
+        t = Takeover(
+            kind="failover", from_node=st.s.peer, started_at=st.obs.now, last_mark=st.obs.now
+        )
+        st.set(takeover=t)
+    epoch = st.state.epoch
+    now = st.obs.now
+    if done is not None:
+        r = done.result
+        if done.kind == "FencePeer":
+            if r.fence in (FenceOutcome.FENCED, FenceOutcome.UNREACHABLE):
+                assert r.fence is not None
+                t = replace(t, fenced=True).mark("fence", now)
+                st.set(takeover=t)
+                if r.fence is FenceOutcome.FENCED:
+                    st.set(peer_fenced_at=now, peer_fence_sent_at=done.sent_at)
+                reason = st.decide(
+                    "peer_fenced", f"{st.s.peer} fence: {r.fence.value} ({r.detail})"
+                )
+                st.emit(
+                    RecordEvent,
+                    reason,
+                    kind="fence",
+                    epoch=epoch,
+                    from_node=st.s.peer,
+                    to_node=st.s.node,
+                    phases=(("fence", t.phases[-1][1]),),
+                )
+            else:
+                reason = st.decide(
+                    "fence_failed",
+                    f"fencing {st.s.peer} reached it but failed ({r.detail}): not promoting; "
+                    f"giving the lease back, retrying in {st.s.fence_retry_after:g} s",
+                )
+                st.set(
+                    role=Role.PASSIVE,
+                    takeover=None,
+                    retry_after=now + st.s.fence_retry_after,
+                    retry_reason=reason,
+                )
+                st.emit(
+                    RecordEvent,
+                    reason,
+                    kind="fence_failed",
+                    epoch=epoch,
+                    from_node=st.s.peer,
+                    to_node=st.s.node,
+                )
+                st.emit(ReleaseLease, reason, epoch=epoch, final_lsn=None, clean=False)
+                return
+        elif done.kind == "Promote":
+            if not r.ok:
+                demoting.begin(st, "aborted", f"promotion failed: {r.detail}")
+                return
+            t = replace(t, promoted=True).mark("promote", now)
+            st.set(takeover=t)
+            st.decide("promoted", f"database promoted (epoch {epoch})")
+        elif done.kind == "AddVip":
+            if not r.ok:
+                demoting.begin(st, "aborted", f"adding the VIP failed: {r.detail}")
+                return
+            become_active(st)
+            return
+    if st.state.pending is not None:
+        return
+    if st.obs.shutdown_requested:
+        demoting.begin(st, "shutdown", "stopping during a promotion: handing back")
+        return
+    if not st.zk_fresh():
+        fenced.self_fence(st)
+        return
+    if st.lease_lost():
+        if t.promoted or st.state.promoted_epoch == epoch:
+            demoting.begin(st, "lease_lost", "lease lost during the promotion")
+        else:
+            st.set(role=Role.PASSIVE, takeover=None)
+            st.decide("lease_lost", "lease lost before promoting: back to passive")
+        return
+    if not st.holds_lease():
+        st.decide("waiting_for_lease_view", f"waiting to see our lease (epoch {epoch})")
+        return
+    if t.fence_needed and not t.fenced:
+        reason = st.decide(
+            "fencing",
+            f"previous lease (epoch {epoch - 1}) expired: fencing {st.s.peer} before promoting",
+        )
+        st.emit(FencePeer, reason, peer=st.s.peer, epoch=epoch)
+        return
+    if not t.promoted:
+        if not st.managed_db() or st.obs.database.role is DbRole.PRIMARY:
+            t = replace(t, promoted=True)
+            st.set(takeover=t)
+        elif st.state.promoted_epoch >= epoch:
+            demoting.begin(st, "aborted", f"a promotion under epoch {epoch} was already tried")
+            return
+        else:
+            reason = st.decide("promoting", f"promoting the database (epoch {epoch})")
+            st.set(promoted_epoch=epoch)
+            st.emit(Promote, reason, epoch=epoch, not_after=context.not_after(st))
+            return
+    reason = st.decide("adding_vip", f"adding the VIP (epoch {epoch})")
+    st.emit(AddVip, reason, epoch=epoch, not_after=context.not_after(st))
+
+
+def become_active(st: context.Ctx) -> None:
+    t = st.state.takeover
+    assert t is not None
+    now = st.obs.now
+    t = t.mark("vip", now)
+    began = t.lease_free_since if t.lease_free_since is not None else t.started_at
+    began = min(began, t.started_at)
+    total = now - began
+    reason = st.decide("active", f"active (epoch {st.state.epoch}) after {t.kind} in {total:.2f} s")
+    automatic = t.kind in ("failover", "stepdown", "switchover")
+    st.set(
+        role=Role.ACTIVE,
+        takeover=None,
+        last_failover_at=now if automatic else st.state.last_failover_at,
+    )
+    phases = (("wait", t.started_at - began), *t.phases, ("total", total))
+    st.emit(
+        RecordEvent,
+        reason,
+        kind=t.kind,
+        epoch=st.state.epoch,
+        from_node=t.from_node,
+        to_node=st.s.node,
+        phases=phases,
+    )
+    st.emit(RunHook, reason, role=Role.ACTIVE, epoch=st.state.epoch)
+    c = st.cluster
+    if c is not None and c.switchover is not None and c.switchover.target in (None, st.s.node):
+        st.set(handled_switchover=c.switchover)
+        st.emit(ClearSwitchover, reason)
