@@ -48,6 +48,8 @@ __all__ = [
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 CheckType = Literal["http", "postgres", "squid", "command"]
+RejoinMode = Literal["auto", "manual"]
+REJOIN_MODES: Final[tuple[RejoinMode, ...]] = ("auto", "manual")
 CHECK_TYPES: Final[tuple[CheckType, ...]] = ("http", "postgres", "squid", "command")
 _CHECK_TYPE_NAMES: Final[dict[str, CheckType]] = {name: name for name in CHECK_TYPES}
 
@@ -142,6 +144,11 @@ class FencingConfig:
     connect_timeout: float = 0.3
     command_timeout: float = 5.0
     command: str = "failoverd fence-self"
+    # The second level, tried when SSH reaches the peer but fence-self fails: a command in the
+    # style of fence-agents (fence_ipmilan, a PDU, the lab's power switch). argv, no shell;
+    # "{node}" and "{address}" are replaced by the peer's name and address. Exit 0: it is off.
+    power_command: tuple[str, ...] | None = None
+    power_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,12 @@ class PostgresConfig:
     data_dir: Path | None = None
     bin_dir: Path = DEFAULT_PG_BIN_DIR
     service_user: str = "postgres"
+    # auto: a stopped or diverged node rejoins by itself (follow, pg_rewind, or a clone);
+    # manual: it waits for `failoverctl rejoin NODE`.
+    rejoin: RejoinMode = "auto"
+    # A clone (pg_basebackup) may replace the data directory when a rewind cannot work; the old
+    # directory is kept aside until the clone streams.
+    reclone: bool = True
 
 
 @dataclass(frozen=True)
@@ -684,7 +697,28 @@ def _read_fencing(top: _Table) -> FencingConfig:
         connect_timeout=t.number("connect_timeout", d.connect_timeout),
         command_timeout=t.number("command_timeout", d.command_timeout),
         command=t.string("command", d.command),
+        power_command=_read_power_command(t),
+        power_timeout=t.number("power_timeout", d.power_timeout),
     )
+
+
+def _read_power_command(t: _Table) -> tuple[str, ...] | None:
+    argv = t.strings("power_command")
+    if argv is None:
+        return None
+    if not argv or not argv[0]:
+        t.problem("power_command", 'must name a program: an array like ["fence_ipmilan", ...]')
+        return None
+    unknown = sorted(
+        {f for arg in argv for f in re.findall(r"\{(\w*)\}", arg)} - {"node", "address"}
+    )
+    if unknown:
+        t.problem(
+            "power_command",
+            f"unknown placeholder {{{unknown[0]}}}: only {{node}} and {{address}} are replaced",
+        )
+        return None
+    return argv
 
 
 def _read_timings(top: _Table) -> Timings:
@@ -785,7 +819,19 @@ def _read_postgres(top: _Table) -> PostgresConfig | None:
         data_dir=t.optional_path("data_dir"),
         bin_dir=t.path("bin_dir", d.bin_dir),
         service_user=t.string("service_user", d.service_user),
+        rejoin=_read_rejoin_mode(t, d.rejoin),
+        reclone=t.boolean("reclone", d.reclone),
     )
+
+
+def _read_rejoin_mode(t: _Table, default: RejoinMode) -> RejoinMode:
+    text = t.string("rejoin", default)
+    for mode in REJOIN_MODES:
+        if text == mode:
+            return mode
+    if t.ok("rejoin"):
+        t.problem("rejoin", f"must be one of {', '.join(REJOIN_MODES)}, got {text!r}")
+    return default
 
 
 def _read_checks(top: _Table, postgres: PostgresConfig | None) -> tuple[CheckConfig, ...]:

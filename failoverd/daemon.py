@@ -64,6 +64,9 @@ def settings_from(cfg: Config) -> Settings:
         action_timeout=cfg.timings.action_timeout,
         fence_retry_after=cfg.timings.fence_retry_after,
         version=__version__,
+        rejoin_auto=cfg.postgres is None or cfg.postgres.rejoin == "auto",
+        reclone=cfg.postgres is not None and cfg.postgres.reclone,
+        power_fence=cfg.fencing.power_command is not None,
     )
 
 

@@ -34,7 +34,7 @@ from failoverd.clock import boottime
 from failoverd.config import PostgresConfig
 from failoverd.core import ActionResult
 
-StopMode = Literal["fast", "immediate"]
+StopMode = Literal["fast", "immediate", "kill"]
 
 CLEAN_STATES: Final = ("shut down", "shut down in recovery")
 """pg_controldata cluster states after a clean shutdown: nothing to recover, safe to follow."""
@@ -348,9 +348,13 @@ class LocalDatabase:
         if pid is None:
             control = self.control_data(max(0.5, timeout))
             return self._stopped(control, f"already stopped: {control.describe()}")
-        phases: list[tuple[StopMode, float]] = (
-            [("fast", 0.5), ("immediate", 0.3)] if mode == "fast" else [("immediate", 0.7)]
-        )
+        # kill: a hung server is not asked to stop; its processes are killed at once.
+        ladder: dict[StopMode, list[tuple[StopMode, float]]] = {
+            "fast": [("fast", 0.5), ("immediate", 0.3)],
+            "immediate": [("immediate", 0.7)],
+            "kill": [],
+        }
+        phases = ladder[mode]
         steps: list[str] = []
         stopped = False
         for phase_mode, share in phases:

@@ -132,7 +132,13 @@ def serving(st: Ctx) -> bool:
     )
 
 
-DATABASE_ACTIONS = ("Promote", "StopDatabase", "StartReplica")
+DATABASE_ACTIONS = (
+    "Promote",
+    "StopDatabase",
+    "StartReplica",
+    "RewindDatabase",
+    "CloneDatabase",
+)
 
 
 def peer_left_serving(st: Ctx) -> bool:

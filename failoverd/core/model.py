@@ -85,6 +85,29 @@ class MemberStatus:
 
 
 @dataclass(frozen=True)
+class Position:
+    """The active's flushed WAL position (``position``), rewritten at most every
+    ``publish_every``. Persistent: it outlives the active's session, so a passive judges its lag
+    after a crash, or after its own restart, from it."""
+
+    node: str
+    epoch: int
+    lsn: int
+    timeline: int | None
+    written_at: float  # the writer's wall clock, for humans
+
+
+@dataclass(frozen=True)
+class RejoinRequest:
+    """``rejoin/<node>``: an operator asks the node to rejoin (``failoverctl rejoin``)."""
+
+    node: str
+    reclone: bool  # skip the rewind: clone with pg_basebackup
+    requested_by: str
+    requested_at: float  # wall clock
+
+
+@dataclass(frozen=True)
 class MalformedMember:
     """A member record that could not be parsed: reported, never trusted."""
 
@@ -113,11 +136,19 @@ class ClusterView:
     paused: bool = False
     problems: tuple[str, ...] = ()  # malformed records, said in words; such records are ignored
     lease_changed_at: float | None = None  # boottime the reader saw the lease last change
+    position: Position | None = None
+    rejoin_requests: tuple[RejoinRequest, ...] = ()
 
     def member(self, name: str) -> MemberStatus | MalformedMember | None:
         for m in self.members:
             if m.node == name:
                 return m
+        return None
+
+    def rejoin_request(self, node: str) -> RejoinRequest | None:
+        for r in self.rejoin_requests:
+            if r.node == node:
+                return r
         return None
 
 
@@ -139,6 +170,7 @@ class DbRole(StrEnum):
     PRIMARY = "primary"
     REPLICA = "replica"
     STOPPED = "stopped"
+    EMPTY = "empty"  # no cluster in the data directory (a new or replaced node): clone it
     UNKNOWN = "unknown"  # managed, but not (yet) known: blocks decisions that need it
     UNMANAGED = "unmanaged"  # this cluster has no database for failoverd to manage
 
@@ -155,6 +187,7 @@ class DatabaseStatus:
     recorded_epoch: int | None = None  # epoch written into the database by its last promotion
     observed_at: float | None = None  # boottime the probe behind this started (None: now)
     timeline: int | None = None  # primary: its timeline; replica: the one it receives or replays
+    hung: bool = False  # its postmaster runs but does not answer within the check's budget
 
 
 UNMANAGED_DB = DatabaseStatus(role=DbRole.UNMANAGED)
@@ -193,6 +226,25 @@ class ActionResult:
     clean: bool | None = None  # StopDatabase: stopped cleanly
     timeline: int | None = None  # StopDatabase: the timeline final_lsn is on
     fence: FenceOutcome | None = None  # FencePeer
+    rejoin: RejoinFacts | None = None  # InspectRejoin
+
+
+@dataclass(frozen=True)
+class RejoinFacts:
+    """What ``InspectRejoin`` found: where this node's WAL ends, and the active's history.
+    ``policy.fork_verdict`` decides from it whether the node follows, rewinds or is cloned."""
+
+    was_primary: bool
+    clean: bool  # the control file says it shut down cleanly
+    local_timeline: int | None
+    # A former primary: its shutdown checkpoint's location; a replica: its minimum recovery end.
+    local_lsn: int | None
+    local_checkpoint_end: int | None  # a former primary: where that checkpoint record ends
+    primary_timeline: int | None
+    # The active's timeline history: (parent timeline, switchpoint) per line, oldest first.
+    primary_history: tuple[tuple[int, int], ...] = ()
+    rewindable: bool = True  # data checksums or wal_log_hints: pg_rewind can work
+    same_system: bool = True  # both databases come from the same initdb
 
 
 @dataclass(frozen=True)
@@ -245,6 +297,7 @@ class ReleaseLease(Action):
 class FencePeer(Action):
     peer: str
     epoch: int  # the cluster epoch the fence is for
+    method: Literal["ssh", "power"] = "ssh"  # ssh: fence-self there; power: [fencing] power_command
 
 
 @dataclass(frozen=True)
@@ -255,7 +308,31 @@ class Promote(Action):
 
 @dataclass(frozen=True)
 class StopDatabase(Action):
-    mode: Literal["fast", "immediate"]
+    # kill: SIGKILL the server's process group at once (a hung server is not asked to stop)
+    mode: Literal["fast", "immediate", "kill"]
+    checkpoint: bool = False  # run CHECKPOINT first: a voluntary stop's shutdown stays short
+
+
+@dataclass(frozen=True)
+class InspectRejoin(Action):
+    """Read where our WAL ends and the primary's timeline history (``RejoinFacts``)."""
+
+    primary: str
+
+
+@dataclass(frozen=True)
+class RewindDatabase(Action):
+    """``pg_rewind`` from the primary, then the standby configuration; it does not start."""
+
+    primary: str
+
+
+@dataclass(frozen=True)
+class CloneDatabase(Action):
+    """``pg_basebackup`` from the primary into a fresh directory, the old one kept aside until
+    the clone streams; started as a replica."""
+
+    primary: str
 
 
 @dataclass(frozen=True)
@@ -299,6 +376,20 @@ class ClearSwitchover(Action):
     pass
 
 
+@dataclass(frozen=True)
+class RecordPosition(Action):
+    """Rewrite ``position`` (fire-and-forget, like ``Publish``)."""
+
+    position: Position
+
+
+@dataclass(frozen=True)
+class ClearRejoinRequest(Action):
+    """Delete ``rejoin/<node>`` once the node acted on it (fire-and-forget)."""
+
+    node: str
+
+
 SEQUENCING: tuple[type[Action], ...] = (
     AcquireLease,
     ReleaseLease,
@@ -308,6 +399,9 @@ SEQUENCING: tuple[type[Action], ...] = (
     StartReplica,
     AddVip,
     RemoveVip,
+    InspectRejoin,
+    RewindDatabase,
+    CloneDatabase,
 )
 """Actions that change the cluster; one at a time is in flight."""
 
@@ -325,6 +419,9 @@ class Settings:
     action_timeout: float = 10.0
     fence_retry_after: float = 5.0
     version: str = ""
+    rejoin_auto: bool = True  # [postgres] rejoin = "auto": rejoin without being asked
+    reclone: bool = True  # [postgres] reclone: a clone may replace a data directory
+    power_fence: bool = False  # [fencing] power_command is set: a second fencing level
 
     @property
     def peer_stale_after(self) -> float:

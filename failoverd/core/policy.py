@@ -8,6 +8,7 @@ from failoverd.core.model import (
     MalformedMember,
     MemberStatus,
     Observation,
+    RejoinFacts,
     Role,
     Settings,
     State,
@@ -95,3 +96,54 @@ def peer_vouched_eligible(settings: Settings, obs: Observation) -> tuple[bool, s
     if not peer.eligible:
         return False, f"{settings.peer} not eligible: {peer.reason}"
     return True, f"{settings.peer} eligible"
+
+
+def format_lsn(lsn: int) -> str:
+    """PostgreSQL's notation, ``0/3000028``: what operators see in its own views and logs."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def fork_verdict(f: RejoinFacts) -> tuple[str, str]:
+    """May this stopped node follow the active as it is, or must it be rewound or cloned?
+
+    Returns ("follow" | "rewind" | "clone", why). A replica may follow when its minimum recovery
+    end lies at or before the point where the active's history left the replica's timeline; a
+    former primary only when that point is exactly the end of its shutdown checkpoint (the
+    active received everything, the checkpoint included). Anything else may hold WAL the active
+    never had: following it would fork history silently.
+    """
+    if not f.same_system:
+        return "clone", "its data comes from another initdb than the active's"
+    if not f.clean:
+        return "rewind", "it did not shut down cleanly: its end of WAL is unknown until rewound"
+    local, primary = f.local_timeline, f.primary_timeline
+    if local is None or f.local_lsn is None or primary is None:
+        return "rewind", "its timeline or end of WAL is unknown"
+    at = f"timeline {local} at {format_lsn(f.local_lsn)}"
+    if local > primary:
+        return "rewind", f"it is on {at}, beyond the active's timeline {primary}"
+    if local == primary:
+        return "follow", f"it is on the active's timeline {primary} at {format_lsn(f.local_lsn)}"
+    for parent, switchpoint in f.primary_history:
+        if parent > local:
+            break
+        if parent != local:
+            continue
+        fork = f"the active left timeline {local} at {format_lsn(switchpoint)}"
+        if not f.was_primary:
+            if f.local_lsn > switchpoint:
+                return "rewind", f"diverged: it replayed {at}, past the fork ({fork})"
+            return "follow", f"{at}, {fork}: no fork in between"
+        end = f.local_checkpoint_end
+        if f.local_lsn >= switchpoint:
+            return (
+                "rewind",
+                f"diverged: its shutdown checkpoint on {at} lies past the fork ({fork})",
+            )
+        if end == switchpoint:
+            return "follow", f"its shutdown checkpoint ends where {fork}"
+        ends = "unknown" if end is None else format_lsn(end)
+        return "rewind", (
+            f"diverged: its WAL on timeline {local} runs to {ends}, not to the fork ({fork})"
+        )
+    return "rewind", f"the active's history does not contain its {at}"

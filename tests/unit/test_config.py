@@ -1182,3 +1182,27 @@ def test_replication_silence_must_outlast_the_session() -> None:
     (problem,) = problems(text)
     assert problem.startswith(f"{FILE}: failover.max_replication_silence: 2 s is not above")
     assert parse(config_text("[failover]\nmax_replication_silence = 2\n")).postgres is None
+
+
+def test_rejoin_mode_and_reclone() -> None:
+    cfg = parse(config_text(POSTGRES))
+    assert cfg.postgres is not None
+    assert (cfg.postgres.rejoin, cfg.postgres.reclone) == ("auto", True)
+    manual = parse(config_text('[postgres]\nrejoin = "manual"\nreclone = false\n'))
+    assert manual.postgres is not None
+    assert (manual.postgres.rejoin, manual.postgres.reclone) == ("manual", False)
+    assert one_problem(config_text('[postgres]\nrejoin = "sometimes"\n')) == (
+        f"{FILE}: postgres.rejoin: must be one of auto, manual, got 'sometimes'"
+    )
+
+
+def test_power_command_is_a_second_fencing_level() -> None:
+    assert parse(config_text()).fencing.power_command is None
+    cfg = parse(config_text('[fencing]\npower_command = ["/usr/sbin/fence_x", "-n", "{node}"]\n'))
+    assert cfg.fencing.power_command == ("/usr/sbin/fence_x", "-n", "{node}")
+    assert cfg.fencing.power_timeout == 10.0
+    assert one_problem(config_text('[fencing]\npower_command = ["x", "{host}"]\n')) == (
+        f"{FILE}: fencing.power_command: unknown placeholder {{host}}: only {{node}} and "
+        "{address} are replaced"
+    )
+    assert "must name a program" in one_problem(config_text("[fencing]\npower_command = []\n"))
