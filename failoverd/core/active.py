@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, demoting, policy
+from failoverd.core import context, demoting, policy, starting
 from failoverd.core.model import (
+    AddVip,
     ClearSwitchover,
     DbRole,
     MemberStatus,
     RecordEvent,
     Role,
+    StartPrimary,
 )
 
 
@@ -16,6 +18,16 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
     if done is not None and done.kind == "AddVip" and not done.result.ok:
         demoting.begin(st, "aborted", f"re-adding the VIP failed: {done.result.detail}")
         return
+    if done is not None and done.kind == "StartPrimary":
+        if done.result.ok:
+            st.decide("database_restarted", f"own database started again ({done.result.detail})")
+        else:
+            st.set(retry_after=st.obs.now + st.s.fence_retry_after)
+            st.decide(
+                "restart_failed",
+                f"starting its own database again failed ({done.result.detail}); trying again "
+                f"in {st.s.fence_retry_after:g} s",
+            )
     if st.lease_lost():
         demoting.begin(st, "lease_lost", "demoted: lease lost")
         return
@@ -67,6 +79,8 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         failing = "; ".join(f"{c.name}: {c.reason}" for c in local.failing)
         ok, why = policy.peer_vouched_eligible(st.s, st.obs)
         if not ok:
+            if _restart_own_database(st, f"{failing}; {why}"):
+                return
             st.decide("degraded", f"own checks failing ({failing}) but {why}: staying active")
             return
         last = st.state.last_failover_at
@@ -80,7 +94,35 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
             return
         demoting.begin(st, "stepdown", f"own checks failing ({failing}); {why}: stepping down")
         return
+    if st.obs.vip_present is False and st.state.pending is None:
+        # Removed behind our back (a fence that raced our takeover, an operator): the lease is
+        # ours and fresh, so the address belongs here.
+        reason = st.decide(
+            "vip_missing", f"active (epoch {epoch}) but the VIP is missing: adding it"
+        )
+        st.emit(AddVip, reason, epoch=epoch, not_after=context.not_after(st))
+        return
     st.decide("active", f"active (epoch {epoch})")
+
+
+def _restart_own_database(st: context.Ctx, why: str) -> bool:
+    """Its PostgreSQL crashed or hangs and the peer cannot take over: start it again here
+    (crash recovery keeps every write it had) rather than serve nothing for ever."""
+    if starting.kill_hung_database(st, "active"):
+        return True
+    if not st.managed_db() or st.obs.database.role is not DbRole.STOPPED:
+        return False
+    if st.state.pending is not None:
+        return True
+    retry = st.state.retry_after
+    if retry is not None and st.obs.now < retry:
+        return False
+    reason = st.decide(
+        "restarting_database",
+        f"own database stopped ({why}): starting it again, as the primary it was",
+    )
+    st.emit(StartPrimary, reason, epoch=st.state.epoch, not_after=context.not_after(st))
+    return True
 
 
 def can_become_primary(st: context.Ctx) -> str | None:

@@ -12,9 +12,11 @@ from failoverd.core.model import (
     ActionResult,
     ClusterView,
     DbRole,
+    FenceOutcome,
     Observation,
     Pending,
     Reason,
+    RecordEvent,
     Role,
     Settings,
     State,
@@ -45,7 +47,9 @@ class Ctx:
         action = make(id=self._id(), reason=reason, **fields)
         self.actions.append(action)
         if isinstance(action, SEQUENCING):
-            self.state = replace(self.state, pending=Pending(action.id, action.name, self.obs.now))
+            method = str(getattr(action, "method", ""))
+            pending = Pending(action.id, action.name, self.obs.now, method)
+            self.state = replace(self.state, pending=pending)
         return action
 
     def set(self, **changes: object) -> None:
@@ -104,11 +108,12 @@ class Ctx:
         for r in self.obs.results:
             if r.action_id == p.id:
                 self.set(pending=None)
-                return Done(p.kind, r, p.started_at)
+                return Done(p.kind, r, p.started_at, p.method)
         if self.obs.now - p.started_at > self.s.action_timeout:
             self.set(pending=None)
             detail = f"{p.kind} gave no result within {self.s.action_timeout:g} s"
-            return Done(p.kind, ActionResult(p.id, ok=False, detail=detail), p.started_at)
+            result = ActionResult(p.id, ok=False, detail=detail)
+            return Done(p.kind, result, p.started_at, p.method)
         return None
 
 
@@ -119,6 +124,29 @@ class Done:
     kind: str
     result: ActionResult
     sent_at: float = 0.0  # when it was emitted
+    method: str = ""  # FencePeer: which level
+
+
+def fence_event(st: Ctx, done: Done, epoch: int, reason: Reason) -> None:
+    """Every fence attempt is a history record: its level, its outcome, how long it took."""
+    st.emit(
+        RecordEvent,
+        reason,
+        kind="fence"
+        if done.result.fence in (FenceOutcome.FENCED, FenceOutcome.UNREACHABLE)
+        else "fence_failed",
+        epoch=epoch,
+        from_node=st.s.peer,
+        to_node=st.s.node,
+        phases=(("fence", st.obs.now - done.sent_at),),
+    )
+
+
+def next_fence_level(st: Ctx, done: Done) -> str | None:
+    """The level to try after one that reached the peer but failed, if any is configured."""
+    if done.result.fence is FenceOutcome.FAILED and done.method != "power" and st.s.power_fence:
+        return "power"
+    return None
 
 
 SERVING_ROLES = (Role.ACTIVE, Role.PROMOTING, Role.DEMOTING)
@@ -138,6 +166,7 @@ DATABASE_ACTIONS = (
     "StartReplica",
     "RewindDatabase",
     "CloneDatabase",
+    "StartPrimary",
 )
 
 

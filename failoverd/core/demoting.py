@@ -79,7 +79,18 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         st.emit(RemoveVip, reason)
         return
     if st.managed_db() and not d.db_stopped:
-        st.emit(StopDatabase, reason, mode="immediate" if d.stop_failures else "fast")
+        hung = st.obs.database.hung
+        if hung:
+            reason = st.decide(
+                d.kind,
+                f"{reason.text}; PostgreSQL does not answer: killing it at once, not asking it to "
+                "shut down (unclean: the peer fences this node before it promotes)",
+            )
+        mode = "kill" if hung else "immediate" if d.stop_failures else "fast"
+        voluntary = d.kind in ("stepdown", "switchover", "shutdown") and mode == "fast"
+        # A CHECKPOINT first keeps the shutdown checkpoint short, so the stop stays clean and
+        # quick under load.
+        st.emit(StopDatabase, reason, mode=mode, checkpoint=voluntary)
         return
     if not d.released:
         if st.holds_lease():
@@ -101,6 +112,9 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
     text = f"stepped down ({d.kind}){lsn} in {now - d.started_at:.2f} s"
     if d.kind in ("stepdown", "switchover"):
         st.set(last_failover_at=now)
+    if d.kind == "aborted":
+        # A takeover that could not finish: not again at once (each try costs an epoch).
+        st.set(retry_after=now + st.s.fence_retry_after, retry_reason=st.reason)
     if st.obs.shutdown_requested or d.kind == "shutdown":
         done_reason = st.decide("stopped", text + "; exiting")
         st.set(role=Role.PASSIVE, demotion=None, exit=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, starting
+from failoverd.core import context, rejoin, starting
 from failoverd.core.model import (
     ActionResult,
     DbRole,
@@ -45,7 +45,7 @@ def self_fence(st: context.Ctx) -> None:
     )
     st.emit(RemoveVip, reason)
     if st.managed_db():
-        st.emit(StopDatabase, reason, mode="fast")
+        st.emit(StopDatabase, reason, mode="kill" if st.obs.database.hung else "fast")
     st.emit(RunHook, reason, role=Role.FENCED, epoch=st.state.epoch)
 
 
@@ -74,6 +74,9 @@ def record_fence_stop(st: context.Ctx, r: ActionResult) -> None:
 
 
 def run(st: context.Ctx, done: context.Done | None) -> None:
+    if done is not None and done.kind in rejoin.REJOIN_ACTIONS and st.state.rejoin is not None:
+        rejoin.run(st, done)
+        return
     if done is not None:
         r = done.result
         if done.kind == "StopDatabase":
@@ -121,12 +124,13 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
             timeline=st.state.fence_final_timeline if same else None,
         )
         return
-    if st.obs.database.role in (DbRole.UNMANAGED, DbRole.REPLICA):
+    db = st.obs.database.role
+    if db in (DbRole.UNMANAGED, DbRole.REPLICA) or (
+        c.lease is None and db in (DbRole.STOPPED, DbRole.PRIMARY)
+    ):
+        # Nothing left to rejoin from, or no active to rejoin to: take a role from what is
+        # found (the most advanced node may lead again).
         st.set(role=Role.STARTING)
         starting.run(st)
         return
-    st.decide(
-        "must_rejoin",
-        f"fenced: database is {st.obs.database.role.value}; it must rejoin "
-        f"as a replica of the active (pg_rewind) before this node serves",
-    )
+    rejoin.run(st, None)

@@ -82,6 +82,7 @@ class MemberStatus:
     published_at: float = 0.0  # publisher's wall clock, for humans
     version: str = ""
     age: float = 0.0  # seconds since this reader last saw the record change (reader's boottime)
+    timeline: int | None = None  # the timeline ``lsn`` is on
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class ClusterView:
 class LocalHealth:
     checks: tuple[CheckStatus, ...] = ()
     complete: bool = True  # every configured check has reported at least once
+    database_check: str | None = None  # the check that watches the managed PostgreSQL
 
     @property
     def healthy(self) -> bool:
@@ -314,6 +316,16 @@ class StopDatabase(Action):
 
 
 @dataclass(frozen=True)
+class StartPrimary(Action):
+    """Start our own stopped primary again under the lease we hold: crash recovery keeps every
+    write it had, and the epoch is recorded again. Not a promotion: no new timeline, so the
+    adapter refuses a stopped replica."""
+
+    epoch: int
+    not_after: float  # boottime: the adapter refuses to start later
+
+
+@dataclass(frozen=True)
 class InspectRejoin(Action):
     """Read where our WAL ends and the primary's timeline history (``RejoinFacts``)."""
 
@@ -402,6 +414,7 @@ SEQUENCING: tuple[type[Action], ...] = (
     InspectRejoin,
     RewindDatabase,
     CloneDatabase,
+    StartPrimary,
 )
 """Actions that change the cluster; one at a time is in flight."""
 
@@ -434,6 +447,7 @@ class Pending:
     id: int
     kind: str
     started_at: float
+    method: str = ""  # FencePeer: which level (ssh, power)
 
 
 @dataclass(frozen=True)
@@ -450,6 +464,7 @@ class Takeover:
     last_mark: float = 0.0
     expected_epoch: int | None = None  # the epoch counter the acquisition was decided on
     lease_free_since: float | None = None  # when the lease this takeover follows was seen free
+    previous_mine: bool = False  # the lease of expected_epoch was ours (a re-adoption)
 
     def mark(self, phase: str, now: float) -> Takeover:
         """Close a phase: how long since the previous mark."""
@@ -469,6 +484,18 @@ class Demotion:
     final_timeline: int | None = None
     clean: bool = True
     stop_failures: int = 0  # StopDatabase attempts that failed: the next one is immediate
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    """Progress of becoming a replica of the active again (``core/rejoin.py``)."""
+
+    primary: str
+    started_at: float
+    step: str  # inspect, rewind, clone, start
+    verdict: str = ""  # what the inspection said: follow, rewind, clone
+    why: str = ""
+    requested: bool = False  # an operator asked for it (failoverctl rejoin)
 
 
 @dataclass(frozen=True)
@@ -500,6 +527,11 @@ class State:
     paused_serving: bool = False  # paused while it may hold the VIP or the writable primary
     left_serving_recorded: bool = False  # stopping while paused: last_leader says it serves on
     peer_left_serving_seen_at: float | None = None  # first saw last_leader say the peer serves on
+    rejoin: Rejoin | None = None
+    rejoin_retry_at: float | None = None  # after a failed rejoin step: no new attempt before
+    stalls: int = 0  # rejoins that ended in a replica that does not stream: each escalates
+    stalled_since: float | None = None  # a replica not streaming from an active that answers
+    active_alive_at: float | None = None  # when the active last showed a sign of life
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
     )

@@ -5,16 +5,18 @@ from __future__ import annotations
 from failoverd.core import context, policy, promoting, starting
 from failoverd.core.model import (
     AcquireLease,
+    ClearRejoinRequest,
     ClusterView,
     DbRole,
     FenceOutcome,
     FencePeer,
     MemberStatus,
     PeerDb,
-    RecordEvent,
     ReleaseLease,
     Role,
+    StopDatabase,
     Takeover,
+    ZkState,
 )
 
 
@@ -48,8 +50,10 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         st.emit(ReleaseLease, reason, epoch=lease.epoch, final_lsn=None, clean=False)
         return
     db = st.obs.database
-    if db.role in (DbRole.PRIMARY, DbRole.STOPPED):
+    if db.role in (DbRole.PRIMARY, DbRole.STOPPED, DbRole.EMPTY):
         starting.run(st)  # something changed under us: re-derive the role
+        return
+    if lease is not None and lease.node == st.s.peer and replica_needs_rejoin(st):
         return
     if lease is not None:
         ok, why = policy.eligibility(st.s, st.state, st.obs)
@@ -71,9 +75,24 @@ def on_result(st: context.Ctx, done: context.Done) -> None:
         else:
             st.decide("lease_not_acquired", f"lease not acquired: {result.detail}")
     elif done.kind == "FencePeer":
+        level = context.next_fence_level(st, done)
+        how = done.method or "ssh"
         if result.fence is FenceOutcome.FENCED:
             st.set(peer_fenced_at=st.obs.now, peer_fence_sent_at=done.sent_at)
-            st.decide("peer_fenced", f"{st.s.peer} fenced before taking the lease")
+            reason = st.decide(
+                "peer_fenced",
+                f"{st.s.peer} fenced ({how}: {result.detail}) before taking the lease",
+            )
+            context.fence_event(st, done, st.state.highest_epoch, reason)
+        elif level is not None:
+            reason = st.decide(
+                "fencing",
+                f"fencing {st.s.peer} over SSH reached it but failed ({result.detail}): "
+                f"trying the {level} level",
+            )
+            context.fence_event(st, done, st.state.highest_epoch, reason)
+            epoch = st.cluster.epoch if st.cluster is not None else st.state.highest_epoch
+            st.emit(FencePeer, reason, peer=st.s.peer, epoch=epoch, method=level)
         else:
             outcome = result.fence.value if result.fence else "failed"
             if context.peer_left_serving(st):
@@ -85,6 +104,13 @@ def on_result(st: context.Ctx, done: context.Done) -> None:
                     f"'failoverctl promote {st.s.node} --force'; retrying in "
                     f"{st.s.fence_retry_after:g} s",
                 )
+            elif result.fence is FenceOutcome.FAILED:
+                reason = st.decide(
+                    "fencing_exhausted",
+                    f"{st.s.peer}'s database answers as primary and every fencing level "
+                    f"reached it but failed (last, {how}: {result.detail}): not taking the "
+                    f"lease, retrying in {st.s.fence_retry_after:g} s",
+                )
             else:
                 reason = st.decide(
                     "fence_blocked",
@@ -93,20 +119,69 @@ def on_result(st: context.Ctx, done: context.Done) -> None:
                     f"retrying in {st.s.fence_retry_after:g} s",
                 )
             st.set(retry_after=st.obs.now + st.s.fence_retry_after, retry_reason=reason)
-            st.emit(
-                RecordEvent,
-                reason,
-                kind="fence",
-                epoch=st.state.highest_epoch,
-                from_node=st.s.peer,
-                to_node=st.s.node,
-            )
+            context.fence_event(st, done, st.state.highest_epoch, reason)
     elif done.kind == "StartReplica":
         if result.ok:
             st.decide("replica_started", "database started as a replica")
         else:
             st.set(role=Role.FENCED)
             st.decide("must_rejoin", f"could not start as a replica: {result.detail}; must rejoin")
+
+
+def replica_needs_rejoin(st: context.Ctx) -> bool:
+    """A replica that an operator asked to rejoin, or that does not stream from an active whose
+    database answers as a primary (silently diverged, or the WAL it needs is gone), is stopped
+    and brought back by the rejoin (``core/rejoin.py``), each time a step harder."""
+    c = st.cluster
+    db = st.obs.database
+    if c is None or not st.managed_db() or db.role is not DbRole.REPLICA:
+        return False
+    request = c.rejoin_request(st.s.node)
+    if request is not None and not request.reclone and db.streaming:
+        reason = st.decide(
+            "rejoin_requested",
+            f"asked to rejoin by {request.requested_by}, but it already streams from "
+            f"{st.s.peer}: nothing to do",
+        )
+        st.emit(ClearRejoinRequest, reason, node=st.s.node)
+        return False
+    if request is not None:
+        _stop_to_rejoin(
+            st,
+            "rejoin_requested",
+            f"{request.requested_by} asked it to rejoin"
+            + (" by a clone" if request.reclone else "")
+            + ": stopping its database",
+        )
+        return True
+    if db.streaming or st.obs.peer_database.state is not PeerDb.PRIMARY:
+        if db.streaming and (st.state.stalled_since is not None or st.state.stalls):
+            st.set(stalled_since=None, stalls=0)
+        elif st.state.stalled_since is not None:
+            st.set(stalled_since=None)  # the active is not answering: not this replica's fault
+        return False
+    since = st.state.stalled_since if st.state.stalled_since is not None else st.obs.now
+    st.set(stalled_since=since)
+    stalled = st.obs.now - since
+    if stalled <= st.s.max_replication_silence:
+        return False
+    why = (
+        f"not streaming from {st.s.peer} for {stalled:.0f} s although its database answers as "
+        "a primary (diverged, or the WAL it needs is gone)"
+    )
+    if not st.s.rejoin_auto:
+        st.decide("replica_stalled", f"{why}; rejoin = manual: run 'failoverctl rejoin "
+                  f"{st.s.node}'")  # fmt: skip
+        return True
+    st.set(stalls=st.state.stalls + 1)
+    _stop_to_rejoin(st, "replica_stalled", f"{why}: stopping it to rejoin")
+    return True
+
+
+def _stop_to_rejoin(st: context.Ctx, code: str, text: str) -> None:
+    reason = st.decide(code, text)
+    st.set(role=Role.FENCED, stalled_since=None, rejoin=None, rejoin_retry_at=None)
+    st.emit(StopDatabase, reason, mode="fast")
 
 
 def peer_blocks_takeover(st: context.Ctx) -> bool:
@@ -152,10 +227,12 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
     if c.epoch < 0:
         st.decide("epoch_unknown", "lease free but the epoch record is unreadable: taking nothing")
         return
-    if not st.zk_fresh():
+    if not st.zk_fresh() or st.obs.zk.state is not ZkState.CONNECTED:
+        # A suspended connection's view may be stale, and the acquisition would fail anyway:
+        # neither take the lease nor fence the peer on it.
         st.decide(
             "zk_unavailable",
-            "lease looks free, but the view is older than self_fence_after: not acting on it",
+            "lease looks free, but the ZooKeeper view is not current: not acting on it",
         )
         return
     if c.epoch < st.state.highest_epoch:
@@ -258,10 +335,26 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
             last_mark=st.obs.now,
             lease_free_since=st.state.lease_free_since,
             expected_epoch=c.epoch,
-            fence_needed=needs_fence(c, c.epoch + 1),
+            fence_needed=needs_fence(c, c.epoch + 1) and not led_last_epoch(st),
+            previous_mine=led_last_epoch(st),
         )
     )
     st.emit(AcquireLease, reason, expected_epoch=c.epoch)
+
+
+def led_last_epoch(st: context.Ctx) -> bool:
+    """Did we serve under the current epoch's lease? Then we fenced whoever led before us when
+    we took it, and the peer was never promoted under it: re-adopting needs no fence. Holding
+    it is not enough (a takeover whose fence failed gives its lease back without serving); only
+    our database's recorded epoch, or a position record we wrote as active, shows we served."""
+    c = st.cluster
+    if c is None or c.epoch == 0:
+        return False
+    db = st.obs.database
+    pos = c.position
+    return (db.role is DbRole.PRIMARY and db.recorded_epoch == c.epoch) or (
+        pos is not None and pos.node == st.s.node and pos.epoch == c.epoch
+    )
 
 
 def previous_holder(st: context.Ctx) -> str | None:

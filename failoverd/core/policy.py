@@ -46,25 +46,144 @@ def eligibility(settings: Settings, state: State, obs: Observation) -> tuple[boo
         return True, "checks passing"
     if db.role is not DbRole.REPLICA:
         return False, f"database is {db.role.value}, not a replica"
-    if not db.streaming and (
-        db.last_received_age is None or db.last_received_age > settings.max_replication_silence
-    ):
-        silent = "never" if db.last_received_age is None else f"{db.last_received_age:.1f} s ago"
-        return False, (
-            f"WAL receiver not streaming, last WAL received {silent} "
-            f"(max_replication_silence {settings.max_replication_silence:g} s)"
-        )
     if db.lsn is None:
         return False, "received LSN unknown"
-    active_lsn = known_active_lsn(settings, state, obs)
-    if active_lsn is not None:
-        lag = max(0, active_lsn - db.lsn)
+    target = active_position(settings, state, obs)
+    if target is not None:
+        lsn, timeline = target
+        if timeline is not None and db.timeline is not None and db.timeline > timeline:
+            return False, (
+                f"on timeline {db.timeline}, beyond the active's timeline {timeline}: "
+                "its history has forked"
+            )
+        lag = max(0, lsn - db.lsn)
         if lag > settings.max_lag_on_failover:
             return False, (
                 f"replica lag {format_bytes(lag)} > max_lag_on_failover "
                 f"{format_bytes(settings.max_lag_on_failover)}"
             )
-    return True, "replica streaming within max_lag_on_failover"
+    ahead = _peer_ahead(settings, obs)
+    if ahead is not None:
+        return False, ahead
+    lead = most_advanced(settings, obs)
+    if lead is not None and lead[0]:
+        return True, lead[1]  # the peer, alive, has less: nothing it could miss
+    silence = _replication_silence(settings, state, obs)
+    if silence is not None:
+        return False, silence
+    if db.streaming:
+        return True, "replica streaming within max_lag_on_failover"
+    return True, "replica within max_lag_on_failover of the active's last known position"
+
+
+def peer_not_serving(settings: Settings, obs: Observation) -> MemberStatus | None:
+    """The peer's own fresh record, when its daemon is alive, its database does not serve and
+    it says how far its WAL goes; None otherwise."""
+    c = obs.cluster
+    peer = None if c is None else c.member(settings.peer)
+    if not isinstance(peer, MemberStatus) or peer.age > settings.peer_stale_after:
+        return None
+    if peer.db_role == DbRole.PRIMARY.value or peer.lsn is None:
+        return None
+    if c is not None and c.lease is not None:
+        return None  # someone leads: this comparison is for a free lease
+    return peer
+
+
+def wal_order(timeline: int | None, lsn: int, node: str) -> tuple[int, int, str]:
+    """How far a node's WAL goes, to compare two nodes: a later timeline wins (it is the later
+    promotion), then the higher LSN; equal, the lower node name, so exactly one node wins."""
+    return (timeline or 0, lsn, _reverse(node))
+
+
+def _reverse(name: str) -> str:
+    return "".join(chr(0x10FFFF - ord(ch)) for ch in name)
+
+
+def most_advanced(settings: Settings, obs: Observation) -> tuple[bool, str] | None:
+    """With no active and the peer's daemon alive, which of the two should lead? (True when
+    this node, and why), or None when the peer's position is not known."""
+    peer = peer_not_serving(settings, obs)
+    db = obs.database
+    if peer is None or peer.lsn is None or db.lsn is None:
+        return None
+    # A record without a timeline (an older daemon's) compares by LSN alone.
+    known = db.timeline is not None and peer.timeline is not None
+    mine = wal_order(db.timeline if known else None, db.lsn, settings.node)
+    theirs = wal_order(peer.timeline if known else None, peer.lsn, settings.peer)
+    where = f"timeline {db.timeline} at {format_lsn(db.lsn)}"
+    there = f"timeline {peer.timeline} at {format_lsn(peer.lsn)}"
+    if mine > theirs:
+        return True, f"the most advanced node: {where}, {settings.peer} {there}"
+    return False, f"{settings.peer} is further ahead ({there}; here {where})"
+
+
+def peer_can_lead(settings: Settings, obs: Observation, peer: MemberStatus) -> bool:
+    """Its own checks pass, but for the database check (its database is stopped, of course)."""
+    dbcheck = obs.local.database_check
+    return all(c.healthy for c in peer.checks if c.name != dbcheck) and peer.role in (
+        Role.PASSIVE.value,
+        Role.FENCED.value,
+        Role.STARTING.value,
+    )
+
+
+def _peer_ahead(settings: Settings, obs: Observation) -> str | None:
+    """Why not to take a free lease from a live peer that holds more WAL: it should lead, or the
+    gap is more than a failover may lose."""
+    verdict = most_advanced(settings, obs)
+    if verdict is None or verdict[0]:
+        return None
+    peer = peer_not_serving(settings, obs)
+    assert peer is not None and peer.lsn is not None
+    db = obs.database
+    same = peer.timeline is None or db.timeline is None or peer.timeline == db.timeline
+    gap = peer.lsn - (db.lsn or 0) if same else None
+    if peer_can_lead(settings, obs, peer):
+        return f"{verdict[1]}: it should lead"
+    if gap is None or gap > settings.max_lag_on_failover:
+        size = "a later timeline" if gap is None else format_bytes(gap)
+        return (
+            f"{verdict[1]}, {size} more than here (max_lag_on_failover "
+            f"{format_bytes(settings.max_lag_on_failover)}), and it cannot lead: its checks "
+            "are failing"
+        )
+    return None
+
+
+def _replication_silence(settings: Settings, state: State, obs: Observation) -> str | None:
+    """Why the replica may have missed too much while not streaming, or None.
+
+    Silence counts from the active's last sign of life, not from now: a replica whose WAL
+    stopped when the active died (a crash, a ZooKeeper outage that self-fenced it) has missed
+    nothing, however long ago that was. With the active alive now, it counts from now. A
+    restarted passive that never saw WAL arrive relies on the persisted position instead."""
+    db = obs.database
+    if db.streaming:
+        return None
+    c = obs.cluster
+    alive_now = c is not None and c.lease is not None and c.lease.node == settings.peer
+    limit = f"(max_replication_silence {settings.max_replication_silence:g} s)"
+    if db.last_received_age is None:
+        if alive_now:
+            return f"WAL receiver not streaming, last WAL received never {limit}"
+        if active_position(settings, state, obs) is None:
+            return (
+                "WAL receiver not streaming, last WAL received never, and no record of the "
+                "active's position to judge its lag by"
+            )
+        return None
+    stopped_at = obs.now - db.last_received_age
+    last_alive = obs.now if alive_now else state.active_alive_at
+    silent = max(0.0, (obs.now if last_alive is None else last_alive) - stopped_at)
+    if silent <= settings.max_replication_silence:
+        return None
+    if alive_now or last_alive is None:  # counted from now: the strict reading
+        return (
+            f"WAL receiver not streaming, last WAL received {db.last_received_age:.1f} s ago "
+            f"{limit}"
+        )
+    return f"WAL stopped arriving {silent:.1f} s before {settings.peer} was last seen alive {limit}"
 
 
 def replayed_up_to(db: DatabaseStatus, lsn: int, timeline: int | None) -> bool:
@@ -74,6 +193,31 @@ def replayed_up_to(db: DatabaseStatus, lsn: int, timeline: int | None) -> bool:
     if db.replayed_lsn is None or db.replayed_lsn < lsn:
         return False
     return timeline is None or db.timeline is None or db.timeline == timeline
+
+
+def active_position(
+    settings: Settings, state: State, obs: Observation
+) -> tuple[int, int | None] | None:
+    """The furthest the active is known to have written, and on which timeline if known: its
+    live record, what we remembered of it, the persisted position of the current epoch, or the
+    final LSN of a clean release. A crash can lose at most what came after it."""
+    found: list[tuple[int, int | None]] = []
+    live = known_active_lsn(settings, state, obs)
+    if live is not None:
+        found.append((live, None))
+    c = obs.cluster
+    if c is not None:
+        pos = c.position
+        if pos is not None and pos.epoch == c.epoch:
+            found.append((pos.lsn, pos.timeline))
+        last = c.last_leader
+        if last is not None and last.epoch == c.epoch and last.final_lsn is not None:
+            found.append((last.final_lsn, last.timeline))
+    if not found:
+        return None
+    lsn = max(f[0] for f in found)
+    timelines = [t for _, t in found if t is not None]
+    return lsn, (max(timelines) if timelines else None)
 
 
 def known_active_lsn(settings: Settings, state: State, obs: Observation) -> int | None:

@@ -33,6 +33,10 @@ def begin(st: context.Ctx, epoch: int) -> None:
         fence_needed = t.fence_needed
     else:
         fence_needed = True
+    if t.previous_mine and t.expected_epoch is not None and t.expected_epoch + 1 == epoch:
+        # The lease that expired was our own (we re-adopt after our own crash or self-fence):
+        # the peer was never promoted under it, and a healthy replica is not fenced.
+        fence_needed = False
     free_since = t.lease_free_since if t.lease_free_since is not None else st.state.lease_free_since
     # Only a fence sent after the lease went free surely hit whoever held it last.
     fenced_already = (
@@ -64,6 +68,8 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
     if done is not None:
         r = done.result
         if done.kind == "FencePeer":
+            level = context.next_fence_level(st, done)
+            how = done.method or "ssh"
             if r.fence in (FenceOutcome.FENCED, FenceOutcome.UNREACHABLE):
                 assert r.fence is not None
                 t = replace(t, fenced=True).mark("fence", now)
@@ -71,22 +77,24 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
                 if r.fence is FenceOutcome.FENCED:
                     st.set(peer_fenced_at=now, peer_fence_sent_at=done.sent_at)
                 reason = st.decide(
-                    "peer_fenced", f"{st.s.peer} fence: {r.fence.value} ({r.detail})"
+                    "peer_fenced", f"{st.s.peer} fence ({how}): {r.fence.value} ({r.detail})"
                 )
-                st.emit(
-                    RecordEvent,
-                    reason,
-                    kind="fence",
-                    epoch=epoch,
-                    from_node=st.s.peer,
-                    to_node=st.s.node,
-                    phases=(("fence", t.phases[-1][1]),),
-                )
-            else:
+                context.fence_event(st, done, epoch, reason)
+            elif level is not None:
                 reason = st.decide(
-                    "fence_failed",
-                    f"fencing {st.s.peer} reached it but failed ({r.detail}): not promoting; "
-                    f"giving the lease back, retrying in {st.s.fence_retry_after:g} s",
+                    "fencing",
+                    f"fencing {st.s.peer} over SSH reached it but failed ({r.detail}): "
+                    f"trying the {level} level",
+                )
+                context.fence_event(st, done, epoch, reason)
+                st.emit(FencePeer, reason, peer=st.s.peer, epoch=epoch, method=level)
+                return
+            else:
+                levels = "every fencing level" if st.s.power_fence else "fencing"
+                reason = st.decide(
+                    "fencing_exhausted" if st.s.power_fence else "fence_failed",
+                    f"{levels} reached {st.s.peer} but failed (last, {how}: {r.detail}): not "
+                    f"promoting; giving the lease back, retrying in {st.s.fence_retry_after:g} s",
                 )
                 st.set(
                     role=Role.PASSIVE,
@@ -94,14 +102,7 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
                     retry_after=now + st.s.fence_retry_after,
                     retry_reason=reason,
                 )
-                st.emit(
-                    RecordEvent,
-                    reason,
-                    kind="fence_failed",
-                    epoch=epoch,
-                    from_node=st.s.peer,
-                    to_node=st.s.node,
-                )
+                context.fence_event(st, done, epoch, reason)
                 st.emit(ReleaseLease, reason, epoch=epoch, final_lsn=None, clean=False)
                 return
         elif done.kind == "Promote":
@@ -143,14 +144,21 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         st.emit(FencePeer, reason, peer=st.s.peer, epoch=epoch)
         return
     if not t.promoted:
-        if not st.managed_db() or st.obs.database.role is DbRole.PRIMARY:
+        db = st.obs.database
+        if not st.managed_db() or (db.role is DbRole.PRIMARY and db.recorded_epoch == epoch):
             t = replace(t, promoted=True)
             st.set(takeover=t)
         elif st.state.promoted_epoch >= epoch:
             demoting.begin(st, "aborted", f"a promotion under epoch {epoch} was already tried")
             return
         else:
-            reason = st.decide("promoting", f"promoting the database (epoch {epoch})")
+            # Already a primary (bootstrap, re-adoption): Promote records the epoch in it, as a
+            # promotion does, so that a later start compares it with the cluster's.
+            what = {
+                DbRole.PRIMARY: "recording the epoch in the primary",
+                DbRole.STOPPED: "starting the stopped primary",
+            }.get(db.role, "promoting the database")
+            reason = st.decide("promoting", f"{what} (epoch {epoch})")
             st.set(promoted_epoch=epoch)
             st.emit(Promote, reason, epoch=epoch, not_after=context.not_after(st))
             return

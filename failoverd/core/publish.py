@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from failoverd.core import context, policy
 from failoverd.core.model import (
+    DbRole,
     MemberStatus,
+    Position,
     Publish,
+    RecordPosition,
     Role,
     ZkState,
 )
@@ -39,6 +42,7 @@ def maybe_publish(st: context.Ctx) -> None:
         reason=st.state.reason.text,
         reason_code=st.state.reason.code,
         lsn=db.lsn,
+        timeline=db.timeline,
         db_role=db.role.value,
         checks=st.obs.local.checks,
         published_at=st.obs.wall_now,
@@ -51,3 +55,8 @@ def maybe_publish(st: context.Ctx) -> None:
     if last is None or due or fingerprint(last) != fingerprint(status):
         st.emit(Publish, st.state.reason, status=status)
         st.set(last_publish_at=st.obs.now, last_published=status)
+        if role is Role.ACTIVE and db.role is DbRole.PRIMARY and db.lsn is not None:
+            # Persistent, unlike the member record: after a crash of this node, or a restart
+            # of the passive, it is what the passive judges its lag by.
+            position = Position(st.s.node, st.state.epoch, db.lsn, db.timeline, st.obs.wall_now)
+            st.emit(RecordPosition, st.state.reason, position=position)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, demoting, fenced, passive, promoting
+from failoverd.core import context, demoting, fenced, passive, policy, promoting, rejoin
 from failoverd.core.model import (
     AddVip,
     DbRole,
     PeerDb,
     Role,
     StartReplica,
+    StopDatabase,
 )
 
 
@@ -29,6 +30,8 @@ def first_observation_missing(st: context.Ctx) -> str | None:
 
 def run(st: context.Ctx) -> None:
     """Take a role from what is found; never trust our own memory of a previous life."""
+    if kill_hung_database(st, "starting"):
+        return
     missing = first_observation_missing(st)
     c = st.cluster
     if missing is None and st.state.pending is not None:
@@ -63,8 +66,8 @@ def run(st: context.Ctx) -> None:
                 st,
                 f"own database is primary but {lease.node} holds the lease (epoch {lease.epoch})",
             )
-        elif db.role is DbRole.STOPPED:
-            start_as_replica_or_fence(st, lease.node)
+        elif db.role in (DbRole.STOPPED, DbRole.EMPTY):
+            start_as_replica_or_rejoin(st, lease.node)
         else:
             st.set(role=Role.PASSIVE)
             st.decide("passive", f"{lease.node} is active (epoch {lease.epoch})")
@@ -91,35 +94,86 @@ def run(st: context.Ctx) -> None:
             f"cluster is at epoch {c.epoch}",
         )
         return
-    if db.role is DbRole.STOPPED:
-        last = c.last_leader
-        if (
-            db.was_primary
-            and db.stopped_cleanly
-            and last is not None
-            and last.node == st.s.node
-            and last.epoch == c.epoch
-            and last.clean
-        ):
-            # We ended the latest epoch cleanly: our data is the newest; we may start as primary.
-            st.set(role=Role.PASSIVE)
-            passive.try_takeover(st, readopt=True)
+    if db.role is DbRole.STOPPED and latest_primary(st) is not None:
+        # The most advanced node: nobody was promoted since it led, so it has every write the
+        # peer has, and more. It may lead again, after the same checks as any takeover.
+        failing = [
+            f"{chk.name}: {chk.reason}"
+            for chk in st.obs.local.failing
+            if chk.name != st.obs.local.database_check  # stopped, of course it fails
+        ]
+        if failing:
+            st.set(role=Role.FENCED)
+            st.decide(
+                "not_eligible",
+                "the latest primary, stopped, could lead again, but checks are failing: "
+                + "; ".join(failing),
+            )
             return
-        start_as_replica_or_fence(st, st.s.peer)
+        st.set(role=Role.PASSIVE)
+        passive.try_takeover(st, readopt=True)
+        return
+    if db.role in (DbRole.STOPPED, DbRole.EMPTY):
+        start_as_replica_or_rejoin(st, st.s.peer)
         return
     st.set(role=Role.PASSIVE)
     passive.run(st, None)
 
 
-def start_as_replica_or_fence(st: context.Ctx, primary: str) -> None:
+def kill_hung_database(st: context.Ctx, role: str) -> bool:
+    """A PostgreSQL that runs but does not answer is never waited on: it may be a primary that
+    resumes taking writes beside the peer's at any moment. Killed at once, it is a stopped
+    database, which every role knows what to do with (re-adopt, rejoin, restart)."""
     db = st.obs.database
-    if db.was_primary and not db.stopped_cleanly:
+    if not (st.managed_db() and db.hung and st.state.pending is None):
+        return False
+    if not any(c.name == st.obs.local.database_check for c in st.obs.local.failing):
+        return False  # not hung for long enough: the check's fall count decides
+    reason = st.decide(
+        "database_hung",
+        f"{role}: PostgreSQL runs but does not answer: killing it rather than wait for it",
+    )
+    st.emit(StopDatabase, reason, mode="kill")
+    return True
+
+
+def latest_primary(st: context.Ctx) -> str | None:
+    """Why this stopped node is the primary of the current epoch (nobody was promoted since),
+    or None. From what is persisted, so it survives our restart: our clean release of the
+    latest epoch, or the position record we wrote while leading it."""
+    c = st.cluster
+    db = st.obs.database
+    if c is None:
+        return None
+    if not db.was_primary:
+        # A stopped replica leads only as the most advanced of two live daemons.
+        lead = policy.most_advanced(st.s, st.obs)
+        return lead[1] if lead is not None and lead[0] else None
+    last = c.last_leader
+    if (
+        last is not None
+        and last.node == st.s.node
+        and last.epoch == c.epoch
+        and last.clean
+        and db.stopped_cleanly
+    ):
+        return f"it ended epoch {c.epoch} with a clean stop"
+    pos = c.position
+    if pos is not None and pos.node == st.s.node and pos.epoch == c.epoch and c.epoch > 0:
+        return f"it led epoch {c.epoch}, the latest, and nobody was promoted since"
+    lead = policy.most_advanced(st.s, st.obs)
+    if lead is not None and lead[0]:
+        return lead[1]
+    return None
+
+
+def start_as_replica_or_rejoin(st: context.Ctx, primary: str) -> None:
+    """A cleanly stopped replica can follow as it is; a former primary, an unclean stop or an
+    empty directory rejoins (``core/rejoin.py``): compared with the active's history first."""
+    db = st.obs.database
+    if db.role is DbRole.EMPTY or db.was_primary or not db.stopped_cleanly:
         st.set(role=Role.FENCED)
-        st.decide(
-            "must_rejoin",
-            "database was a primary and did not stop cleanly: "
-            "it may have diverged; must rejoin (pg_rewind) before serving",
-        )
+        rejoin.run(st, None)
         return
     st.set(role=Role.PASSIVE)
     reason = st.decide("start_replica", f"starting the database as a replica of {primary}")

@@ -98,7 +98,7 @@ def without_stale_database(obs: Observation, changed_at: float | None) -> Observ
     """A probe that started before our last change to the database says nothing about it now:
     acting on it would, say, fence a database we had just restarted as a replica."""
     observed = obs.database.observed_at
-    if changed_at is None or observed is None or observed >= changed_at:
+    if changed_at is None or observed is None or observed > changed_at:
         return obs
     return replace(obs, database=DatabaseStatus(role=DbRole.UNKNOWN, observed_at=observed))
 
@@ -112,8 +112,14 @@ def track_cluster(st: context.Ctx) -> None:
     if new_epoch:
         st.set(highest_epoch=c.epoch)
     peer = c.member(st.s.peer)
-    if isinstance(peer, MemberStatus) and peer.role == Role.ACTIVE and peer.lsn is not None:
-        st.set(active_lsn=peer.lsn)
+    if isinstance(peer, MemberStatus) and peer.role == Role.ACTIVE:
+        # Its heartbeat changes the record every publish_every: when we last saw it change is
+        # its last sign of life (replication silence is counted up to it).
+        seen = st.obs.now - peer.age
+        if st.state.active_alive_at is None or seen > st.state.active_alive_at:
+            st.set(active_alive_at=seen)
+        if peer.lsn is not None:
+            st.set(active_lsn=peer.lsn)
     if (
         c.last_leader is not None
         and c.last_leader.final_lsn is not None

@@ -36,12 +36,15 @@ from failoverd.core import (
     ActionResult,
     AddVip,
     CheckStatus,
+    ClearRejoinRequest,
     ClearSwitchover,
+    CloneDatabase,
     ClusterView,
     DatabaseStatus,
     DbRole,
     FenceOutcome,
     FencePeer,
+    InspectRejoin,
     LastLeader,
     LeaseInfo,
     LocalHealth,
@@ -50,12 +53,18 @@ from failoverd.core import (
     Observation,
     PeerDb,
     PeerProbe,
+    Position,
     Promote,
     Publish,
+    RecordPosition,
+    RejoinFacts,
+    RejoinRequest,
     ReleaseLease,
     RemoveVip,
+    RewindDatabase,
     Role,
     Settings,
+    StartPrimary,
     StartReplica,
     State,
     StopDatabase,
@@ -114,10 +123,17 @@ class Db:
     upstream: str | None = None  # replica: the node it streams from
     frozen: bool = False
     wal_seen_at: float | None = None  # replica: when WAL last arrived (the check's memory)
+    checkpoint: tuple[int, int] | None = None  # a clean stop's shutdown checkpoint: (at, end)
 
     @property
     def running(self) -> bool:
         return self.state in ("primary", "replica")
+
+    def fork_point(self, tli: int) -> int | None:
+        """Where this server's history left timeline ``tli`` (its end of WAL if it is on it)."""
+        if tli == self.tli:
+            return self.lsn
+        return self.lineage_end(tli)
 
     @property
     def writable(self) -> bool:
@@ -163,6 +179,8 @@ class Zk:
     last_leader: LastLeader | None = None
     paused: bool = False
     switchover: SwitchoverRequest | None = None
+    position: Position | None = None
+    rejoin: dict[str, RejoinRequest] = field(default_factory=dict)
     members: dict[str, tuple[MemberStatus, int]] = field(default_factory=dict)  # node -> (rec, sid)
     sessions: dict[int, Session] = field(default_factory=dict)
     next_sid: int = 1
@@ -250,6 +268,7 @@ class Node:
     snapshot_at: float | None = None
     fence_broken: bool = False  # fence-self fails on this node (reached, but failed)
     worker_free_at: dict[str, float] = field(default_factory=dict)  # worker -> busy until
+    wal_gone: bool = False  # the WAL this node needs to rewind or follow is gone from its peer
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +360,7 @@ class Sim:
                 and up.db.state == "primary"
                 and not up.db.frozen
                 and db.can_follow(up.db)
+                and not node.wal_gone
             ):
                 # Switch to the primary's timeline when we reach its fork point, as 'latest' does.
                 behind = self.rng.choice((0, 0, 0, WRITE_RATE // 8, WRITE_RATE // 2))
@@ -411,6 +431,11 @@ class Sim:
         if not db.running:
             return db.lsn, db.clean
         clean = fast and not db.frozen
+        checkpoint = None
+        if clean:
+            # The shutdown checkpoint record: where it starts and where it ends.
+            checkpoint = (db.lsn, db.lsn + 1)
+            db = replace(db, lsn=db.lsn + 1)
         if clean and db.state == "primary":
             # A clean stop ships the end of WAL to a replica that streams from us.
             peer = self.nodes[other(node.name)]
@@ -424,9 +449,14 @@ class Sim:
                 peer.db.lsn = db.lsn
                 peer.db.tli, peer.db.history = db.tli, db.history
         node.db = replace(
-            db, state="stopped", clean=clean, was_primary=db.state == "primary", frozen=False
+            db,
+            state="stopped",
+            clean=clean,
+            was_primary=db.state == "primary",
+            frozen=False,
+            checkpoint=checkpoint,
         )
-        return db.lsn, clean
+        return (checkpoint[0] if checkpoint else db.lsn), clean
 
     # -- one daemon tick ---------------------------------------------------------------------
 
@@ -442,7 +472,9 @@ class Sim:
         node.state = out.state
         self.roles_seen.add(out.state.role)
         self.codes_seen.update(d.code for d in out.decisions)
-        acts = ", ".join(f"{a.name}#{a.id}" for a in out.actions if not isinstance(a, Publish))
+        acts = ", ".join(
+            f"{a.name}#{a.id}" for a in out.actions if not isinstance(a, Publish | RecordPosition)
+        )
         if acts or before.role is not out.state.role or before.reason != out.state.reason:
             c = obs.cluster
             lease = "-" if c is None or c.lease is None else c.lease.node
@@ -522,6 +554,8 @@ class Sim:
             switchover=zk.switchover,
             paused=zk.paused,
             lease_changed_at=c.lease_seen[1],
+            position=zk.position,
+            rejoin_requests=tuple(zk.rejoin[n] for n in sorted(zk.rejoin)),
         )
 
     def _snapshots(self, node: Node) -> None:
@@ -547,7 +581,9 @@ class Sim:
         db = node.db
         at = self.now
         if db.frozen:
-            return DatabaseStatus(DbRole.UNKNOWN, observed_at=at)
+            return DatabaseStatus(DbRole.UNKNOWN, observed_at=at, hung=True)
+        if db.state == "empty":
+            return DatabaseStatus(DbRole.EMPTY, observed_at=at)
         if db.state == "primary":
             return DatabaseStatus(
                 DbRole.PRIMARY,
@@ -564,6 +600,7 @@ class Sim:
                 and self.peer_link
                 and up.db.writable
                 and db.can_follow(up.db)
+                and not node.wal_gone
             )
             # The check remembers WAL arriving only since its own daemon started.
             seen = db.wal_seen_at
@@ -581,7 +618,7 @@ class Sim:
             )
         return DatabaseStatus(
             DbRole.STOPPED,
-            lsn=db.lsn,
+            lsn=db.checkpoint[0] if db.checkpoint else db.lsn,
             was_primary=db.was_primary,
             stopped_cleanly=db.clean,
             recorded_epoch=db.recorded_epoch,
@@ -604,12 +641,23 @@ class Sim:
     def _observation(self, node: Node) -> Observation:
         c = node.client
         complete = node.snapshot_at is not None
+        view = c.view
+        if view is not None:
+            # As the real adapter does: a member's age is how long since this reader saw its
+            # record change, counted now (a stale view ages).
+            aged = tuple(
+                replace(m, age=self.now - c.member_seen[m.node][1])
+                if isinstance(m, MemberStatus) and m.node in c.member_seen
+                else m
+                for m in view.members
+            )
+            view = replace(view, members=aged)
         return Observation(
             now=self.now,
             wall_now=WALL + self.now,
             zk=ZkStatus(c.state, c.changed_at, c.last_rt_ok, SESSION_TIMEOUT),
-            cluster=c.view,
-            local=LocalHealth(node.checks, complete),
+            cluster=view,
+            local=LocalHealth(node.checks, complete, database_check="postgres"),
             database=node.db_snapshot,
             peer_database=node.probe,
             results=tuple(node.results),
@@ -629,6 +677,14 @@ class Sim:
             if self.reaches_zk(node) and self.zk.alive(node.client.sid):
                 self.zk.switchover = None
             return
+        if isinstance(action, RecordPosition):
+            if self.reaches_zk(node) and self.zk.alive(node.client.sid):
+                self.zk.position = action.position
+            return
+        if isinstance(action, ClearRejoinRequest):
+            if self.reaches_zk(node) and self.zk.alive(node.client.sid):
+                self.zk.rejoin.pop(action.node, None)
+            return
         if not isinstance(action, core.SEQUENCING):
             return  # history records and hooks change nothing the cluster decides on
         # Workers run them in order (failoverd/actions/runner.py): the VIP's own worker for
@@ -646,6 +702,10 @@ class Sim:
         hangs = draw < 0.01 and bound > DT and not isinstance(action, StopDatabase)
         slow = draw > 0.985
         took = bound if slow or hangs else min(bound, self.rng.choice((DT, DT, 2 * DT, 4 * DT)))
+        if isinstance(action, StopDatabase) and node.db.frozen and action.mode != "kill":
+            took = 8.0  # fast, then immediate, then SIGKILL: each waits out its share
+        if isinstance(action, CloneDatabase | RewindDatabase):
+            took = max(took, 1.0)
         worker = "vip" if isinstance(action, AddVip | RemoveVip) else "main"
         start_at = max(self.now, node.worker_free_at.get(worker, 0.0))
         node.worker_free_at[worker] = start_at + took
@@ -729,6 +789,14 @@ class Sim:
                 return ActionResult(a.id, ok=True)
             lsn, clean = self._stop_db(node, fast=a.mode == "fast")
             return ActionResult(a.id, ok=True, final_lsn=lsn, clean=clean, timeline=node.db.tli)
+        if isinstance(a, StartPrimary):
+            return self._start_primary(node, a)
+        if isinstance(a, InspectRejoin):
+            return self._inspect(node, a)
+        if isinstance(a, RewindDatabase):
+            return self._rewind(node, a)
+        if isinstance(a, CloneDatabase):
+            return self._clone(node, a)
         if isinstance(a, StartReplica):
             return self._start_replica(node, a)
         raise AssertionError(f"unexpected action {a}")
@@ -753,11 +821,12 @@ class Sim:
         if db.state == "primary":
             db.recorded_epoch = a.epoch
             return ActionResult(a.id, ok=True, detail="already primary")
-        if db.state == "stopped":
-            if not (db.was_primary and db.clean):
-                return ActionResult(a.id, ok=False, detail="not a cleanly stopped primary")
-            node.db = replace(db, state="primary", recorded_epoch=a.epoch)
+        if db.state == "stopped" and db.was_primary:
+            # A crashed one runs crash recovery first: it keeps everything it wrote.
+            node.db = replace(db, state="primary", recorded_epoch=a.epoch, checkpoint=None)
             return ActionResult(a.id, ok=True, detail="started the stopped primary")
+        if db.state == "empty":
+            return ActionResult(a.id, ok=False, detail="no data directory")
         self.handovers.append(f"{node.name} promoted at {db.lsn} (tli {db.tli}) epoch {a.epoch}")
         tli = self.next_tli
         self.next_tli += 1
@@ -772,6 +841,83 @@ class Sim:
         self._check_nothing_lost(node, a.epoch)
         return ActionResult(a.id, ok=True)
 
+    def _start_primary(self, node: Node, a: StartPrimary) -> ActionResult:
+        if self.now >= a.not_after:
+            return ActionResult(a.id, ok=False, detail="refused: not_after passed")
+        db = node.db
+        if not self.managed:
+            return ActionResult(a.id, ok=True)
+        if db.state != "stopped" or not db.was_primary:
+            return ActionResult(a.id, ok=False, detail=f"not a stopped primary: {db.state}")
+        node.db = replace(db, state="primary", recorded_epoch=a.epoch, checkpoint=None)
+        return ActionResult(a.id, ok=True, detail="crash recovery, then primary again")
+
+    def _primary_for(self, node: Node, name: str) -> Db | None:
+        """The primary's database if it is reachable and answers as a primary."""
+        up = self.nodes[name]
+        if not self.reaches_peer(node) or up.db.state != "primary" or up.db.frozen:
+            return None
+        return up.db
+
+    def _inspect(self, node: Node, a: InspectRejoin) -> ActionResult:
+        db = node.db
+        primary = self._primary_for(node, a.primary)
+        if primary is None:
+            return ActionResult(a.id, ok=False, detail=f"{a.primary} does not answer as primary")
+        if db.state != "stopped":
+            return ActionResult(a.id, ok=False, detail=f"database is {db.state}")
+        former = db.was_primary
+        at = db.checkpoint[0] if (former and db.clean and db.checkpoint) else db.lsn
+        facts = RejoinFacts(
+            was_primary=former,
+            clean=db.clean,
+            local_timeline=db.tli,
+            local_lsn=at,
+            local_checkpoint_end=db.checkpoint[1] if (former and db.checkpoint) else None,
+            primary_timeline=primary.tli,
+            primary_history=primary.history,
+            rewindable=True,
+        )
+        return ActionResult(a.id, ok=True, rejoin=facts)
+
+    def _rewind(self, node: Node, a: RewindDatabase) -> ActionResult:
+        db = node.db
+        primary = self._primary_for(node, a.primary)
+        if primary is None or db.state != "stopped":
+            return ActionResult(a.id, ok=False, detail="source not a primary, or target running")
+        if node.wal_gone:
+            return ActionResult(a.id, ok=False, detail="could not find WAL: already removed")
+        fork = primary.fork_point(db.tli)
+        lsn = min(db.lsn, primary.lsn) if fork is None else min(fork, primary.lsn)
+        node.db = replace(
+            db,
+            tli=primary.tli,
+            history=primary.history,
+            lsn=lsn,
+            clean=True,
+            was_primary=False,
+            checkpoint=None,
+        )
+        return ActionResult(a.id, ok=True, detail="rewound")
+
+    def _clone(self, node: Node, a: CloneDatabase) -> ActionResult:
+        primary = self._primary_for(node, a.primary)
+        if primary is None:
+            return ActionResult(a.id, ok=False, detail=f"{a.primary} does not answer as primary")
+        if node.db.running:
+            return ActionResult(a.id, ok=False, detail="database is running")
+        node.db = Db(
+            "replica",
+            tli=primary.tli,
+            lsn=primary.lsn,
+            history=primary.history,
+            recorded_epoch=primary.recorded_epoch,
+            upstream=a.primary,
+            wal_seen_at=self.now,
+        )
+        node.wal_gone = False
+        return ActionResult(a.id, ok=True, detail="cloned and streaming")
+
     def _start_replica(self, node: Node, a: StartReplica) -> ActionResult:
         if not self.managed:
             return ActionResult(a.id, ok=True)
@@ -783,7 +929,9 @@ class Sim:
             return ActionResult(a.id, ok=False, detail=f"database is {db.state}")
         if not db.clean:
             return ActionResult(a.id, ok=False, detail="did not stop cleanly: needs pg_rewind")
-        node.db = replace(db, state="replica", upstream=a.primary, wal_seen_at=None)
+        node.db = replace(
+            db, state="replica", upstream=a.primary, wal_seen_at=None, checkpoint=None
+        )
         return ActionResult(a.id, ok=True)
 
     # -- faults and the operator --------------------------------------------------------------
@@ -1070,3 +1218,109 @@ def run_random(rng: random.Random, *, seconds: float, kinds: tuple[str, ...] = F
         trace = "\n".join(sim.log[-60:])
         raise SafetyError(f"{e}\n--- the last events ---\n{trace}") from None
     return sim
+
+
+# --------------------------------------------------------------------------------------------
+# Liveness: once every fault is healed, one active and one passive streaming from it
+# --------------------------------------------------------------------------------------------
+
+
+class LivenessError(AssertionError):
+    pass
+
+
+def converged(sim: Sim) -> str | None:
+    """None when one node is active (VIP, writable primary) and the other a passive whose
+    database streams from it; else what is still missing, in words."""
+    nodes = sim.nodes
+    down = [
+        n
+        for n in NODES
+        if nodes[n].daemon != "running" or not nodes[n].host_up or nodes[n].shutdown
+    ]
+    if down:
+        return f"daemon not running (or still stopping) on {down}"
+    active = [n for n in NODES if nodes[n].state.role is Role.ACTIVE]
+    if len(active) != 1:
+        roles = {n: nodes[n].state.role.value for n in NODES}
+        return f"{len(active)} active nodes: {roles}"
+    a = nodes[active[0]]
+    p = nodes[other(a.name)]
+    if sim.vip_holders() != [a.name]:
+        return f"VIP held by {sim.vip_holders()}"
+    if p.state.role is not Role.PASSIVE:
+        return f"{p.name} is {p.state.role.value} ({p.state.reason.text})"
+    if not sim.managed:
+        return None
+    if not a.db.writable:
+        return f"{a.name}'s database is {a.db.state}"
+    db = p.db
+    follows = (
+        db.state == "replica"
+        and not db.frozen
+        and db.upstream == a.name
+        and db.can_follow(a.db)
+        and not p.wal_gone
+    )
+    if not follows:
+        return f"{p.name}'s database is {db.state}, not streaming from {a.name}"
+    return None
+
+
+def heal_everything(sim: Sim, nemesis: Nemesis) -> None:
+    """Every fault gone: the nemesis's own, and what no heal of it brings back by itself."""
+    nemesis.heal_all()
+    sim.zk.switchover = None  # and no operator request pending
+    sim.set_zk(True)
+    sim.set_peer_link(True)
+    sim.pause(False)
+    for name in NODES:
+        node = sim.nodes[name]
+        sim.boot(name)
+        sim.set_zk_link(name, True)
+        sim.set_app(name, True)
+        sim.freeze_db(name, False)
+        sim.thaw_daemon(name)
+        node.fence_broken = False
+        if node.daemon == "dead" and node.start_at is None:
+            node.start_at = sim.now
+    sim.say("HEAL everything")
+
+
+def run_to_health(
+    rng: random.Random,
+    *,
+    faults_for: float,
+    settle_within: float,
+    kinds: tuple[str, ...] = FAULTS,
+) -> tuple[Sim, float]:
+    """Faults for ``faults_for`` seconds, then all healed: the cluster must be one active and one
+    streaming passive within ``settle_within`` seconds, without any command. Returns the sim and
+    how long healing took."""
+    sim = Sim(rng, managed=rng.random() < 0.85)
+    nemesis = Nemesis(sim, rng, kinds)
+    try:
+        for i in range(int(faults_for / DT)):
+            nemesis.step(inject=i * DT > 15.0)
+            sim.advance()
+        heal_everything(sim, nemesis)
+        healed_at = sim.now
+        for _ in range(int(settle_within / DT)):
+            sim.advance()
+            if converged(sim) is None:
+                # Healthy: and it stays so (nothing else happens).
+                for _ in range(int(10.0 / DT)):
+                    sim.advance()
+                    missing = converged(sim)
+                    if missing is not None:
+                        raise LivenessError(f"healthy, then not any more: {missing}")
+                return sim, sim.now - healed_at - 10.0
+    except (SafetyError, LivenessError) as e:
+        trace = "\n".join(sim.log[-70:])
+        raise type(e)(f"{e}\n--- the last events ---\n{trace}") from None
+    missing = converged(sim)
+    trace = "\n".join(sim.log[-70:])
+    raise LivenessError(
+        f"not healthy {settle_within:g} s after every fault healed: {missing}\n"
+        f"--- the last events ---\n{trace}"
+    )

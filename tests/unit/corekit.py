@@ -28,11 +28,13 @@ from failoverd.core import (
     AddVip,
     CheckStatus,
     ClearSwitchover,
+    CloneDatabase,
     ClusterView,
     DatabaseStatus,
     DbRole,
     FenceOutcome,
     FencePeer,
+    InspectRejoin,
     LastLeader,
     LeaseInfo,
     LocalHealth,
@@ -41,12 +43,18 @@ from failoverd.core import (
     Observation,
     PeerDb,
     PeerProbe,
+    Position,
     Promote,
     Publish,
+    RecordPosition,
+    RejoinFacts,
+    RejoinRequest,
     ReleaseLease,
     RemoveVip,
+    RewindDatabase,
     Role,
     Settings,
+    StartPrimary,
     StartReplica,
     State,
     Step,
@@ -87,8 +95,9 @@ def healthy_checks() -> tuple[CheckStatus, ...]:
 
 
 def names(actions: Sequence[Action], *, publish: bool = False) -> list[str]:
-    """Action class names in order; ``Publish`` left out unless asked for."""
-    return [a.name for a in actions if publish or not isinstance(a, Publish)]
+    """Action class names in order; the records published every heartbeat (``Publish``,
+    ``RecordPosition``) left out unless asked for."""
+    return [a.name for a in actions if publish or not isinstance(a, Publish | RecordPosition)]
 
 
 def of_type(actions: Sequence[Action], kind: type[A]) -> list[A]:
@@ -135,6 +144,8 @@ class Obs:
             db_role="primary",
         )
         self._switchover: SwitchoverRequest | None = None
+        self._position: Position | None = None
+        self._rejoin: tuple[RejoinRequest, ...] = ()
         self._paused = False
         self._checks = healthy_checks()
         self._complete = True
@@ -144,6 +155,7 @@ class Obs:
         self._probe = PeerProbe(PeerDb.PRIMARY, now - 0.1)
         self._results: list[ActionResult] = []
         self._shutdown = False
+        self._vip: bool | None = None
 
     # -- ZooKeeper connection ---------------------------------------------------------------
 
@@ -262,6 +274,19 @@ class Obs:
         )
         return self
 
+    def position(self, node: str, epoch: int, lsn: int, timeline: int | None = None) -> Obs:
+        """The active's persisted position record."""
+        self._position = Position(node, epoch, lsn, timeline, WALL)
+        return self
+
+    def no_position(self) -> Obs:
+        self._position = None
+        return self
+
+    def rejoin_request(self, node: str, *, reclone: bool = False) -> Obs:
+        self._rejoin = (RejoinRequest(node, reclone, "alice", WALL),)
+        return self
+
     def paused(self, paused: bool = True) -> Obs:
         self._paused = paused
         return self
@@ -336,6 +361,11 @@ class Obs:
         assert state.pending is not None, "nothing in flight"
         return self.result(state.pending.id, ok, detail, **fields)
 
+    def vip(self, *, present: bool | None) -> Obs:
+        """Whether the VIP is seen on this node's interface (None: not looked)."""
+        self._vip = present
+        return self
+
     def shutdown(self) -> Obs:
         self._shutdown = True
         return self
@@ -353,17 +383,20 @@ class Obs:
                 members=members,
                 switchover=self._switchover,
                 paused=self._paused,
+                position=self._position,
+                rejoin_requests=self._rejoin,
             )
         return Observation(
             now=self.now,
             wall_now=self.wall,
             zk=ZkStatus(self._zk_state, self._zk_changed, self._sent),
             cluster=cluster,
-            local=LocalHealth(self._checks, self._complete),
+            local=LocalHealth(self._checks, self._complete, database_check="postgres"),
             database=self._db,
             peer_database=self._probe,
             results=tuple(self._results),
             shutdown_requested=self._shutdown,
+            vip_present=self._vip,
         )
 
 
@@ -616,6 +649,7 @@ class World:
             self.epoch = pick((1, 3))
             self.db = DatabaseStatus(DbRole.PRIMARY, lsn=100 * MB, recorded_epoch=self.epoch)
             self.lease = Lease(NODE, self.epoch, 0)  # our previous life's session
+            self.truth.granted[self.epoch] = (NODE, -1.0)
             self.old_lease_expires = pick((0.5, 4.0, 9.0))
         else:  # peer_expired: the peer's lease is gone without a last_leader record
             self.epoch = pick((1, 3))
@@ -990,11 +1024,33 @@ class World:
             return ActionResult(
                 a.id, ok=outcome is not FenceOutcome.FAILED, detail="ssh", fence=outcome
             )
-        if isinstance(a, Promote):
+        if isinstance(a, Promote | StartPrimary):
             if at >= a.not_after:
                 return ActionResult(a.id, ok=False, detail="refused: not_after passed")
             if self.managed:
                 self.db = DatabaseStatus(DbRole.PRIMARY, lsn=self.db.lsn, recorded_epoch=a.epoch)
+            return ActionResult(a.id, ok=True)
+        if isinstance(a, InspectRejoin):
+            # A stopped ex-primary of ours usually diverged from the peer's history.
+            facts = RejoinFacts(
+                was_primary=bool(self.db.was_primary),
+                clean=bool(self.db.stopped_cleanly),
+                local_timeline=2,
+                local_lsn=self.db.lsn,
+                local_checkpoint_end=None,
+                primary_timeline=3,
+                primary_history=((1, 10), (2, self.pick((0, 1 << 40)))),
+            )
+            return ActionResult(a.id, ok=True, rejoin=facts)
+        if isinstance(a, RewindDatabase):
+            if self.managed:
+                self.db = DatabaseStatus(
+                    DbRole.STOPPED, lsn=self.db.lsn, was_primary=False, stopped_cleanly=True
+                )
+            return ActionResult(a.id, ok=True)
+        if isinstance(a, CloneDatabase):
+            if self.managed:
+                self.db = self._replica(streaming=self.peer_db is PeerDb.PRIMARY)
             return ActionResult(a.id, ok=True)
         if isinstance(a, AddVip):
             if at >= a.not_after:
@@ -1234,6 +1290,9 @@ class Checker:
         ended = truth.vanished.get(previous)
         if previous < 1 or ended is None or ended[1]:
             return
+        holder = truth.granted.get(previous)
+        if holder is not None and holder[0] == NODE:
+            return  # our own lease expired: the peer was never promoted under it
         expired_at = ended[0]
         assert any(
             sent >= expired_at

@@ -8,13 +8,18 @@ instant of every trace:
 1. at most one node holds the VIP;
 2. at most one PostgreSQL accepts writes;
 3. a promotion after a clean hand-over has every write the old primary acknowledged.
+
+And liveness, "no one-way doors": once every fault is healed (hosts booted, links and ZooKeeper
+back, daemons running, nothing paused or requested), the two nodes are one active (VIP, writable
+primary) and one passive streaming from it within a bounded time, without any command, and stay
+so.
 """
 
 from __future__ import annotations
 
 import random
 
-from clustersim import DT, NODES, Nemesis, Sim, run_random
+from clustersim import DT, NODES, Nemesis, Sim, run_random, run_to_health
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -59,3 +64,10 @@ def test_paused_active_cut_off_from_zookeeper_and_peer_stops_before_the_peer_lea
     assert sim.vip_holders() != [active] or sim.nodes[active].state.role is Role.ACTIVE
     assert not sim.nodes[active].vip, "\n".join(sim.log[-40:])
     assert not sim.nodes[active].db.writable, "\n".join(sim.log[-40:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=seeds)
+def test_every_fault_heals_by_itself(seed: int) -> None:
+    _, took = run_to_health(random.Random(seed), faults_for=150.0, settle_within=120.0)
+    event(f"healthy within {10 * (int(took) // 10)}-{10 * (int(took) // 10) + 10} s")

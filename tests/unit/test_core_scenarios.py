@@ -8,6 +8,8 @@ the result of the action n1 has in flight.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from corekit import (
     MB,
@@ -23,19 +25,42 @@ from corekit import (
 from failoverd.core import (
     AcquireLease,
     AddVip,
+    DatabaseStatus,
+    DbRole,
     FenceOutcome,
     FencePeer,
     PeerDb,
     Promote,
     RecordEvent,
+    RejoinFacts,
     ReleaseLease,
     Role,
+    StartPrimary,
     StartReplica,
     StopDatabase,
     ZkState,
 )
 
 SFA = SETTINGS.self_fence_after
+
+
+def rejoin_facts(
+    *,
+    clean: bool = True,
+    local_lsn: int = 9000,
+    checkpoint_end: int | None = None,
+    fork: int = 9000,
+) -> RejoinFacts:
+    """n1, a stopped ex-primary on timeline 1; n2 left timeline 1 at ``fork`` for timeline 2."""
+    return RejoinFacts(
+        was_primary=True,
+        clean=clean,
+        local_timeline=1,
+        local_lsn=local_lsn,
+        local_checkpoint_end=checkpoint_end,
+        primary_timeline=2,
+        primary_history=((1, fork),),
+    )
 
 
 def phases(event: RecordEvent) -> dict[str, float]:
@@ -58,9 +83,13 @@ def test_bootstrap_of_a_fresh_cluster() -> None:
     n1.see(fresh(0.2).db_unknown()).expect(Role.STARTING, "waiting_for_observation")
     seen = n1.see(fresh(0.5)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
     assert seen.one(AcquireLease).expected_epoch == 0
-    # Epoch 1 follows nothing: no fence. The database is already the primary: no promotion.
+    # Epoch 1 follows nothing: no fence. The database is already the primary: Promote only
+    # records the epoch in it, so that a later start can compare it with the cluster's.
     got = fresh(0.6).lease_mine(1).answer(n1.state, epoch=1)
-    n1.see(got).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    seen = n1.see(got).expect(Role.PROMOTING, "promoting", "Promote")
+    assert "recording the epoch" in seen.text and seen.one(Promote).epoch == 1
+    recorded = fresh(0.65).lease_mine(1).db_primary(lsn=1000, recorded_epoch=1)
+    n1.see(recorded.answer(n1.state)).expect(Role.PROMOTING, "adding_vip", "AddVip")
     seen = n1.see(fresh(0.7).lease_mine(1).answer(n1.state))
     seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook")
     event = seen.one(RecordEvent)
@@ -163,7 +192,8 @@ def test_a_lease_that_expired_while_n1_was_not_looking_is_fenced_again() -> None
     )
     fenced = crashed(110.3).peer_db(PeerDb.PRIMARY, ago=0.5)
     seen = n1.see(fenced.answer(n1.state, fence=FenceOutcome.FENCED))
-    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen.expect(Role.PASSIVE, "acquiring", "RecordEvent", "AcquireLease")
+    assert seen.one(RecordEvent).kind == "fence"  # every fence attempt is a history record
 
     # n1 freezes for 40 s: n2 took epoch 4 first (n1's acquisition failed), and it expired since.
     def later(t: float) -> Obs:
@@ -308,9 +338,17 @@ def test_a_frozen_active_resumed_after_the_peer_took_over_finds_itself_fenced() 
     )
     seen = n1.see(lost.answer(n1.state, final_lsn=9300, clean=True))
     seen.expect(Role.FENCED, "self_fenced")
+    # Back, it rejoins by itself: it wrote past n2's fork, so it is rewound, then follows.
     back = Obs(131.0).lease_peer(4).db_stopped(was_primary=True, clean=True, lsn=9300)
-    seen = n1.see(back).expect(Role.FENCED, "must_rejoin")
-    assert "must rejoin as a replica of the active (pg_rewind)" in seen.text
+    n1.see(back).expect(Role.FENCED, "inspecting", "InspectRejoin")
+    diverged = rejoin_facts(local_lsn=9300, checkpoint_end=9400, fork=9000)
+    seen = n1.see(back.answer(n1.state, rejoin=diverged))
+    seen.expect(Role.FENCED, "rewinding", "RewindDatabase")
+    assert "diverged" in seen.text
+    n1.see(back.answer(n1.state, detail="rewound")).expect(
+        Role.FENCED, "start_replica", "StartReplica"
+    )
+    n1.see(Obs(132.0).lease_peer(4).answer(n1.state)).expect(Role.PASSIVE, "rejoined")
     assert not any(
         isinstance(a, AddVip | Promote | AcquireLease) for s in n1.log for a in s.actions
     )
@@ -337,12 +375,57 @@ def test_the_passive_not_eligible_does_not_take_over_and_says_why() -> None:
 
 
 def test_the_passive_with_a_silent_wal_receiver_does_not_take_over() -> None:
+    """WAL stopped arriving at 99 while n2 lived on, and wrote, until 130.4."""
     n1 = passive_at_epoch_3()
+    alive = Obs(130.4).lease_peer(3).peer_member(Role.ACTIVE, lsn=5000, age=0.0)
+    seen = n1.see(alive.db_replica(5000, streaming=False, received_age=31.4))
+    seen.expect(Role.PASSIVE, "passive")
+    assert "not eligible: WAL receiver not streaming, last WAL received 31.4 s ago" in seen.text
     seen = n1.see(crashed(130.5)).expect(Role.PASSIVE, "not_eligible")
     assert seen.text == (
-        "lease free but not eligible: WAL receiver not streaming, "
-        "last WAL received 31.5 s ago (max_replication_silence 30 s)"
+        "lease free but not eligible: WAL stopped arriving 31.4 s before n2 was last seen "
+        "alive (max_replication_silence 30 s)"
     )
+
+
+def test_silence_counts_from_the_actives_last_sign_of_life_not_from_now() -> None:
+    """A ZooKeeper outage: the active self-fenced at 100, its shutdown ended the WAL stream at
+    the same moment. 40 s later ZooKeeper is back: the passive missed nothing and takes over."""
+    n1 = passive_at_epoch_3()
+    n1.see(Obs(100.0).lease_peer(3).peer_member(Role.ACTIVE, lsn=5000, age=0.0))
+    back = (
+        Obs(140.0)
+        .lease_free(3)
+        .no_peer_member()
+        .peer_db(PeerDb.DOWN)
+        .db_replica(5000, streaming=False, received_age=40.0)
+    )
+    n1.see(back).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+
+def test_a_restarted_passive_judges_its_lag_from_the_persisted_position() -> None:
+    """Its daemon restarted: it never saw WAL arrive and never saw the active alive. The
+    position the active persisted says how far behind it is."""
+    restarted = Node()
+
+    def after_restart(t: float, lsn: int) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .no_peer_member()
+            .peer_db(PeerDb.UNREACHABLE)
+            .position(PEER, 3, 5000)
+            .db_replica(lsn, streaming=False, received_age=None)
+        )
+
+    restarted.see(after_restart(200.0, 4900)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    far_behind = Node()
+    seen = far_behind.see(after_restart(200.0, 5000 - 20 * MB)).expect(Role.PASSIVE, "not_eligible")
+    assert "replica lag 20 MB > max_lag_on_failover 16 MB" in seen.text
+    unknown = Node()
+    no_position = after_restart(200.0, 4900).no_position()
+    seen = unknown.see(no_position).expect(Role.PASSIVE, "not_eligible")
+    assert "no record of the active's position" in seen.text
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,24 +504,70 @@ def test_maintenance_mode_changes_nothing_and_a_stop_leaves_everything_in_place(
     assert seen.state.takeover.kind == "readopt"
 
 
-def test_a_crashed_ex_primary_stays_fenced_until_it_rejoins_as_a_replica() -> None:
+def test_a_crashed_ex_primary_is_rewound_and_rejoins_by_itself() -> None:
     n1 = Node()
     crashed_primary = Obs(50.0).lease_peer(4).db_stopped(was_primary=True, clean=False)
-    n1.see(crashed_primary).expect(Role.FENCED, "must_rejoin")
-    n1.see(crashed_primary).expect(Role.FENCED, "must_rejoin")
-    n1.see(Obs(90.0).lease_peer(4)).expect(Role.PASSIVE, "passive")  # rewound, streaming
+    n1.see(crashed_primary).expect(Role.FENCED, "inspecting", "InspectRejoin")
+    unclean = rejoin_facts(clean=False)
+    seen = n1.see(crashed_primary.answer(n1.state, rejoin=unclean))
+    seen.expect(Role.FENCED, "rewinding", "RewindDatabase")
+    assert "did not shut down cleanly" in seen.text
+    rewound = Obs(52.0).lease_peer(4).db_stopped(was_primary=False, clean=True)
+    n1.see(rewound.answer(n1.state)).expect(Role.FENCED, "start_replica", "StartReplica")
+    n1.see(Obs(53.0).lease_peer(4).answer(n1.state)).expect(Role.PASSIVE, "rejoined")
+    n1.see(Obs(54.0).lease_peer(4)).expect(Role.PASSIVE, "passive")
+
+
+def test_a_rewind_that_fails_falls_back_to_a_clone() -> None:
+    n1 = Node()
+    crashed_primary = Obs(50.0).lease_peer(4).db_stopped(was_primary=True, clean=False)
+    n1.see(crashed_primary).expect(Role.FENCED, "inspecting", "InspectRejoin")
+    n1.see(crashed_primary.answer(n1.state, rejoin=rejoin_facts(clean=False)))
+    failed = crashed_primary.answer(n1.state, ok=False, detail="WAL file already removed")
+    seen = n1.see(failed).expect(Role.FENCED, "cloning", "CloneDatabase")
+    assert "pg_rewind failed: WAL file already removed" in seen.text
+    cloned = Obs(60.0).lease_peer(4).answer(n1.state, detail="cloned in 3.1 s")
+    n1.see(cloned).expect(Role.PASSIVE, "rejoined")
+
+
+def test_an_empty_data_directory_is_cloned_from_the_active() -> None:
+    n1 = Node()
+    empty = Obs(10.0).lease_peer(4).db(DatabaseStatus(DbRole.EMPTY))
+    seen = n1.see(empty).expect(Role.FENCED, "cloning", "CloneDatabase")
+    assert "empty" in seen.text
+
+
+def test_rejoin_waits_for_the_active_to_answer_as_a_primary_and_manual_mode_for_a_request() -> None:
+    def stopped_at(t: float) -> Obs:
+        return Obs(t).lease_peer(4).db_stopped(was_primary=True, clean=False)
+
+    n1 = Node()
+    seen = n1.see(stopped_at(9.0).peer_db(PeerDb.UNREACHABLE)).expect(Role.FENCED, "must_rejoin")
+    assert "waiting for n2's database to answer as a primary" in seen.text
+    stopped = stopped_at(10.0)
+    manual = Node(dataclasses.replace(SETTINGS, rejoin_auto=False))
+    seen = manual.see(stopped).expect(Role.FENCED, "must_rejoin")
+    assert "rejoin = manual: waiting for 'failoverctl rejoin n1'" in seen.text
+    asked = stopped.rejoin_request(NODE, reclone=True)
+    seen = manual.see(asked).expect(Role.FENCED, "cloning", "CloneDatabase")
+    seen = manual.see(asked.answer(manual.state, detail="cloned"))
+    seen.expect(Role.PASSIVE, "rejoined", "ClearRejoinRequest")
 
 
 def test_no_automatic_fail_back() -> None:
-    """n1 was active, crashed, n2 took over. n1 comes back perfectly healthy: it stays passive."""
+    """n1 was active, self-fenced, n2 took over. n1 comes back perfectly healthy: not diverged
+    (n2 got its shutdown checkpoint), it follows n2 and stays passive."""
     n1 = Node()
-    n1.see(Obs(500.0).lease_peer(4).db_stopped(was_primary=True, clean=True)).expect(
-        Role.PASSIVE, "start_replica", "StartReplica"
+    back = Obs(500.0).lease_peer(4).db_stopped(was_primary=True, clean=True)
+    n1.see(back).expect(Role.FENCED, "inspecting", "InspectRejoin")
+    follows = rejoin_facts(local_lsn=9000, checkpoint_end=9100, fork=9100)
+    n1.see(back.answer(n1.state, rejoin=follows)).expect(
+        Role.FENCED, "start_replica", "StartReplica"
     )
-    n1.see(Obs(501.0).lease_peer(4).answer(n1.state)).expect(Role.PASSIVE, "passive")
+    n1.see(Obs(501.0).lease_peer(4).answer(n1.state)).expect(Role.PASSIVE, "rejoined")
     for t in range(502, 600, 7):
         n1.see(Obs(float(t)).lease_peer(4)).expect(Role.PASSIVE, "passive")
-    assert all(not s.did for s in n1.log[2:])
+    assert all(not s.did for s in n1.log[3:])
 
 
 def test_the_acquisition_result_can_arrive_before_the_watch_shows_the_lease() -> None:
@@ -573,7 +702,7 @@ def test_the_peer_is_fenced_before_a_takeover_from_a_node_left_serving() -> None
     )
     fenced = left_serving(1006.5).peer_db(PeerDb.DOWN)
     seen = n1.see(fenced.answer(n1.state, fence=FenceOutcome.FENCED))
-    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen.expect(Role.PASSIVE, "acquiring", "RecordEvent", "AcquireLease")
     assert [d.code for d in seen.step.decisions] == ["peer_fenced", "acquiring"]
 
 
@@ -618,3 +747,184 @@ def test_a_diverged_replica_never_passes_for_caught_up_on_another_timeline() -> 
     n1.see(diverged).expect(Role.PASSIVE, "waiting_for_replay")
     caught_up = diverged.db_replica(9000, streaming=False, received_age=1.0, timeline=3)
     n1.see(caught_up).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+
+# --------------------------------------------------------------------------------------------
+# Healing: every wait has a deadline and a way out
+# --------------------------------------------------------------------------------------------
+
+
+def test_readopting_after_our_own_crash_does_not_fence_a_healthy_replica() -> None:
+    """n1 led epoch 3 and crashed; its database came back stopped. Nobody was promoted since
+    (the position record is n1's, epoch 3): it is the most advanced node and leads again, and
+    n2, a replica all along, is not fenced for it."""
+    n1 = Node()
+
+    def back(t: float) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .position(NODE, 3, 9000, timeline=2)
+            .peer_member(Role.PASSIVE, eligible=False, lsn=8000)
+            .peer_db(PeerDb.REPLICA)
+            .db_stopped(was_primary=True, clean=False, lsn=9000)
+        )
+
+    n1.see(back(10.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    got = back(10.2).lease_mine(4).answer(n1.state, epoch=4)
+    seen = n1.see(got).expect(Role.PROMOTING, "promoting", "Promote")
+    assert "starting the stopped primary" in seen.text
+    assert not any(isinstance(a, FencePeer) for s in n1.log for a in s.actions)
+
+
+def test_the_most_advanced_of_two_stopped_nodes_leads_and_the_other_waits_for_it() -> None:
+    """Both stopped, no lease, nobody knows from the records who led last (the newest epoch's
+    holder died before writing a position). Each node's own report decides: timeline, then LSN."""
+
+    def stopped(t: float, mine: int, theirs: int) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(5)
+            .peer_member(Role.FENCED, eligible=False, lsn=theirs)
+            .peer_db(PeerDb.DOWN)
+            .db(
+                DatabaseStatus(
+                    DbRole.STOPPED, lsn=mine, was_primary=True, stopped_cleanly=True, timeline=3
+                )
+            )
+        )
+
+    ahead = Node()
+    seen = ahead.see(stopped(10.0, 9000, 8000)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    behind = Node()
+    seen = behind.see(stopped(10.0, 8000, 9000)).expect(Role.FENCED, "must_rejoin")
+    assert "no active to follow" in seen.text
+
+
+def test_a_live_peer_with_more_wal_is_not_overtaken() -> None:
+    """n1 is a replica that could take the free lease by the lag policy, but n2, alive and
+    healthy with its database stopped, holds more: n2 should lead, not lose it."""
+    n1 = passive_at_epoch_3()
+    free = (
+        Obs(120.0)
+        .lease_free(3)
+        .peer_member(Role.FENCED, eligible=False, lsn=5000 + 4 * MB)
+        .peer_db(PeerDb.DOWN)
+        .db_replica(5000, streaming=False, received_age=0.5)
+    )
+    seen = n1.see(free).expect(Role.PASSIVE, "not_eligible")
+    assert "n2 is further ahead" in seen.text and "it should lead" in seen.text
+
+
+def test_an_active_whose_database_crashed_restarts_it_when_the_peer_cannot_take_over() -> None:
+    n1 = active_at_epoch_3()
+    crashed_db = (
+        serving(600.0)
+        .db_stopped(was_primary=True, clean=False)
+        .check_failing("postgres", "PostgreSQL connection refused")
+        .peer_member(Role.PASSIVE, eligible=False, reason="replica lag 40 MB")
+    )
+    seen = n1.see(crashed_db).expect(Role.ACTIVE, "restarting_database", "StartPrimary")
+    assert seen.one(StartPrimary).epoch == 3
+    back = serving(601.0).check_failing("postgres", "starting")
+    seen = n1.see(back.peer_member(Role.PASSIVE, eligible=False).answer(n1.state, detail="ok"))
+    assert seen.code in ("database_restarted", "degraded")
+
+
+def test_a_hung_database_is_killed_not_asked_to_stop() -> None:
+    """PostgreSQL frozen on the active: the step-down kills it at once (a fast stop would wait
+    out the whole ladder) and releases unclean, so the peer fences before it promotes."""
+    n1 = active_at_epoch_3()
+    hung = serving(700.0).db(DatabaseStatus(DbRole.UNKNOWN, hung=True))
+    hung = hung.check_failing("postgres", "no answer within 1 s")
+    n1.see(hung).expect(Role.DEMOTING, "stepdown", "RemoveVip")
+    seen = n1.see(hung.answer(n1.state)).expect(Role.DEMOTING, "stepdown", "StopDatabase")
+    stop = seen.one(StopDatabase)
+    assert (stop.mode, stop.checkpoint) == ("kill", False)
+    killed = serving(700.2).db_stopped(was_primary=True, clean=False).check_failing("postgres")
+    seen = n1.see(killed.answer(n1.state, final_lsn=9000, clean=False))
+    seen.expect(Role.DEMOTING, "stepdown", "ReleaseLease")
+    assert not seen.one(ReleaseLease).clean
+
+
+def test_a_voluntary_stop_runs_a_checkpoint_first() -> None:
+    n1 = active_at_epoch_3()
+    n1.see(serving(710.0).check_failing()).expect(Role.DEMOTING, "stepdown", "RemoveVip")
+    seen = n1.see(serving(710.1).check_failing().answer(n1.state))
+    stop = seen.one(StopDatabase)
+    assert (stop.mode, stop.checkpoint) == ("fast", True)
+
+
+def test_a_starting_node_kills_a_hung_database_rather_than_wait_for_it() -> None:
+    n1 = Node()
+    hung = Obs(5.0).lease_peer(4).db(DatabaseStatus(DbRole.UNKNOWN, hung=True))
+    seen = n1.see(hung.check_failing("postgres", "no answer")).expect(
+        Role.STARTING, "database_hung", "StopDatabase"
+    )
+    assert seen.one(StopDatabase).mode == "kill"
+
+
+def test_a_replica_that_does_not_stream_is_stopped_and_rejoined_each_time_harder() -> None:
+    """Started as a replica, but it never streams although n2 answers as a primary (it forked
+    silently, or the WAL it needs is gone): stopped and rejoined, then rewound, then cloned."""
+    n1 = passive_at_epoch_3()
+    silence = SETTINGS.max_replication_silence
+
+    def stuck(t: float) -> Obs:
+        return Obs(t).lease_peer(3).db_replica(4000, streaming=False, received_age=None)
+
+    n1.see(stuck(200.0)).expect(Role.PASSIVE, "passive")
+    seen = n1.see(stuck(200.0 + silence + 0.5))
+    seen.expect(Role.FENCED, "replica_stalled", "StopDatabase")
+    assert seen.state.stalls == 1
+    stopped = Obs(231.0).lease_peer(3).db_stopped(was_primary=False, clean=True)
+    seen = n1.see(stopped.answer(n1.state, clean=True))
+    seen.expect(Role.FENCED, "rewinding", "RewindDatabase")  # the second try goes straight on
+    n1.see(stopped.answer(n1.state)).expect(Role.FENCED, "start_replica", "StartReplica")
+    n1.see(Obs(232.0).lease_peer(3).answer(n1.state)).expect(Role.PASSIVE, "rejoined")
+    n1.see(stuck(233.0)).expect(Role.PASSIVE, "passive")
+    seen = n1.see(stuck(233.0 + silence + 0.5))
+    seen.expect(Role.FENCED, "replica_stalled", "StopDatabase")
+    assert seen.state.stalls == 2
+    seen = n1.see(stopped.answer(n1.state, clean=True)).expect(
+        Role.FENCED, "cloning", "CloneDatabase"
+    )
+    assert "2 rejoins ended in a replica that does not stream" in seen.text
+
+
+def test_a_fence_that_reaches_the_peer_but_fails_tries_the_power_switch() -> None:
+    n1 = Node(dataclasses.replace(SETTINGS, power_fence=True), state=passive_at_epoch_3().state)
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    n1.see(takeover(110.1).answer(n1.state, epoch=4)).expect(Role.PROMOTING, "fencing", "FencePeer")
+    failed = takeover(110.4).answer(n1.state, ok=False, detail="exit 1", fence=FenceOutcome.FAILED)
+    seen = n1.see(failed).expect(Role.PROMOTING, "fencing", "RecordEvent", "FencePeer")
+    assert seen.one(FencePeer).method == "power"
+    assert seen.one(RecordEvent).kind == "fence_failed"
+    off = takeover(111.0).answer(n1.state, fence=FenceOutcome.FENCED, detail="power off")
+    seen = n1.see(off).expect(Role.PROMOTING, "promoting", "RecordEvent", "Promote")
+    assert "power" in seen.one(RecordEvent).reason.text
+
+
+def test_every_fencing_level_failing_gives_the_lease_back_and_says_so() -> None:
+    n1 = Node(dataclasses.replace(SETTINGS, power_fence=True), state=passive_at_epoch_3().state)
+    n1.see(crashed(110.0))
+    n1.see(takeover(110.1).answer(n1.state, epoch=4))
+    ssh = takeover(110.4).answer(n1.state, ok=False, detail="exit 1", fence=FenceOutcome.FAILED)
+    n1.see(ssh)
+    power = takeover(111.0).answer(n1.state, ok=False, detail="no PDU", fence=FenceOutcome.FAILED)
+    seen = n1.see(power).expect(Role.PASSIVE, "fencing_exhausted", "RecordEvent", "ReleaseLease")
+    assert "every fencing level" in seen.text
+
+
+def test_an_active_puts_back_a_vip_removed_behind_its_back() -> None:
+    n1 = active_at_epoch_3()
+    missing = serving(800.0)
+    seen = n1.see(missing.vip(present=False)).expect(Role.ACTIVE, "vip_missing", "AddVip")
+    assert seen.one(AddVip).epoch == 3
+
+
+def test_a_suspended_connection_takes_and_fences_nothing() -> None:
+    n1 = passive_at_epoch_3()
+    suspended = crashed(110.0).peer_db(PeerDb.PRIMARY).zk(ZkState.SUSPENDED, changed_at=109.0)
+    seen = n1.see(suspended).expect(Role.PASSIVE, "zk_unavailable")
+    assert "not current" in seen.text

@@ -33,6 +33,7 @@ from failoverd.core import (
     Demotion,
     FenceOutcome,
     FencePeer,
+    InspectRejoin,
     PeerDb,
     Pending,
     Promote,
@@ -179,11 +180,11 @@ def test_fenced_node_whose_stop_was_not_clean_releases_the_lease_dirty() -> None
     assert seen.one(ReleaseLease).clean is False
 
 
-def test_fenced_node_stays_down_while_its_database_is_a_stopped_ex_primary() -> None:
+def test_fenced_node_with_a_stopped_ex_primary_compares_histories_before_it_follows() -> None:
     state = state_of(Role.FENCED, EPOCH)
     obs = Obs().lease_peer(EPOCH + 1).db_stopped(was_primary=True, clean=True)
-    seen = Node(state=state).see(obs).expect(Role.FENCED, "must_rejoin")
-    assert "pg_rewind" in seen.text
+    seen = Node(state=state).see(obs).expect(Role.FENCED, "inspecting", "InspectRejoin")
+    assert seen.one(InspectRejoin).primary == PEER
 
 
 def test_fenced_node_rejoined_as_a_replica_becomes_passive() -> None:
@@ -240,10 +241,9 @@ def test_starting_finds_a_primary_of_an_older_epoch_with_the_lease_free_and_fenc
     assert "from epoch 4, cluster is at epoch 5" in seen.text
 
 
-def test_starting_crashed_ex_primary_must_rejoin() -> None:
+def test_starting_crashed_ex_primary_rejoins_by_comparing_histories_first() -> None:
     obs = Obs().lease_peer(EPOCH).db_stopped(was_primary=True, clean=False)
-    seen = Node().see(obs).expect(Role.FENCED, "must_rejoin")
-    assert "did not stop cleanly" in seen.text
+    Node().see(obs).expect(Role.FENCED, "inspecting", "InspectRejoin")
 
 
 def test_starting_crashed_ex_primary_must_rejoin_even_when_the_lease_is_free() -> None:
@@ -346,7 +346,7 @@ def test_passive_fences_a_peer_that_answers_as_primary_before_taking_the_lease()
     assert seen.one(FencePeer).epoch == EPOCH
     fenced = free_obs(101).peer_db(PeerDb.PRIMARY, ago=0.5)  # probed before the fence landed
     seen = node.see(fenced.answer(node.state, fence=FenceOutcome.FENCED))
-    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen.expect(Role.PASSIVE, "acquiring", "RecordEvent", "AcquireLease")
 
 
 def test_passive_fences_again_when_a_probe_after_the_fence_still_says_primary() -> None:
@@ -364,7 +364,12 @@ def test_passive_does_not_take_the_lease_when_the_fence_of_a_live_primary_fails(
     answered = free_obs(101).peer_db(PeerDb.PRIMARY).answer(node.state, ok=False, fence=outcome)
     seen = node.see(answered).expect(Role.PASSIVE, "retry_wait", "RecordEvent")
     event = seen.one(RecordEvent)
-    assert (event.kind, event.reason.code) == ("fence", "fence_blocked")
+    expected = {
+        FenceOutcome.FAILED: ("fence_failed", "fencing_exhausted"),  # reached it, failed
+        FenceOutcome.UNREACHABLE: ("fence", "fence_blocked"),
+        None: ("fence_failed", "fence_blocked"),  # no answer at all
+    }[outcome]
+    assert (event.kind, event.reason.code) == expected
     assert seen.state.retry_after == 101 + SETTINGS.fence_retry_after
     node.see(free_obs(105).peer_db(PeerDb.PRIMARY)).expect(Role.PASSIVE, "retry_wait")
     seen = node.see(free_obs(106).peer_db(PeerDb.PRIMARY))
@@ -394,7 +399,8 @@ MAX_LAG = "max_lag_on_failover 16 MB"
         ),
         (
             free_obs().db_replica(streaming=False, received_age=None),
-            "WAL receiver not streaming, last WAL received never (max_replication_silence 30 s)",
+            "WAL receiver not streaming, last WAL received never, and no record of the active's "
+            "position to judge its lag by",
         ),
         (free_obs().check_failing("app", "HTTP 503"), "check app failing: HTTP 503"),
         (free_obs().check_failing("squid", "slow: 2.1 s"), "check squid failing: slow: 2.1 s"),
@@ -593,7 +599,7 @@ def test_a_fence_sent_before_a_later_expiry_does_not_count_for_it() -> None:
     node.see(dirty.peer_db(PeerDb.DOWN))
     answered = free_obs(104, epoch=EPOCH + 1).last_leader(PEER, EPOCH + 1, None, clean=False)
     seen = node.see(answered.peer_db(PeerDb.DOWN).answer(node.state, fence=FenceOutcome.FENCED))
-    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen.expect(Role.PASSIVE, "acquiring", "RecordEvent", "AcquireLease")
     got = Obs(105).lease_mine(EPOCH + 2).last_leader(PEER, EPOCH + 1, None, clean=False)
     seen = node.see(got.answer(node.state, epoch=EPOCH + 2))
     seen.expect(Role.PROMOTING, "fencing", "FencePeer")
@@ -604,7 +610,7 @@ def test_a_fence_after_the_lease_went_free_counts_for_the_takeover() -> None:
     seen = node.see(free_obs(100).peer_db(PeerDb.PRIMARY))
     seen.expect(Role.PASSIVE, "fence_before_lease", "FencePeer")
     seen = node.see(free_obs(101).answer(node.state, fence=FenceOutcome.FENCED))
-    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen.expect(Role.PASSIVE, "acquiring", "RecordEvent", "AcquireLease")
     seen = node.see(Obs(102).lease_mine(EPOCH + 1).answer(node.state, epoch=EPOCH + 1))
     seen.expect(Role.PROMOTING, "promoting", "Promote")
 
