@@ -22,7 +22,6 @@ from failoverd import log as logmod
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config, ConfigError, effective_config_toml, load_config
 from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest
-from failoverd.lease import LeaseError, ZkCluster, ZkUnreachable
 from failoverd.status import UNKNOWN, as_json, as_table, assess
 from failoverd.switchover import (
     ABORTED,
@@ -34,6 +33,7 @@ from failoverd.switchover import (
     phase_of,
     plan_switchover,
 )
+from failoverd.zk import LeaseError, ZkCluster, ZkUnreachable
 
 DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
 CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"

@@ -1,4 +1,4 @@
-"""The ZooKeeper adapter (failoverd.lease) against a real ZooKeeper 3.8 server."""
+"""The ZooKeeper adapter (failoverd.zk) against a real ZooKeeper 3.8 server."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from failoverd.core import (
     SwitchoverRequest,
     ZkState,
 )
-from failoverd.lease import (
+from failoverd.zk import (
     DuplicateNode,
     LeaseConflict,
     LeaseError,
@@ -36,6 +36,7 @@ from failoverd.lease import (
     member_from_json,
     member_to_json,
 )
+from failoverd.zk.session import Session
 from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer, free_port
 
@@ -102,7 +103,7 @@ def test_negotiated_timeout_falls_back_to_cons(
     zookeeper: ZooKeeperServer, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should a future kazoo route the Connect answer elsewhere, ``cons`` still tells."""
-    monkeypatch.setattr(ZkCluster, "_hook_negotiation", lambda self: None)
+    monkeypatch.setattr(Session, "_hook_negotiation", lambda self: None)
     cluster = make_cluster(zookeeper, "n1", session_timeout=60.0, layout=False)
     assert cluster.negotiated_timeout == 20.0
 
@@ -291,7 +292,7 @@ def test_another_cluster_can_neither_see_nor_take_the_lease(
             method(*args)
     assert prod.view() is not None and view_of(prod).epoch == 1
 
-    with caplog.at_level(logging.WARNING, logger="failoverd.lease"):
+    with caplog.at_level(logging.WARNING, logger="failoverd.zk"):
         prod.ensure_layout()  # idempotent, and its own ACL is recognised
         assert "ACL" not in caplog.text
         # A chroot created without credentials does not protect the cluster: said loudly.
