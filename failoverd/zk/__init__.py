@@ -8,11 +8,16 @@ with kazoo's chroot, so that the chroot node itself can be created with its ACL)
 
     lease          ephemeral  {"node", "epoch", "since"}
     epoch          persistent ASCII integer, +1 on every acquisition
-    last_leader    persistent {"node", "epoch", "final_lsn", "clean"} (empty: none yet)
+    last_leader    persistent {"node", "epoch", "final_lsn", "clean", "left_serving",
+                   "timeline"} (empty: none yet)
     members/<node> ephemeral  a MemberStatus (without ``age``)
     switchover     persistent {"target", "from_epoch", "requested_by", "deadline", "force"}
     paused         persistent, present while in maintenance
     history/event- persistent sequential records
+    position       persistent {"node", "epoch", "lsn", "timeline", "written_at"}: the active's
+                   flushed LSN (empty: none yet); written only under the epoch it names
+    rejoin/<node>  persistent {"node", "reclone", "requested_by", "requested_at"}: an operator
+                   asks the node to rejoin; deleted by the node once it acted on it
 
 Modules, one concern each (Patroni's split: the snapshot types apart from the store adapter):
 
@@ -23,7 +28,8 @@ Modules, one concern each (Patroni's split: the snapshot types apart from the st
     layout     the fixed nodes and the chroot's ACL
     lease      acquire and release (one transaction each), the epoch
     members    this node's member record: claim and publish
-    requests   pause and switchover
+    position   the active's persisted WAL position
+    requests   pause, switchover and rejoin
     history    the event log
     cluster    ``ZkCluster``, composing the above: the one class callers use
 """
@@ -51,6 +57,10 @@ from failoverd.zk.records import (
     lease_to_json,
     member_from_json,
     member_to_json,
+    position_from_json,
+    position_to_json,
+    rejoin_from_json,
+    rejoin_to_json,
     switchover_from_json,
     switchover_to_json,
 )
@@ -74,6 +84,10 @@ __all__ = [
     "lease_to_json",
     "member_from_json",
     "member_to_json",
+    "position_from_json",
+    "position_to_json",
+    "rejoin_from_json",
+    "rejoin_to_json",
     "switchover_from_json",
     "switchover_to_json",
 ]

@@ -8,10 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 from failoverd.clock import boottime, walltime
 from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest, ZkStatus
+from failoverd.core.model import Position, RejoinRequest
 from failoverd.zk.history import History
 from failoverd.zk.layout import ensure_layout
 from failoverd.zk.lease import Lease
 from failoverd.zk.members import Member
+from failoverd.zk.position import PositionRecord
 from failoverd.zk.requests import Requests
 from failoverd.zk.session import Session
 from failoverd.zk.view import ClusterWatch
@@ -40,6 +42,7 @@ class ZkCluster:
         self._session.on_state_locked = self._watch.on_state_locked
         self._lease = Lease(self._session, self._watch, node)
         self._member = Member(self._session, node)
+        self._position = PositionRecord(self._session, self._watch)
         self._requests = Requests(self._session, self._watch)
         self._history = History(self._session)
 
@@ -144,6 +147,11 @@ class ZkCluster:
             epoch, final_lsn, clean, timeout, left_serving=left_serving, timeline=timeline
         )
 
+    def record_position(self, position: Position) -> None:
+        """Rewrite ``position``, fire and forget: returns at once, failures are logged. Only
+        written while the epoch counter is still ``position.epoch``."""
+        self._position.record(position)
+
     # -- requests, pause, history -------------------------------------------------------------
 
     def set_paused(self, paused: bool, timeout: float = 2.0) -> None:
@@ -157,6 +165,16 @@ class ZkCluster:
     def clear_switchover(self, timeout: float = 2.0) -> None:
         """Delete the switchover request (idempotent)."""
         self._requests.clear_switchover(timeout)
+
+    def request_rejoin(
+        self, node: str, reclone: bool, requested_by: str, timeout: float = 2.0
+    ) -> RejoinRequest:
+        """Write ``rejoin/<node>`` (replacing a pending one) and return what was written."""
+        return self._requests.request_rejoin(node, reclone, requested_by, timeout)
+
+    def clear_rejoin(self, node: str) -> None:
+        """Delete ``rejoin/<node>``, fire and forget (gone already is fine; failures logged)."""
+        self._requests.clear_rejoin(node)
 
     def append_history(self, record: Mapping[str, object]) -> None:
         """Append a ``history/event-`` record, fire and forget (failures are logged)."""

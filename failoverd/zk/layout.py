@@ -33,6 +33,8 @@ def ensure_layout(s: Session, timeout: float) -> None:
         (s.path("last_leader"), b"", s.acl),
         (s.path("members"), b"", s.acl),
         (s.path("history"), b"", s.acl),
+        (s.path("position"), b"", s.acl),
+        (s.path("rejoin"), b"", s.acl),
     ]
     for path, data, acl in nodes:
         try:

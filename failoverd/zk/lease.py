@@ -74,7 +74,13 @@ class Lease:
             raise LeaseConflict(f"epoch {current} moved on while acquiring: lost the race")
         if failures:
             raise s.wrap(failures[-1], "acquire the lease")
-        self._watch.show_acquired(lease, new_epoch, txn_zxid(results))
+        written = txn_stat(results)  # the epoch node's, as the set_data left it
+        self._watch.show_acquired(
+            lease,
+            new_epoch,
+            written.mzxid if written is not None else 0,
+            epoch_version=written.version if written is not None else None,
+        )
         log.info("lease acquired: node=%s epoch=%d", self._node, new_epoch)
         return new_epoch
 
@@ -167,13 +173,18 @@ class Lease:
         log.info("recorded: node=%s left serving at epoch %d without its daemon", self._node, epoch)
 
 
+def txn_stat(results: list[Any]) -> Any:
+    """The stat its set_data answered in a committed transaction (None if it had none)."""
+    for r in results:
+        if isinstance(getattr(r, "mzxid", None), int):
+            return r
+    return None
+
+
 def txn_zxid(results: list[Any]) -> int:
     """The zxid of a committed transaction: the mzxid of the node its set_data wrote."""
-    for r in results:
-        mzxid = getattr(r, "mzxid", None)
-        if isinstance(mzxid, int):
-            return mzxid
-    return 0
+    stat = txn_stat(results)
+    return stat.mzxid if stat is not None else 0
 
 
 def _commit(s: Session, txn: Any, deadline: float, what: str) -> list[Any]:

@@ -21,6 +21,7 @@ from failoverd.core import (
     MemberStatus,
     SwitchoverRequest,
 )
+from failoverd.core.model import Position, RejoinRequest
 from failoverd.zk.errors import MalformedRecord
 
 MALFORMED_LEASE_NODE = "<malformed>"
@@ -250,6 +251,62 @@ def switchover_from_json(data: bytes) -> SwitchoverRequest:
         requested_by=_str(obj, "requested_by", "switchover"),
         deadline=_num(obj, "deadline", "switchover"),
         force=_bool(obj, "force", "switchover", default=False),
+    )
+
+
+def position_to_json(position: Position) -> bytes:
+    return _dump(
+        {
+            "node": position.node,
+            "epoch": position.epoch,
+            "lsn": position.lsn,
+            "timeline": position.timeline,
+            "written_at": position.written_at,
+        }
+    )
+
+
+def position_from_json(data: bytes) -> Position | None:
+    """Parse ``position``; empty data means no active has recorded one yet."""
+    if not data.strip():
+        return None
+    obj = load_object(data, "position")
+    lsn = _int(obj, "lsn", "position")
+    if lsn < 0:
+        raise _wrong("position", "lsn", "a non-negative integer", lsn)
+    return Position(
+        node=_str(obj, "node", "position"),
+        epoch=_int(obj, "epoch", "position"),
+        lsn=lsn,
+        timeline=_opt_int(obj, "timeline", "position"),
+        written_at=_num(obj, "written_at", "position"),
+    )
+
+
+def rejoin_to_json(req: RejoinRequest) -> bytes:
+    return _dump(
+        {
+            "node": req.node,
+            "reclone": req.reclone,
+            "requested_by": req.requested_by,
+            "requested_at": req.requested_at,
+        }
+    )
+
+
+def rejoin_from_json(node: str, data: bytes) -> RejoinRequest:
+    """Parse ``rejoin/<node>``; the record must name the node it is filed under (a request
+    copied to the wrong name must not make another node rejoin)."""
+    what = f"rejoin/{node}"
+    obj = load_object(data, what)
+    recorded = _str(obj, "node", what)
+    if recorded != node:
+        raise MalformedRecord(f"{what}: record names node {recorded!r}")
+    return RejoinRequest(
+        node=node,
+        reclone=_bool(obj, "reclone", what),
+        requested_by=_str(obj, "requested_by", what),
+        requested_at=_num(obj, "requested_at", what),
     )
 
 

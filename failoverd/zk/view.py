@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from kazoo.exceptions import ConnectionClosedError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
@@ -28,6 +29,7 @@ from failoverd.core import (
     SwitchoverRequest,
     ZkState,
 )
+from failoverd.core.model import Position, RejoinRequest
 from failoverd.zk.errors import MalformedRecord, ZkOperationFailed
 from failoverd.zk.records import (
     MALFORMED_LEASE_NODE,
@@ -36,19 +38,133 @@ from failoverd.zk.records import (
     last_leader_from_json,
     lease_from_json,
     member_from_json,
+    position_from_json,
+    rejoin_from_json,
     switchover_from_json,
 )
 from failoverd.zk.session import MAX_LOOP, Session
 
 log = logging.getLogger(__name__)
 
-SINGLE_WATCHES = ("lease", "epoch", "last_leader", "switchover", "paused")
+SINGLE_WATCHES = ("lease", "epoch", "last_leader", "switchover", "paused", "position")
+DIRECTORIES = ("members", "rejoin")
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
-class _MemberEntry:
-    record: MemberStatus | MalformedMember
+class _Entry(Generic[T]):
+    record: T
     seen_at: float  # reader's boottime when this content was first seen
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unreadable:
+    """A per-node record that does not parse (or cannot be read): reported, never trusted."""
+
+    node: str
+    error: str
+
+
+class _Directory(Generic[T]):
+    """One directory of per-node records (``members``, ``rejoin``): the child names, and one
+    DataWatch per name, kept for the client's life (names are node names: few).
+
+    ``parse`` never raises: a bad record becomes a value saying so (``unreadable`` makes one
+    for a child that cannot even be watched), so one bad child never silences the others.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        name: str,
+        parse: Callable[[str, bytes], T],
+        unreadable: Callable[[str, str], T],
+        rebuild_locked: Callable[[], None],
+    ) -> None:
+        self._s = session
+        self.name = name
+        self._parse = parse
+        self._unreadable = unreadable
+        self._rebuild_locked = rebuild_locked
+        self.listed = False  # the child list was read once
+        self.names: frozenset[str] = frozenset()
+        self.entries: dict[str, _Entry[T]] = {}
+        self._read: set[str] = set()
+        self._watches: dict[str, Any] = {}  # name -> DataWatch (None while installing)
+
+    def complete_locked(self) -> bool:
+        """Listed, and every child listed was read once."""
+        return self.listed and all(n in self._read for n in self.names)
+
+    def records_locked(self) -> list[T]:
+        """The records read, sorted by node name."""
+        return [self.entries[n].record for n in sorted(self.names) if n in self.entries]
+
+    def listed_empty_locked(self) -> None:
+        """The directory does not exist: nothing in it (until it is created and watched)."""
+        self.listed = True
+        self.names = frozenset()
+
+    def on_children(self, children: list[str]) -> None:
+        """The child list changed (kazoo thread): watch newcomers from another thread."""
+        try:
+            with self._s.lock:
+                self.names = frozenset(children)
+                self.listed = True
+                new = [c for c in children if c not in self._watches]
+                for child in new:
+                    self._watches[child] = None
+                self._rebuild_locked()
+            for child in new:
+                self._s.client.handler.spawn(self._watch, child)
+        except Exception:
+            log.exception("failoverd: %s watch callback failed", self.name)
+            return
+        self._s.notify()
+
+    def _watch(self, child: str) -> None:
+        path = f"{self.name}/{child}"
+        try:
+            watch = DataWatch(
+                self._s.client,
+                self._s.path(path),
+                lambda data, stat, _event=None: self._on_data(child, data, stat),
+            )
+            with self._s.lock:
+                self._watches[child] = watch
+        except ConnectionClosedError:
+            return
+        except Exception as exc:
+            log.error("failoverd: cannot watch %s: %r", path, exc)
+            with self._s.lock:
+                self.entries[child] = _Entry(
+                    self._unreadable(child, f"cannot read {path}: {exc!r}"), self._s.clock()
+                )
+                self._read.add(child)
+                self._rebuild_locked()
+            self._s.notify()
+
+    def _on_data(self, child: str, data: bytes | None, stat: Any) -> None:
+        try:
+            with self._s.lock:
+                if data is None or stat is None:
+                    self.entries.pop(child, None)
+                else:
+                    self.entries[child] = _Entry(self._parse(child, data), self._s.clock())
+                self._read.add(child)
+                self._rebuild_locked()
+        except Exception:
+            log.exception("failoverd: watch callback for %s/%s failed", self.name, child)
+            return
+        self._s.notify()
+
+
+def _parse_rejoin(node: str, data: bytes) -> RejoinRequest | _Unreadable:
+    try:
+        return rejoin_from_json(node, data)
+    except MalformedRecord as exc:
+        return _Unreadable(node, str(exc))
 
 
 class ClusterWatch:
@@ -70,14 +186,18 @@ class ClusterWatch:
         self._lease_owner: int | None = None
         self._lease_changed_at: float | None = None  # boottime the lease watch last fired
         self._epoch = UNKNOWN_EPOCH
+        self._epoch_version: int | None = None  # znode version of the epoch counter read
         self._last_leader: LastLeader | None = None
         self._switchover: SwitchoverRequest | None = None
         self._paused = False
+        self._position: Position | None = None
         self._problems: dict[str, str] = {}
-        self._member_names: frozenset[str] = frozenset()
-        self._members: dict[str, _MemberEntry] = {}
-        self._member_watches: dict[str, Any] = {}  # name -> DataWatch (None while installing)
-        self._member_read: set[str] = set()
+        self._members: _Directory[MemberStatus | MalformedMember] = _Directory(
+            session, "members", member_from_json, MalformedMember, self.rebuild_locked
+        )
+        self._rejoin: _Directory[RejoinRequest | _Unreadable] = _Directory(
+            session, "rejoin", _parse_rejoin, _Unreadable, self.rebuild_locked
+        )
         self._watchers: list[Any] = []
         self._base_view: ClusterView | None = None
         self._view_changed = threading.Condition(session.lock)
@@ -95,9 +215,24 @@ class ClusterWatch:
         """The pending switchover request last seen (for error messages)."""
         return self._switchover
 
+    def epoch_version(self, epoch: int) -> int | None:
+        """The znode version of the epoch counter if it was last seen at ``epoch``: what a write
+        made under that epoch checks, so that it fails once the epoch moved on."""
+        with self._s.lock:
+            if self._epoch == epoch:
+                return self._epoch_version
+            return None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch counter last seen (UNKNOWN_EPOCH when missing or unreadable)."""
+        return self._epoch
+
     # -- our own writes -------------------------------------------------------------------------
 
-    def show_acquired(self, lease: LeaseInfo, epoch: int, zxid: int) -> None:
+    def show_acquired(
+        self, lease: LeaseInfo, epoch: int, zxid: int, epoch_version: int | None
+    ) -> None:
         """Show our fresh lease and epoch at once, unless a watch reported something newer."""
         with self._s.lock:
             if (self._confirmed["lease"] or 0) < zxid:
@@ -107,6 +242,7 @@ class ClusterWatch:
                 self._problems.pop("lease", None)
             if (self._confirmed["epoch"] or 0) < zxid:
                 self._epoch = epoch
+                self._epoch_version = epoch_version
                 self._floors["epoch"] = zxid
                 self._problems.pop("epoch", None)
             self.rebuild_locked()
@@ -144,7 +280,7 @@ class ClusterWatch:
         retry for ever while disconnected, which must not stall the caller.
         """
         with self._s.lock:
-            if self._s.closed or self._watch_installed >= {*SINGLE_WATCHES, "members"}:
+            if self._s.closed or self._watch_installed >= {*SINGLE_WATCHES, *DIRECTORIES}:
                 return
             if self._watch_thread_running:
                 self._watch_again = True  # the running installer takes another pass
@@ -184,17 +320,28 @@ class ClusterWatch:
                 )
             )
             self._watch_installed.add(name)
-        if "members" in self._watch_installed:
-            return
-        members = self._s.path("members")
-        if client.exists(members) is None:
-            # A ChildrenWatch on a missing node stops silently. No cluster here: the view stays
-            # None (wait_view says why) until ensure_layout() calls watch() again.
-            with self._s.lock:
-                self._layout_missing = f"{members} does not exist: run failoverctl init"
-            return
-        self._watchers.append(ChildrenWatch(client, members, self._on_children))
-        self._watch_installed.add("members")
+        if "members" not in self._watch_installed:
+            members = self._s.path("members")
+            if client.exists(members) is None:
+                # A ChildrenWatch on a missing node stops silently. No cluster here: the view
+                # stays None (wait_view says why) until ensure_layout() calls watch() again.
+                with self._s.lock:
+                    self._layout_missing = f"{members} does not exist: run failoverctl init"
+                return
+            self._watchers.append(ChildrenWatch(client, members, self._members.on_children))
+            self._watch_installed.add("members")
+        if "rejoin" not in self._watch_installed:
+            rejoin = self._s.path("rejoin")
+            if client.exists(rejoin, watch=lambda _event: self.watch()) is None:
+                # A cluster laid out before rejoin requests existed: none is pending. The
+                # exists-watch installs the ChildrenWatch once the first request creates it.
+                with self._s.lock:
+                    self._rejoin.listed_empty_locked()
+                    self.rebuild_locked()
+                self._s.notify()
+                return
+            self._watchers.append(ChildrenWatch(client, rejoin, self._rejoin.on_children))
+            self._watch_installed.add("rejoin")
 
     def _on_data(self, name: str, data: bytes | None, stat: Any) -> None:
         """One of the fixed nodes changed (kazoo thread). Never raises: bad data is a problem."""
@@ -246,11 +393,13 @@ class ClusterWatch:
                     self._lease = LeaseInfo(MALFORMED_LEASE_NODE, UNKNOWN_EPOCH, 0.0, False)
         elif name == "epoch":
             self._epoch = UNKNOWN_EPOCH
+            self._epoch_version = None
             if data is None:
                 self._problems[name] = f"{self._s.path('epoch')} is missing: run failoverctl init"
             else:
                 try:
                     self._epoch = epoch_from_bytes(data)
+                    self._epoch_version = stat.version
                 except MalformedRecord as exc:
                     self._problems[name] = f"malformed epoch counter, ignored: {exc}"
         elif name == "last_leader":
@@ -267,63 +416,13 @@ class ClusterWatch:
                     self._switchover = switchover_from_json(data)
                 except MalformedRecord as exc:
                     self._problems[name] = f"malformed switchover request, ignored: {exc}"
-
-    def _on_children(self, children: list[str]) -> None:
-        """The member list changed (kazoo thread): watch newcomers from another thread."""
-        try:
-            with self._s.lock:
-                self._member_names = frozenset(children)
-                self._seen.add("members")
-                self._layout_missing = None
-                new = [c for c in children if c not in self._member_watches]
-                for name in new:
-                    self._member_watches[name] = None
-                self.rebuild_locked()
-            for name in new:
-                self._s.client.handler.spawn(self._watch_member, name)
-        except Exception:
-            log.exception("failoverd: members watch callback failed")
-            return
-        self._s.notify()
-
-    def _watch_member(self, name: str) -> None:
-        """One DataWatch per member name, kept for the client's life (names are few)."""
-        try:
-            watch = DataWatch(
-                self._s.client,
-                self._s.path(f"members/{name}"),
-                lambda data, stat, _event=None: self._on_member(name, data, stat),
-            )
-            with self._s.lock:
-                self._member_watches[name] = watch
-        except ConnectionClosedError:
-            return
-        except Exception as exc:
-            log.error("failoverd: cannot watch member %s: %r", name, exc)
-            with self._s.lock:
-                self._members[name] = _MemberEntry(
-                    MalformedMember(name, f"cannot read members/{name}: {exc!r}"), self._s.clock()
-                )
-                self._member_read.add(name)
-                self.rebuild_locked()
-            self._s.notify()
-
-    def _on_member(self, name: str, data: bytes | None, stat: Any) -> None:
-        try:
-            with self._s.lock:
-                if data is None or stat is None:
-                    self._members.pop(name, None)
-                else:
-                    self._members[name] = _MemberEntry(
-                        record=member_from_json(name, data),
-                        seen_at=self._s.clock(),
-                    )
-                self._member_read.add(name)
-                self.rebuild_locked()
-        except Exception:
-            log.exception("failoverd: watch callback for member %s failed", name)
-            return
-        self._s.notify()
+        elif name == "position":
+            self._position = None
+            if data is not None:
+                try:
+                    self._position = position_from_json(data)
+                except MalformedRecord as exc:
+                    self._problems[name] = f"malformed position record, ignored: {exc}"
 
     # -- the snapshot -------------------------------------------------------------------------
 
@@ -336,8 +435,9 @@ class ClusterWatch:
         (the counter is set in the same transaction that creates the lease).
         """
         if self._base_view is None and not (
-            all(n in self._seen for n in (*SINGLE_WATCHES, "members"))
-            and all(n in self._member_read for n in self._member_names)
+            all(n in self._seen for n in SINGLE_WATCHES)
+            and self._members.complete_locked()
+            and self._rejoin.complete_locked()
         ):
             return
         lease = self._lease
@@ -349,18 +449,26 @@ class ClusterWatch:
             for record in (self._lease, self._last_leader):
                 if record is not None:
                     epoch = max(epoch, record.epoch)
-        members = tuple(
-            self._members[n].record for n in sorted(self._member_names) if n in self._members
-        )
+        problems = dict(self._problems)
+        requests: list[RejoinRequest] = []
+        for request in self._rejoin.records_locked():
+            if isinstance(request, _Unreadable):
+                problems[f"rejoin/{request.node}"] = (
+                    f"malformed rejoin request, ignored: {request.error}"
+                )
+            else:
+                requests.append(request)
         self._base_view = ClusterView(
             epoch=epoch,
             lease=lease,
             last_leader=self._last_leader,
-            members=members,
+            members=tuple(self._members.records_locked()),
             switchover=self._switchover,
             paused=self._paused,
-            problems=tuple(self._problems[k] for k in sorted(self._problems)),
+            problems=tuple(problems[k] for k in sorted(problems)),
             lease_changed_at=self._lease_changed_at,
+            position=self._position,
+            rejoin_requests=tuple(requests),
         )
         self._view_changed.notify_all()
 
@@ -371,9 +479,10 @@ class ClusterWatch:
             if base is None:
                 return None
             now = self._s.clock()
+            entries = self._members.entries
             members = tuple(
-                dataclasses.replace(m, age=max(0.0, now - self._members[m.node].seen_at))
-                if isinstance(m, MemberStatus) and m.node in self._members
+                dataclasses.replace(m, age=max(0.0, now - entries[m.node].seen_at))
+                if isinstance(m, MemberStatus) and m.node in entries
                 else m
                 for m in base.members
             )
@@ -392,7 +501,8 @@ class ClusterWatch:
                 self._view_changed.wait(min(remaining, 0.5))
         view = self.view()
         if view is None:
-            why = self._layout_missing or f"connection {self._s.state.value}"
+            missing = None if self._members.listed else self._layout_missing
+            why = missing or f"connection {self._s.state.value}"
             raise ZkOperationFailed(
                 f"no complete view of {self._s.chroot} within {timeout} s ({why})"
             )
