@@ -157,8 +157,8 @@ def test_a_fenced_node_is_done_once_it_streams() -> None:
 
 
 def test_streaming_is_enough_even_before_the_request_is_taken() -> None:
-    """The brief's criterion: passive, replica, eligible. Whether the daemon has deleted its
-    request yet does not matter for a plain rejoin."""
+    """Rejoined means passive, replica, eligible: whether the daemon has deleted its request
+    yet does not matter for a plain rejoin."""
     plan = plan_rejoin(view(), MEMBERS, "fln2", reclone=False)
     p = advance(start_progress(plan), view(STREAMING, rejoin_requests=(request(),)), plan)
     assert p.done and not p.taken
