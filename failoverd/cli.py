@@ -22,7 +22,15 @@ from failoverd import log as logmod
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config, ConfigError, effective_config_toml, load_config
 from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest
-from failoverd.lease import LeaseError, ZkCluster, ZkUnreachable
+from failoverd.rejoin import (
+    RejoinPlan,
+    RejoinProgress,
+    RejoinRefusedError,
+    advance,
+    check_node,
+    plan_rejoin,
+    start_progress,
+)
 from failoverd.status import UNKNOWN, as_json, as_table, assess
 from failoverd.switchover import (
     ABORTED,
@@ -34,6 +42,7 @@ from failoverd.switchover import (
     phase_of,
     plan_switchover,
 )
+from failoverd.zk import LeaseError, ZkCluster, ZkUnreachable
 
 DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
 CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"
@@ -153,9 +162,13 @@ def failoverctl_main(ctx: click.Context, config_path: str, timeout: float) -> No
 
 
 @contextmanager
-def _connected(ctx: click.Context, unknown_exit: int = 1) -> Iterator[tuple[Config, ZkCluster]]:
+def _connected(
+    ctx: click.Context, unknown_exit: int = 1, cfg: Config | None = None
+) -> Iterator[tuple[Config, ZkCluster]]:
+    """A started client for the configured cluster (``cfg`` when loaded already), closed after."""
     config_path, timeout = ctx.obj
-    cfg = _load(config_path)
+    if cfg is None:
+        cfg = _load(config_path)
     zk = ZkCluster(
         cfg.cluster.zookeeper_hosts,
         cfg.cluster.chroot,
@@ -337,6 +350,93 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
             _report_unfinished(zk, plan, phase)
         _report_window(zk, plan, wall_started)
         _wait_redundant(zk, plan, min(15.0, wait_s))
+
+
+@failoverctl_main.command("rejoin")
+@click.argument("node")
+@click.option(
+    "--reclone", is_flag=True, help="rebuild its data directory from the active (pg_basebackup)"
+)
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option(
+    "--timeout",
+    "wait_s",
+    default=120.0,
+    show_default=True,
+    help="seconds to follow progress (the request stays until the node acts on it)",
+)
+@click.pass_context
+def rejoin(ctx: click.Context, node: str, reclone: bool, yes: bool, wait_s: float) -> None:
+    """Ask NODE to rejoin as a streaming passive of the active (rewinding or re-cloning it)."""
+    cfg = _load(ctx.obj[0])
+    members = [m.name for m in cfg.members]
+    try:
+        check_node(members, node)  # before ZooKeeper: a typo neither waits nor writes
+    except RejoinRefusedError as e:
+        _fail(f"rejoin refused: {e}", 2)
+    with _connected(ctx, cfg=cfg) as (cfg, zk):
+        view = _read_view(zk, ctx.obj[1])
+        if view is None:
+            _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
+        try:
+            plan = plan_rejoin(view, members, node, reclone)
+        except RejoinRefusedError as e:
+            _fail(f"rejoin refused: {e}", 2)
+        for warning in plan.warnings:
+            click.echo(f"! {warning}")
+        what = f"{'re-clone' if reclone else 'rejoin'} {node}" + (
+            f" as a passive of {plan.active}" if plan.active else ""
+        )
+        if not yes and not click.confirm(f"{what} (epoch {plan.epoch})?", default=False):
+            _fail("not confirmed; nothing changed", 1)
+        zk.request_rejoin(node, reclone, f"{getpass.getuser()}@{socket.gethostname()}")
+        started = boottime()
+        click.echo(f"requested: {what}; following for up to {wait_s:g} s")
+        progress = _follow_rejoin(zk, plan, started, wait_s)
+        took = boottime() - started
+        if not progress.done:
+            request = (
+                "its daemon took the request"
+                if progress.taken
+                else "the request stays until its daemon acts on it"
+            )
+            _fail(
+                f"{node} has not rejoined within {wait_s:g} s: {progress.state}; {request} "
+                "(see `failoverctl status`)",
+                1,
+            )
+        now = zk.view()
+        active = now.lease.node if now is not None and now.lease is not None else plan.active
+        source = f" from {active}" if active else ""
+        click.echo(f"done: {node} is passive and streaming{source}, after {took:.1f} s")
+
+
+def _follow_rejoin(
+    zk: ZkCluster, plan: RejoinPlan, started: float, wait_s: float
+) -> RejoinProgress:
+    """Print the node's state each time it changes; the progress when done or out of time."""
+    changed = threading.Event()
+    zk.add_listener(changed.set)
+    progress = start_progress(plan)
+    said = ""
+    while not progress.done:
+        view = zk.view()
+        if view is not None:
+            before = progress.taken
+            progress = advance(progress, view, plan)
+            if progress.taken and not before:
+                click.echo(f"  +{boottime() - started:6.3f} s  {plan.node} took the request")
+            if progress.state != said:
+                said = progress.state
+                click.echo(f"  +{boottime() - started:6.3f} s  {said}")
+            if progress.done:
+                break
+        left = started + wait_s - boottime()
+        if left <= 0:
+            break
+        changed.wait(min(0.05, left))
+        changed.clear()
+    return progress
 
 
 def _follow_switchover(zk: ZkCluster, plan: Plan, started: float, wait_s: float) -> str:

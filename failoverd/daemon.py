@@ -41,10 +41,10 @@ from failoverd.core import (
     step,
     supervision_role,
 )
-from failoverd.lease import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
 from failoverd.metrics import Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.stoppost import role_file_path, write_role
+from failoverd.zk import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
 
 
 class StartupError(Exception):

@@ -110,6 +110,8 @@ def as_json(
         "last_leader": None if view.last_leader is None else asdict(view.last_leader),
         "paused": view.paused,
         "switchover": None if view.switchover is None else asdict(view.switchover),
+        "position": None if view.position is None else asdict(view.position),
+        "rejoin_requests": [asdict(r) for r in view.rejoin_requests],
         "members": members,
         "warnings": list(assessment.warnings),
     }
@@ -177,6 +179,11 @@ def as_table(
         lsn = "" if ll.final_lsn is None else f", final LSN {ll.final_lsn}"
         lines.append(
             f"last release: {ll.node} epoch {ll.epoch} ({'clean' if ll.clean else 'unclean'}{lsn})"
+        )
+    for r in view.rejoin_requests:
+        lines.append(
+            f"rejoin requested: {r.node}{' (re-clone)' if r.reclone else ''} by {r.requested_by} "
+            f"at {_when(r.requested_at)} ({max(0.0, now - r.requested_at):.0f} s ago)"
         )
     header = ("NODE", "ROLE", "EPOCH", "ELIGIBLE", "DB", "LAG", "AGE", "CHECKS", "REASON")
     rows: list[tuple[str, ...]] = []

@@ -37,7 +37,7 @@ from failoverd.core import (
     StartReplica,
     StopDatabase,
 )
-from failoverd.lease import LeaseError, ZkCluster
+from failoverd.zk import LeaseError, ZkCluster
 
 
 class ActionRunner:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from failoverd.lease import ZkCluster
+from failoverd.zk import ZkCluster
 from lab.zookeeper import ZooKeeperServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import sys
 import time
 
 from failoverd.core import MemberStatus
-from failoverd.lease import ZkCluster
+from failoverd.zk import ZkCluster
 
 
 def main(argv: list[str]) -> int:

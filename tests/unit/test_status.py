@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from failoverd.core import CheckStatus, ClusterView, LeaseInfo, MalformedMember, MemberStatus
+from failoverd.core.model import Position, RejoinRequest
 from failoverd.status import CRITICAL, DEGRADED, HEALTHY, as_json, as_table, assess
 
 MEMBERS = ["fln1", "fln2"]
@@ -98,3 +100,35 @@ def test_table_shows_the_last_failover_and_json_round_trips() -> None:
     assert "last failover:" in table and "fln2 -> fln1 (failover in 0.43 s, epoch 3)" in table
     doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
     assert doc["state"] == "healthy" and doc["lease"]["node"] == "fln1"
+
+
+def test_pending_rejoin_requests_and_the_position_are_shown() -> None:
+    base = cluster(member("fln1", "active"), member("fln2", "fenced", reason="diverged"))
+    requests = (
+        RejoinRequest("fln2", True, "ops@host", 40.0),
+        RejoinRequest("fln3", False, "ci@runner", 90.0),
+    )
+    position = Position("fln1", 3, 0x3000060, 2, 95.0)
+    view = replace(base, rejoin_requests=requests, position=position)
+    result = assess(view, MEMBERS)
+    assert result.code == assess(base, MEMBERS).code == DEGRADED  # exit codes unchanged
+    table = as_table(view, result, "lab", "/x", 100.0)
+    assert (
+        "rejoin requested: fln2 (re-clone) by ops@host at 1970-01-01 00:00:40Z (60 s ago)" in table
+    )
+    assert "rejoin requested: fln3 by ci@runner" in table
+    assert "rejoin requested" not in as_table(base, result, "lab", "/x", 100.0)
+    doc = json.loads(as_json(view, result, "lab", "/x", 100.0))
+    assert doc["rejoin_requests"] == [
+        {"node": "fln2", "reclone": True, "requested_by": "ops@host", "requested_at": 40.0},
+        {"node": "fln3", "reclone": False, "requested_by": "ci@runner", "requested_at": 90.0},
+    ]
+    assert doc["position"] == {
+        "node": "fln1",
+        "epoch": 3,
+        "lsn": 0x3000060,
+        "timeline": 2,
+        "written_at": 95.0,
+    }
+    empty = json.loads(as_json(base, result, "lab", "/x", 100.0))
+    assert empty["rejoin_requests"] == [] and empty["position"] is None

@@ -1,4 +1,4 @@
-"""The ZooKeeper adapter (failoverd.lease) against a real ZooKeeper 3.8 server."""
+"""The ZooKeeper adapter (failoverd.zk) against a real ZooKeeper 3.8 server."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from failoverd.core import (
     SwitchoverRequest,
     ZkState,
 )
-from failoverd.lease import (
+from failoverd.core.model import Position, RejoinRequest
+from failoverd.zk import (
     DuplicateNode,
     LeaseConflict,
     LeaseError,
@@ -35,7 +36,12 @@ from failoverd.lease import (
     ZkUnreachable,
     member_from_json,
     member_to_json,
+    position_from_json,
+    position_to_json,
+    rejoin_from_json,
+    rejoin_to_json,
 )
+from failoverd.zk.session import Session
 from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer, free_port
 
@@ -102,7 +108,7 @@ def test_negotiated_timeout_falls_back_to_cons(
     zookeeper: ZooKeeperServer, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should a future kazoo route the Connect answer elsewhere, ``cons`` still tells."""
-    monkeypatch.setattr(ZkCluster, "_hook_negotiation", lambda self: None)
+    monkeypatch.setattr(Session, "_hook_negotiation", lambda self: None)
     cluster = make_cluster(zookeeper, "n1", session_timeout=60.0, layout=False)
     assert cluster.negotiated_timeout == 20.0
 
@@ -291,7 +297,7 @@ def test_another_cluster_can_neither_see_nor_take_the_lease(
             method(*args)
     assert prod.view() is not None and view_of(prod).epoch == 1
 
-    with caplog.at_level(logging.WARNING, logger="failoverd.lease"):
+    with caplog.at_level(logging.WARNING, logger="failoverd.zk"):
         prod.ensure_layout()  # idempotent, and its own ACL is recognised
         assert "ACL" not in caplog.text
         # A chroot created without credentials does not protect the cluster: said loudly.
@@ -561,3 +567,211 @@ def test_unreachable_zookeeper_at_start(tmp_path: Any) -> None:
             cluster.acquire(0)
     finally:
         cluster.close()
+
+
+# -- the position record and rejoin requests -------------------------------------------------------
+
+
+def rejoin_request(node: str, reclone: bool = True) -> RejoinRequest:
+    return RejoinRequest(node, reclone, "ops@host", 1700000000.25)
+
+
+def test_position_and_rejoin_records_round_trip_every_field() -> None:
+    """Guards the JSON helpers against fields added to Position or RejoinRequest later."""
+    position = Position(node="n1", epoch=7, lsn=0x3000060, timeline=2, written_at=1700000000.5)
+    request = rejoin_request("n2", reclone=True)
+    for record in (position, request):
+        for f in dataclasses.fields(record):
+            value = getattr(record, f.name)
+            assert value not in (None, 0, False, ""), f"test must set {f.name} to a non-default"
+    assert position_from_json(position_to_json(position)) == position
+    assert position_from_json(b"") is None  # created empty: none recorded yet
+    assert json.loads(position_to_json(position)).keys() == {
+        "node", "epoch", "lsn", "timeline", "written_at"
+    }  # fmt: skip
+    assert rejoin_from_json("n2", rejoin_to_json(request)) == request
+    assert json.loads(rejoin_to_json(request)).keys() == {
+        "node", "reclone", "requested_by", "requested_at"
+    }  # fmt: skip
+    no_timeline = dataclasses.replace(position, timeline=None)
+    assert position_from_json(position_to_json(no_timeline)) == no_timeline
+
+
+def test_position_is_recorded_under_its_epoch_and_shown_to_every_reader(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    raw_client: Callable[..., KazooClient], zk_chroot: str, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    active, reader = make_cluster(zookeeper, "n1"), make_cluster(zookeeper, "n2")
+    raw = raw_client(zookeeper)
+    assert view_of(reader).position is None  # ensure_layout created it empty
+    assert raw.get(f"{zk_chroot}/position")[0] == b""
+    epoch = active.acquire(0)
+    first = Position("n1", epoch, 0x3000060, 1, 1700000000.5)
+    active.record_position(first)
+    assert wait_for(lambda: view_of(reader).position == first, 5), view_of(reader)
+    assert view_of(reader).problems == ()
+    second = dataclasses.replace(first, lsn=0x3000100, written_at=1700000001.5)
+    active.record_position(second)
+    assert wait_for(lambda: view_of(reader).position == second, 5), view_of(reader)
+
+    # Never under an epoch that is not the counter's: the record of a newer active stays.
+    with caplog.at_level(logging.WARNING, logger="failoverd.zk"):
+        active.record_position(dataclasses.replace(second, epoch=epoch - 1, lsn=1))
+        assert "the epoch counter is at 1, not 0" in caplog.text
+        assert "lsn=1 " in caplog.text and "position not recorded" in caplog.text
+        caplog.clear()
+        # The epoch moves on behind the writer's back: refused by the watch or, if the writer
+        # has not seen it yet, by the transaction's version check. Either way, said and kept.
+        raw.set(f"{zk_chroot}/epoch", b"2")
+        active.record_position(dataclasses.replace(second, lsn=0x4000000))
+        assert wait_for(lambda: "position not recorded" in caplog.text, 5), caplog.text
+        assert "lsn=67108864" in caplog.text
+    assert wait_for(lambda: view_of(reader).epoch == 2, 5)
+    assert view_of(reader).position == second
+    assert position_from_json(raw.get(f"{zk_chroot}/position")[0]) == second
+
+
+def test_record_position_never_blocks_while_zookeeper_is_stopped(
+    fresh_zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    holder = make_cluster(fresh_zookeeper, "n1", session_timeout=2.0)
+    epoch = holder.acquire(0)
+    position = Position("n1", epoch, 0x5000000, 1, 1700000000.0)
+    fresh_zookeeper.stop()
+    assert wait_for(lambda: holder.status().state == ZkState.SUSPENDED, 3), holder.status()
+    with caplog.at_level(logging.WARNING, logger="failoverd.zk"):
+        started = boottime()
+        holder.record_position(position)
+        holder.clear_rejoin("n2")
+        took = boottime() - started
+    assert took < 0.2, f"blocked for {took:.3f} s"
+    assert "position not recorded (node=n1 epoch=1 lsn=83886080 timeline=1)" in caplog.text
+    assert "ZooKeeper connection is suspended" in caplog.text
+    assert "rejoin/n2 not cleared" in caplog.text
+
+
+def test_record_position_never_blocks_while_partitioned_and_its_loss_is_logged(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    zk_proxy: Callable[[ZooKeeperServer], TcpProxy], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    proxy = zk_proxy(zookeeper)
+    holder = make_cluster(proxy, "n1", session_timeout=1.0)
+    reader = make_cluster(zookeeper, "n2")
+    epoch = holder.acquire(0)
+    before = Position("n1", epoch, 100, 1, 1700000000.0)
+    holder.record_position(before)
+    assert wait_for(lambda: view_of(reader).position == before, 5)
+    with caplog.at_level(logging.WARNING, logger="failoverd.zk"):
+        proxy.blackhole()  # kazoo does not know yet: the write is queued, and lost
+        lost = dataclasses.replace(before, lsn=200)
+        started = boottime()
+        holder.record_position(lost)
+        took = boottime() - started
+        assert took < 0.2, f"blocked for {took:.3f} s"
+        assert wait_for(lambda: "lsn=200 " in caplog.text, 5), caplog.text
+        assert "position not recorded (node=n1 epoch=1 lsn=200 timeline=1)" in caplog.text
+    assert view_of(reader).position == before
+    proxy.heal()
+
+
+def test_malformed_position_and_rejoin_records_are_reported_and_the_reader_recovers(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    raw_client: Callable[..., KazooClient], zk_chroot: str,
+) -> None:  # fmt: skip
+    reader = make_cluster(zookeeper, "n1")
+    raw = raw_client(zookeeper)
+    good = Position("n1", 0, 42, None, 1700000000.0)
+
+    for garbage, words in (
+        (b"{oops", "JSON"),
+        (b'{"node": "n1", "epoch": 0, "lsn": "42", "written_at": 1}', "'lsn' must be an integer"),
+        (b'{"node": "n1", "epoch": 0, "lsn": -1, "written_at": 1}', "non-negative"),
+        (b'{"node": "n1", "epoch": 0, "lsn": 42}', "'written_at'"),
+    ):
+        raw.set(f"{zk_chroot}/position", garbage)
+
+        def reported(words: str = words) -> bool:
+            v = view_of(reader)
+            return v.position is None and any(
+                "malformed position record" in p and words in p for p in v.problems
+            )
+
+        assert wait_for(reported, 5), (words, view_of(reader).problems)
+    raw.set(f"{zk_chroot}/position", position_to_json(good))
+    assert wait_for(lambda: view_of(reader).position == good, 5), view_of(reader)
+    assert view_of(reader).problems == ()
+
+    one, two = rejoin_request("n1"), rejoin_request("n2", reclone=False)
+    raw.create(f"{zk_chroot}/rejoin/n2", rejoin_to_json(two))
+    raw.create(f"{zk_chroot}/rejoin/n1", b'{"node": "n1", "reclone": "yes"}')
+    raw.create(f"{zk_chroot}/rejoin/n3", rejoin_to_json(one))  # names n1: filed under n3
+    expected_problems = ("'reclone' must be true or false", "record names node 'n1'")
+
+    def bad_ones_reported() -> bool:
+        v = view_of(reader)
+        return v.rejoin_requests == (two,) and all(
+            any(words in p for p in v.problems) for words in expected_problems
+        )
+
+    assert wait_for(bad_ones_reported, 5), view_of(reader)
+    assert all("malformed rejoin request" in p for p in view_of(reader).problems)
+    raw.set(f"{zk_chroot}/rejoin/n1", rejoin_to_json(one))
+    raw.delete(f"{zk_chroot}/rejoin/n3")
+    healed = wait_for(
+        lambda: (v := view_of(reader)).rejoin_requests == (one, two) and v.problems == (), 5
+    )
+    assert healed, view_of(reader)
+
+
+def test_request_replace_and_clear_a_rejoin(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    ctl, daemon = make_cluster(zookeeper, "ctl"), make_cluster(zookeeper, "n2")
+    written = ctl.request_rejoin("n2", reclone=False, requested_by="ops@host")
+    assert (written.node, written.reclone, written.requested_by) == ("n2", False, "ops@host")
+    assert abs(written.requested_at - time.time()) < 60
+    assert wait_for(lambda: view_of(daemon).rejoin_requests == (written,), 5), view_of(daemon)
+    # The operator's latest word replaces a pending request; requests are sorted by node.
+    again = ctl.request_rejoin("n2", reclone=True, requested_by="dba@host")
+    other = ctl.request_rejoin("n1", reclone=False, requested_by="ops@host")
+    assert again.reclone
+    assert wait_for(lambda: view_of(daemon).rejoin_requests == (other, again), 5)
+    assert view_of(daemon).rejoin_request("n2") == again
+
+    with caplog.at_level(logging.WARNING, logger="failoverd.zk"):
+        daemon.clear_rejoin("n2")
+        assert wait_for(lambda: view_of(ctl).rejoin_requests == (other,), 5), view_of(ctl)
+        daemon.clear_rejoin("n2")  # gone already: fine, and not a warning
+        daemon.clear_rejoin("n1")
+        assert wait_for(lambda: view_of(ctl).rejoin_requests == (), 5), view_of(ctl)
+    assert "not cleared" not in caplog.text
+    with pytest.raises(ValueError, match="node name"):
+        ctl.request_rejoin("a/b", reclone=False, requested_by="ops@host")
+
+
+def test_a_cluster_laid_out_before_position_and_rejoin_records_gains_them(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
+    raw_client: Callable[..., KazooClient], zk_chroot: str,
+) -> None:  # fmt: skip
+    """A reader of an older layout sees no requests (not no cluster), and picks up the first
+    request, which creates ``rejoin``; the first position creates its record."""
+    raw = raw_client(zookeeper)
+    for node, data in (("", b""), ("epoch", b"0"), ("last_leader", b""), ("members", b""),
+                       ("history", b"")):  # fmt: skip
+        raw.create(f"{zk_chroot}/{node}".rstrip("/"), data, makepath=True)
+    reader = make_cluster(zookeeper, "n2", layout=False)
+    reader.watch()
+    view = reader.wait_view(5.0)
+    assert (view.rejoin_requests, view.position, view.problems) == ((), None, ())
+    ctl = make_cluster(zookeeper, "ctl", layout=False)
+    written = ctl.request_rejoin("n2", reclone=True, requested_by="ops@host")
+    assert wait_for(lambda: view_of(reader).rejoin_requests == (written,), 5), view_of(reader)
+
+    active = make_cluster(zookeeper, "n1", layout=False)
+    active.watch()
+    active.wait_view(5.0)
+    epoch = active.acquire(0)
+    position = Position("n1", epoch, 7, 1, 1700000000.0)
+    active.record_position(position)
+    assert wait_for(lambda: view_of(reader).position == position, 5), view_of(reader)

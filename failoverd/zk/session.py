@@ -1,0 +1,358 @@
+"""The ZooKeeper session: the kazoo client, the negotiated timeout, the connection state, the
+listeners and the liveness round-trip; plus the helpers every blocking call shares.
+
+The session's lock is the adapter's one lock: the watches (``view.py``) take the same one, so a
+connection change and the snapshot it affects are updated together.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException, NoAuthError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import Connect
+from kazoo.retry import KazooRetry
+from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
+
+from failoverd.core import ZkState, ZkStatus
+from failoverd.zk.errors import ZkOperationFailed, ZkUnreachable
+
+log = logging.getLogger(__name__)
+
+KAZOO_ERRORS: tuple[type[BaseException], ...] = (KazooException, KazooTimeoutError, OSError)
+MAX_LOOP = 10_000  # hard bound on every wait loop, on top of its time bound
+
+_STATE_MAP = {
+    KazooState.CONNECTED: ZkState.CONNECTED,
+    KazooState.SUSPENDED: ZkState.SUSPENDED,
+    KazooState.LOST: ZkState.LOST,
+}
+
+
+class Session:
+    """One kazoo client and what is known of its session; shared by every part of the adapter."""
+
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        chroot: str,
+        session_timeout: float,
+        credentials: tuple[str, str] | None,
+        clock: Callable[[], float],
+        wallclock: Callable[[], float],
+    ) -> None:
+        self.hosts = tuple(hosts)
+        self.chroot = chroot
+        self.session_timeout = session_timeout
+        self.clock = clock
+        self.wallclock = wallclock
+        if credentials is None:
+            self.acl: list[Any] = list(OPEN_ACL_UNSAFE)
+            auth_data = None
+        else:
+            user, password = credentials
+            self.acl = [make_digest_acl(user, password, all=True)]
+            auth_data = [("digest", f"{user}:{password}")]
+        # Reconnect quickly: a slow back-off after a ZooKeeper restart could outlast the session.
+        retry = KazooRetry(
+            max_tries=-1,
+            delay=0.05,
+            backoff=1.5,
+            max_jitter=0.2,
+            max_delay=max(0.2, min(1.0, session_timeout / 4)),
+        )
+        self.client = KazooClient(
+            hosts=",".join(self.hosts),
+            timeout=session_timeout,
+            auth_data=auth_data,
+            connection_retry=retry,
+        )
+
+        self.lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        self.closed = False
+        self._started = False
+        self.state = ZkState.LOST
+        self._changed_at = clock()
+        self.sid: int | None = None  # id of the live session, None once it is lost
+        self._negotiated_ms: int | None = None
+        # round-trips
+        self._rt_token = 0
+        self._rt_outstanding: tuple[int, float] | None = None  # (token, send time)
+        self._rt_last_ok: float | None = None
+        self._rt_failures = 0
+        # Called with the lock held on every connection state change, before listeners run:
+        # the watches drop what died with the session and rebuild the view.
+        self.on_state_locked: Callable[[ZkState], None] | None = None
+
+        self.client.add_listener(self._on_state)
+        self._hook_negotiation()
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def path(self, suffix: str = "") -> str:
+        """Absolute path of ``suffix`` under the chroot."""
+        return f"{self.chroot}/{suffix}" if suffix else self.chroot
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _hook_negotiation(self) -> None:
+        """Catch the session timeout the server granted: kazoo keeps only the requested one.
+
+        The Connect answer passes through the connection handler's ``_invoke`` (kazoo 2.x);
+        wrapping it there records the value before kazoo reports CONNECTED. ``start`` falls
+        back to the ``cons`` four-letter command if a future kazoo changes this.
+        """
+        conn = getattr(self.client, "_connection", None)
+        original = getattr(conn, "_invoke", None)
+        if conn is None or original is None:
+            return
+
+        def invoke(timeout: float, request: Any, xid: Any = None) -> Any:
+            result = original(timeout, request, xid)
+            if isinstance(request, Connect) and isinstance(result, tuple) and result:
+                granted = getattr(result[0], "time_out", None)
+                if isinstance(granted, int) and granted > 0:
+                    with self.lock:
+                        self._negotiated_ms = granted
+            return result
+
+        conn._invoke = invoke
+
+    def _negotiated_from_cons(self) -> int | None:
+        """Fallback: find our session in ``cons`` of each host and read its ``to=``."""
+        session = self.sid
+        if session is None:
+            return None
+        wanted = f"sid={session:#x},"
+        for hostport in self.hosts:
+            host, _, port = hostport.rpartition(":")
+            try:
+                chunks: list[bytes] = []
+                with socket.create_connection((host, int(port)), timeout=1.0) as sock:
+                    sock.sendall(b"cons")
+                    for _ in range(MAX_LOOP):
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+            except (OSError, ValueError):
+                continue
+            answer = b"".join(chunks).decode(errors="replace")
+            for line in answer.splitlines():
+                if wanted in line:
+                    match = re.search(r"[,(]to=(\d+)", line)
+                    if match:
+                        return int(match.group(1))
+        return None
+
+    def start(self, timeout: float) -> None:
+        """Connect; raise ZkUnreachable naming the hosts if no session within ``timeout``."""
+        if self.closed:
+            raise ZkOperationFailed("this ZkCluster was closed; make a new one")
+        if self._started:
+            return
+        try:
+            self.client.start(timeout=timeout)
+        except KazooTimeoutError:
+            raise ZkUnreachable(
+                f"could not connect to ZooKeeper at {','.join(self.hosts)} within {timeout} s"
+            ) from None
+        except KAZOO_ERRORS as exc:
+            self.safe_stop()
+            raise ZkUnreachable(
+                f"could not connect to ZooKeeper at {','.join(self.hosts)}: {exc!r}"
+            ) from None
+        self._started = True
+        with self.lock:
+            if self.sid is None:  # the listener may have run before client_id was set
+                self.sid = self._session_id_now()
+            known = self._negotiated_ms
+        if known is None:
+            known = self._negotiated_from_cons()
+            if known is None:
+                self.close()
+                raise ZkOperationFailed(
+                    "connected, but could not learn the negotiated session timeout "
+                    "(kazoo internals changed and 'cons' is not allowed by the server)"
+                )
+            with self.lock:
+                self._negotiated_ms = known
+        log.info(
+            "zookeeper connected: hosts=%s session=%#x requested_timeout=%.3fs negotiated=%.3fs",
+            ",".join(self.hosts),
+            self.sid or 0,
+            self.session_timeout,
+            known / 1000,
+        )
+
+    def _session_id_now(self) -> int | None:
+        cid = self.client.client_id
+        if cid is None:
+            return None
+        sid: int = cid[0]
+        return sid
+
+    @property
+    def negotiated_timeout(self) -> float:
+        """The session timeout (seconds) the server granted: what T really is."""
+        ms = self._negotiated_ms
+        if ms is None:
+            raise ZkOperationFailed("not connected yet: no session timeout negotiated")
+        return ms / 1000
+
+    def _on_state(self, kstate: Any) -> None:
+        """kazoo's state listener (its connection thread): record, rebuild, wake; never block."""
+        state = _STATE_MAP.get(kstate, ZkState.LOST)
+        with self.lock:
+            if state == ZkState.CONNECTED:
+                self.sid = self._session_id_now()
+            elif state == ZkState.LOST:
+                self.sid = None
+            if state != self.state:
+                self.state = state
+                self._changed_at = self.clock()
+            if self.on_state_locked is not None:
+                self.on_state_locked(state)
+        log.info("zookeeper state: %s", state.value)
+        self.notify()
+
+    def status(self) -> ZkStatus:
+        """Connection state and round-trip freshness; non-blocking."""
+        with self.lock:
+            return ZkStatus(
+                state=self.state,
+                changed_at=self._changed_at,
+                last_roundtrip_sent_at=self._rt_last_ok,
+                negotiated_timeout=(
+                    self._negotiated_ms / 1000 if self._negotiated_ms is not None else None
+                ),
+            )
+
+    # -- the liveness round-trip ----------------------------------------------------------------
+
+    @property
+    def roundtrip_failures(self) -> int:
+        """Round-trips that failed or were abandoned at their deadline (for metrics)."""
+        return self._rt_failures
+
+    def roundtrip(self, deadline: float) -> None:
+        """Keep one cheap read in flight; its success proves the session alive at send time.
+
+        Non-blocking, called every tick. An outstanding read older than ``deadline`` seconds is
+        abandoned (counted as failed, its late answer ignored) so a new one can be sent.
+        """
+        now = self.clock()
+        with self.lock:
+            if self.closed or self.state != ZkState.CONNECTED:
+                return
+            if self._rt_outstanding is not None:
+                if now - self._rt_outstanding[1] <= deadline:
+                    return
+                self._rt_outstanding = None
+                self._rt_failures += 1
+            self._rt_token += 1
+            token = self._rt_token
+            self._rt_outstanding = (token, now)
+        try:
+            result = self.client.exists_async(self.path("epoch"))
+        except KAZOO_ERRORS as exc:
+            with self.lock:
+                if self._rt_outstanding is not None and self._rt_outstanding[0] == token:
+                    self._rt_outstanding = None
+                    self._rt_failures += 1
+            log.debug("zookeeper round-trip not sent: %r", exc)
+            return
+        result.rawlink(lambda res: self._roundtrip_done(token, now, res))
+
+    def _roundtrip_done(self, token: int, sent_at: float, result: Any) -> None:
+        ok = result.exception is None
+        with self.lock:
+            if self._rt_outstanding is None or self._rt_outstanding[0] != token:
+                return  # abandoned at its deadline: counted as failed already
+            self._rt_outstanding = None
+            if ok:
+                if self._rt_last_ok is None or sent_at > self._rt_last_ok:
+                    self._rt_last_ok = sent_at
+            else:
+                self._rt_failures += 1
+
+    # -- listeners ----------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs on kazoo's threads after any view or connection change."""
+        with self.lock:
+            self._listeners.append(callback)
+
+    def notify(self) -> None:
+        """Wake every listener; one that raises is logged and does not stop the others."""
+        with self.lock:
+            callbacks = list(self._listeners)
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("failoverd zookeeper listener failed")
+
+    # -- helpers for blocking calls ------------------------------------------------------------
+
+    def require_connected(self, what: str) -> None:
+        """Refuse to queue writes while disconnected: kazoo would send them after a reconnect,
+        long after the caller gave up on them."""
+        if self.closed:
+            raise ZkOperationFailed(f"cannot {what}: client closed")
+        state = self.state
+        if state != ZkState.CONNECTED:
+            raise ZkOperationFailed(f"cannot {what}: ZooKeeper connection is {state.value}")
+
+    def wait(self, async_result: Any, deadline: float, what: str) -> Any:
+        """Wait for one async result until ``deadline`` (boottime); kazoo errors are wrapped."""
+        remaining = max(0.0, deadline - self.clock())
+        try:
+            return async_result.get(timeout=remaining)
+        except KazooTimeoutError:
+            raise ZkOperationFailed(
+                f"{what}: no answer from ZooKeeper within the time left ({remaining:.2f} s); "
+                "the outcome is unknown"
+            ) from None
+        except NoAuthError:
+            raise ZkOperationFailed(
+                f"{what}: not allowed (NoAuth) under {self.chroot}: wrong credentials "
+                "for this cluster?"
+            ) from None
+
+    def wrap(self, exc: BaseException, what: str) -> ZkOperationFailed:
+        """A kazoo failure as this adapter's error, saying what was being done."""
+        if isinstance(exc, NoAuthError):
+            return ZkOperationFailed(
+                f"{what}: not allowed (NoAuth) under {self.chroot}: wrong credentials "
+                "for this cluster?"
+            )
+        return ZkOperationFailed(f"{what}: {type(exc).__name__}: {exc}".rstrip(": "))
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the session (our ephemeral nodes vanish at once); idempotent, never raises."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        self.safe_stop()
+
+    def safe_stop(self) -> None:
+        try:
+            self.client.stop()
+        except Exception as exc:
+            log.warning("zookeeper client stop failed: %r", exc)
+        try:
+            self.client.close()
+        except Exception as exc:
+            log.warning("zookeeper client close failed: %r", exc)
