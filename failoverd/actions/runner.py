@@ -26,11 +26,13 @@ from failoverd.core import (
     Action,
     ActionResult,
     AddVip,
+    ClearRejoinRequest,
     ClearSwitchover,
     FencePeer,
     Promote,
     Publish,
     RecordEvent,
+    RecordPosition,
     ReleaseLease,
     RemoveVip,
     RunHook,
@@ -65,6 +67,10 @@ class ActionRunner:
         """Start an action; fire-and-forget ones that only queue I/O run inline."""
         if isinstance(action, Publish):
             self.zk.publish(action.status)
+        elif isinstance(action, RecordPosition):
+            self.zk.record_position(action.position)
+        elif isinstance(action, ClearRejoinRequest):
+            self.zk.clear_rejoin(action.node)
         elif isinstance(action, RecordEvent):
             self.zk.append_history(_event_record(action, self.cfg.node))
         elif isinstance(action, RunHook):

@@ -126,6 +126,7 @@ def member_to_json(status: MemberStatus) -> bytes:
             "reason": status.reason,
             "reason_code": status.reason_code,
             "lsn": status.lsn,
+            "timeline": status.timeline,
             "db_role": status.db_role,
             "checks": [
                 {
@@ -178,6 +179,7 @@ def member_from_json(node: str, data: bytes) -> MemberStatus | MalformedMember:
             reason=_str(obj, "reason", what),
             reason_code=_str(obj, "reason_code", what, default=""),
             lsn=_opt_int(obj, "lsn", what),
+            timeline=_opt_int(obj, "timeline", what),
             db_role=_str(obj, "db_role", what, default="unknown"),
             checks=tuple(_check_from_obj(c, i, what) for i, c in enumerate(checks)),
             published_at=_num(obj, "published_at", what, default=0.0),

@@ -80,7 +80,7 @@ def test_member_record_round_trips_every_field() -> None:
     """Guards the JSON helpers against fields added to MemberStatus later."""
     full = MemberStatus(
         node="n1", role="active", epoch=7, eligible=False, healthy=False, reason="app down",
-        reason_code="checks_failed", lsn=123456, db_role="primary",
+        reason_code="checks_failed", lsn=123456, db_role="primary", timeline=3,
         checks=(CheckStatus("app", False, "HTTP 503", 0.25), CheckStatus("pg", True)),
         published_at=1700000000.5, version="1.2.3",
     )  # fmt: skip
