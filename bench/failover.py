@@ -2,11 +2,15 @@
 
     python bench/failover.py --scenario NAME --runs N [--json]
 
-NAME is crash, app, postgres, squid, zk-partition, freeze, or all. The lab is brought up if it
-is not up (and left as found otherwise). After each run the faulty node is brought back as a
-streaming replica, so runs follow each other on a redundant cluster. Prints min/median/max
-outage and the median of each phase per scenario, or with --json one JSON object per scenario:
-{"scenario", "outages_s": [...], "lost_acknowledged", "split_brain_samples", "phases_s"}.
+NAME is one of lab/scenarios.py's SCENARIOS (crash, app, postgres, squid, zk-partition, freeze,
+switchover, pause-partition, pg-freeze, zk-down) or all. The lab is brought up if it is not up
+(and left as found otherwise). After each run the fault is healed as the world would heal it
+(the crashed node powered on, the app restarted, ...) and nothing else is done: failoverd must
+bring the old active back as a streaming replica by itself, and the time that takes is measured,
+so runs follow each other on a redundant cluster. Prints min/median/max outage, time to
+redundancy and the median of each phase per scenario, or with --json one JSON object per
+scenario: {"scenario", "outages_s": [...], "redundant_s": [...], "healed_to_redundant_s": [...],
+"lost_acknowledged", "split_brain_samples", "phases_s"}.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def run_scenario(
     lab: Lab, name: str, runs: int, workdir: Path, say: Callable[[str], None]
 ) -> dict[str, Any]:
     outages: list[float | None] = []
+    redundant: list[float | None] = []
+    healed: list[float | None] = []
     lost = 0
     split = 0
     violations = 0
@@ -44,17 +50,27 @@ def run_scenario(
         violations += len(result.verdict.epoch_order_violations)
         for k, v in result.phases_s.items():
             phases.setdefault(k, []).append(v)
-        shown = "none" if result.outage_s is None else f"{result.outage_s:.3f} s"
+        try:
+            scenarios.restore(lab, result)
+        except scenarios.ScenarioError as e:
+            result.notes.append(f"not redundant again: {e}")
+        redundant.append(result.redundant_s)
+        healed.append(result.healed_to_redundant_s)
         say(
             f"{name} run {i}/{runs}: {result.active_before} -> {result.active_after}, "
-            f"outage {shown}, lost {len(result.verdict.lost)}, "
+            f"outage {_seconds(result.outage_s)}, redundant after {_seconds(result.redundant_s)}"
+            f" ({_seconds(result.healed_to_redundant_s)} after the heal), "
+            f"lost {len(result.verdict.lost)}, "
             f"split-brain samples {result.verdict.split_brain_samples}"
             + (f", notes: {result.notes}" if result.notes else "")
         )
-        scenarios.restore(lab, name, result.active_before)
+        if result.redundant_at is None:
+            scenarios.wait_redundant(lab, timeout=120)  # the next run needs a redundant cluster
     return {
         "scenario": name,
         "outages_s": [None if o is None else round(o, 3) for o in outages],
+        "redundant_s": [None if r is None else round(r, 3) for r in redundant],
+        "healed_to_redundant_s": [None if h is None else round(h, 3) for h in healed],
         "lost_acknowledged": lost,
         "split_brain_samples": split,
         "epoch_order_violations": violations,
@@ -62,8 +78,20 @@ def run_scenario(
     }
 
 
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f} s"
+
+
+def _median(values: list[float | None]) -> str:
+    done = [v for v in values if v is not None]
+    missing = len(values) - len(done)
+    text = f"{statistics.median(done):.3f}" if done else "-"
+    return text + (f" ({missing} never)" if missing else "")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["scenario", "runs", "min", "median", "max", "lost", "split", *PHASES]
+    head = ["scenario", "runs", "min", "median", "max", "redundant", "healed", "lost", "split"]
+    head += list(PHASES)
     lines = ["  ".join(f"{h:>9}" for h in head)]
     for r in rows:
         done = [o for o in r["outages_s"] if o is not None]
@@ -72,12 +100,18 @@ def table(rows: list[dict[str, Any]]) -> str:
             r["scenario"],
             str(len(r["outages_s"])),
             *(f"{s:.3f}" for s in stats),
+            _median(r["redundant_s"]),
+            _median(r["healed_to_redundant_s"]),
             str(r["lost_acknowledged"]),
             str(r["split_brain_samples"]),
         ]
         cells += [f"{r['phases_s'][p]:.3f}" if p in r["phases_s"] else "-" for p in PHASES]
         lines.append("  ".join(f"{c:>9}" for c in cells))
-    lines.append("outage and phases in seconds (phases: medians, from failoverd's history)")
+    lines.append(
+        "seconds; outage: fault to the first write acknowledged after it; redundant: fault to one "
+        "active and one streaming passive again (median); healed: the same from the moment the "
+        "fault was gone; phases: medians, from failoverd's history"
+    )
     return "\n".join(lines)
 
 

@@ -11,7 +11,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from failoverd.core import ClusterView, MalformedMember, MemberStatus, Role, format_bytes
+from failoverd.core import (
+    OPERATOR_NEEDED,
+    ClusterView,
+    MalformedMember,
+    MemberStatus,
+    Role,
+    format_bytes,
+)
 
 HEALTHY, DEGRADED, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", CRITICAL: "critical", UNKNOWN: "unknown"}
@@ -65,7 +72,9 @@ def assess(view: ClusterView, members: Sequence[str]) -> Assessment:
             failing = [c for c in m.checks if not c.healthy]
             for c in failing:
                 worse(DEGRADED, f"{name} check {c.name} failing: {c.reason}")
-            if m.role == Role.PASSIVE.value and not m.eligible:
+            if m.reason_code in OPERATOR_NEEDED:
+                worse(DEGRADED, f"operator needed on {name}: {m.reason}")
+            elif m.role == Role.PASSIVE.value and not m.eligible:
                 worse(DEGRADED, f"{name} not eligible: {m.reason}")
             elif m.role in (Role.FENCED.value, Role.STARTING.value, Role.DEMOTING.value):
                 worse(DEGRADED, f"{name} is {m.role}: {m.reason}")

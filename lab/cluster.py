@@ -778,6 +778,18 @@ class Lab:
             if self._blackholed(node, ADDRESSES[peer]):
                 self._ip(node, "route", "del", "blackhole", f"{ADDRESSES[peer]}/32")
 
+    def signal_postgres(self, node: str, sig: signal.Signals) -> list[int]:
+        """Send ``sig`` to the node's postmaster and every child of it (a hung server: SIGSTOP;
+        SIGCONT wakes it). Returns the PIDs signalled; none when it is not running."""
+        postmaster = self.pid(self._node(node), "postgres")
+        if postmaster is None:
+            return []
+        victims = sorted(_descendants({postmaster}))
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return victims
+
     def freeze_daemon(self, node: str) -> int:
         """SIGSTOP the node's failoverd (a hung daemon: its ZooKeeper session lives on until the
         server expires it). Returns its PID."""

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from failoverd.clock import boottime, walltime
-from lab.cluster import Lab, LabError
+from lab.cluster import ZK_NS, Lab, LabError
 from lab.workload import Verdict, analyze, read_jsonl
 
 NODES = ("fln1", "fln2")
@@ -35,7 +36,11 @@ SCENARIOS = (
     "freeze",
     "switchover",
     "pause-partition",
+    "pg-freeze",
+    "zk-down",
 )
+ZK_DOWN_S = 30.0  # zk-down: how long ZooKeeper stays stopped
+TAKEOVER_TIMEOUT = {"zk-down": ZK_DOWN_S + 30.0}
 TAKEOVER_KINDS = ("failover", "stepdown", "switchover", "bootstrap", "readopt")
 LAB_MIN_FAILOVER_INTERVAL = 5.0  # lab/templates/failoverd.toml
 
@@ -82,8 +87,8 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, step: float 
 
 
 def wait_redundant(lab: Lab, timeout: float = 60.0) -> str:
-    """Until one node is active with the VIP and the other a passive, eligible replica; the
-    active node's name."""
+    """Until one node is active with the VIP and a writable primary, and the other a passive,
+    eligible replica whose WAL receiver streams from it; the active node's name."""
 
     def ready() -> str | None:
         try:
@@ -95,6 +100,11 @@ def wait_redundant(lab: Lab, timeout: float = 60.0) -> str:
         if len(active) != 1 or doc.get("exit_code") != 0:
             return None
         if lab.vip_holders() != active:
+            return None
+        states = lab.database_states()
+        if states.get(active[0]) != "primary":
+            return None
+        if states.get(other(active[0])) != "replica (streaming)":
             return None
         return active[0]
 
@@ -110,10 +120,25 @@ class ScenarioResult:
     verdict: Verdict
     phases_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fault_at: float = 0.0  # boottime of the fault
+    healed_at: float | None = None  # boottime the fault was healed (restore, or by itself)
+    redundant_at: float | None = None  # one active and one streaming passive again
 
     @property
     def outage_s(self) -> float | None:
         return self.verdict.outage_s
+
+    @property
+    def redundant_s(self) -> float | None:
+        """From the fault to one active and one passive streaming from it again."""
+        return None if self.redundant_at is None else self.redundant_at - self.fault_at
+
+    @property
+    def healed_to_redundant_s(self) -> float | None:
+        """From the moment the fault was gone (the node reachable again) to redundancy."""
+        if self.redundant_at is None or self.healed_at is None:
+            return None
+        return self.redundant_at - self.healed_at
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -126,6 +151,8 @@ class ScenarioResult:
             "split_brain_samples": self.verdict.split_brain_samples,
             "epoch_order_violations": len(self.verdict.epoch_order_violations),
             "phases_s": self.phases_s,
+            "redundant_s": self.redundant_s,
+            "healed_to_redundant_s": self.healed_to_redundant_s,
             "notes": self.notes,
         }
 
@@ -191,6 +218,15 @@ def _pause_partition(lab: Lab, node: str) -> None:
             time.sleep(1.0)  # both daemons see the pause
 
 
+def _zk_down(lab: Lab, node: str) -> threading.Timer:
+    """ZooKeeper stopped for ZK_DOWN_S seconds: nobody can take the lease, and the active
+    self-fences. It comes back by itself (the returned timer starts it)."""
+    lab.stop_component(ZK_NS, "zookeeper")
+    timer = threading.Timer(ZK_DOWN_S, lab.start_component, args=(ZK_NS, "zookeeper"))
+    timer.start()
+    return timer
+
+
 FAULTS: dict[str, Callable[[Lab, str], object]] = {
     "crash": lambda lab, n: lab.crash(n),
     "app": lambda lab, n: lab.stop_component(n, "app"),
@@ -200,6 +236,8 @@ FAULTS: dict[str, Callable[[Lab, str], object]] = {
     "freeze": lambda lab, n: lab.freeze_daemon(n),
     "switchover": _switchover,
     "pause-partition": _pause_partition,
+    "pg-freeze": lambda lab, n: lab.signal_postgres(n, signal.SIGSTOP),
+    "zk-down": _zk_down,
 }
 
 
@@ -231,11 +269,14 @@ def takeover_phases(lab: Lab, via: str, fault_wall: float) -> dict[str, float]:
 
 
 def run(
-    lab: Lab, scenario: str, workdir: Path, *, takeover_timeout: float = 30.0
+    lab: Lab, scenario: str, workdir: Path, *, takeover_timeout: float | None = None
 ) -> ScenarioResult:
-    """One scenario on a redundant cluster; leaves the faulty node as the fault left it."""
+    """One scenario on a redundant cluster; leaves the faulty node as the fault left it (but
+    for faults that end by themselves: zk-down, freeze)."""
     if scenario not in FAULTS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    if takeover_timeout is None:
+        takeover_timeout = TAKEOVER_TIMEOUT.get(scenario, 30.0)
     active = wait_redundant(lab)
     passive = other(active)
     # A step-down within min_failover_interval of the last takeover is refused (anti-flap, by
@@ -254,24 +295,33 @@ def run(
             15,
             step=0.1,
         )
+        before = [int(a["epoch"]) for a in workload.acks() if a.get("ok")]
+        old_epoch = max(before) if before else -1
         fault_at, fault_wall = boottime(), walltime()
-        FAULTS[scenario](lab, active)
+        healing = FAULTS[scenario](lab, active)
 
         def taken_over() -> bool:
+            """A write acknowledged under a newer epoch: the service is back (by the passive,
+            or, after a ZooKeeper outage, by the old active leading again)."""
             return any(
-                a.get("ok") and a.get("node") == passive and a["sent"] >= fault_at
+                a.get("ok") and a["sent"] >= fault_at and int(a["epoch"]) > old_epoch
                 for a in workload.acks()
             )
 
         try:
-            wait_until(f"{passive} to acknowledge writes", taken_over, takeover_timeout, step=0.05)
+            wait_until("the service to be back", taken_over, takeover_timeout, step=0.05)
         except ScenarioError as e:
             notes.append(str(e))
         time.sleep(1.0)  # traffic after the takeover: late acknowledgements would show here
     finally:
         workload.stop()
+    healed_at: float | None = None
+    if isinstance(healing, threading.Timer):  # the fault ends by itself
+        healing.join(timeout=ZK_DOWN_S + 10)
+        healed_at = fault_at + ZK_DOWN_S
     if scenario == "freeze":
-        lab.thaw_daemon(active)  # it finds itself fenced: the test checks it stays so
+        lab.thaw_daemon(active)  # it finds itself fenced, and rejoins by itself
+        healed_at = boottime()
     acks = workload.acks()
     samples = read_jsonl(workload.out / "samples.jsonl")
     try:
@@ -280,15 +330,29 @@ def run(
         ids = None
         notes.append(f"could not read the surviving primary: {e}")
     verdict = analyze(acks, samples, fault_at, ids)
-    phases = takeover_phases(lab, passive, fault_wall)
-    return ScenarioResult(scenario, active, verdict.served_after, verdict, phases, notes)
+    phases = takeover_phases(lab, verdict.served_after or passive, fault_wall)
+    return ScenarioResult(
+        scenario,
+        active,
+        verdict.served_after,
+        verdict,
+        phases,
+        notes,
+        fault_at=fault_at,
+        healed_at=healed_at,
+    )
 
 
-def restore(lab: Lab, scenario: str, node: str, timeout: float = 90.0) -> None:
-    """Bring ``node`` back after ``scenario``, as a streaming replica of the new primary."""
+def restore(lab: Lab, result: ScenarioResult, timeout: float = 60.0) -> float:
+    """Heal the fault as the world would (power back on, the app restarted, the route back),
+    then wait, without any command, for one active and one passive streaming from it. Records
+    when and returns the time from the heal to redundancy; ScenarioError if it never comes."""
+    node, scenario = result.active_before, result.scenario
+    healed_at = boottime()
     if scenario == "crash":
+        # A reboot: the link back, the node's services started; failoverd rejoins PostgreSQL.
         lab.restore_link(node, drop_vip=True)
-        for component in ("sshd", "app", "squid"):
+        for component in ("sshd", "app", "squid", "failoverd"):
             lab.start_component(node, component)
     elif scenario == "app":
         lab.start_component(node, "app")
@@ -299,31 +363,10 @@ def restore(lab: Lab, scenario: str, node: str, timeout: float = 90.0) -> None:
     elif scenario == "pause-partition":
         lab.heal_zk(node)
         lab.heal_nodes()
-    # The daemon steps down to a replica by itself after a clean stop (app, squid); after a
-    # crash, a killed database or a fence the old primary may have diverged: rebuild it.
-    try:
-        wait_until(
-            f"{node} to be an eligible passive again",
-            lambda: _eligible_passive(lab, node),
-            20 if scenario in ("app", "squid", "switchover") else 8,
-        )
-        return
-    except ScenarioError:
-        pass
-    lab.rejoin(node)
-    wait_until(
-        f"{node} to be an eligible passive after rejoining",
-        lambda: _eligible_passive(lab, node),
-        timeout,
-    )
-
-
-def _eligible_passive(lab: Lab, node: str) -> bool:
-    try:
-        doc = cluster_status(lab, via=other(node))
-    except (ScenarioError, subprocess.TimeoutExpired):
-        return False
-    for m in doc.get("members", []):
-        if m.get("node") == node:
-            return bool(m.get("role") == "passive" and m.get("eligible"))
-    return False
+    elif scenario == "pg-freeze":
+        lab.signal_postgres(node, signal.SIGCONT)  # failoverd killed it already, if it could
+    if result.healed_at is None:
+        result.healed_at = healed_at
+    wait_redundant(lab, timeout=timeout)
+    result.redundant_at = boottime()
+    return result.redundant_at - result.healed_at

@@ -14,6 +14,7 @@ Host keys are checked against ``fencing.known_hosts`` only, and an unknown key i
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Callable
 from typing import Final
@@ -23,6 +24,7 @@ import paramiko
 from failoverd.clock import boottime
 from failoverd.config import FencingConfig, Member
 from failoverd.core import ActionResult, FenceOutcome
+from failoverd.subproc import run_bounded
 
 # connect() errors that mean nothing on the peer's side answered: no route (ours or a router's),
 # a blackhole route here (EINVAL), the host does not answer ARP, or the SYN timed out.
@@ -193,3 +195,30 @@ def _shown(output: bytearray) -> str:
     if len(text) > OUTPUT_SHOW:
         text = "..." + text[-OUTPUT_SHOW:]
     return f"; output: {text}"
+
+
+def power_fence(peer: Member, fencing: FencingConfig) -> tuple[FenceOutcome, str]:
+    """The second level: ``fencing.power_command`` with ``{node}`` and ``{address}`` replaced
+    (also in ``FAILOVERD_FENCE_NODE``/``FAILOVERD_FENCE_ADDRESS``), bounded by
+    ``fencing.power_timeout``, its process group killed at the deadline. Exit 0 means the peer
+    is off: FENCED. Anything else is FAILED: a power switch that did not confirm proves nothing,
+    and "unreachable" has no meaning for it."""
+    argv = fencing.power_command
+    if not argv:
+        return FenceOutcome.FAILED, "no power_command configured"
+    args = [a.replace("{node}", peer.name).replace("{address}", peer.address) for a in argv]
+    env = dict(os.environ)
+    env.update(FAILOVERD_FENCE_NODE=peer.name, FAILOVERD_FENCE_ADDRESS=peer.address)
+    try:
+        done = run_bounded(args, fencing.power_timeout, env)
+    except OSError as e:
+        return FenceOutcome.FAILED, f"power_command {args[0]} could not run: {e}"
+    tail = done.output.strip()[-OUTPUT_SHOW:]
+    took = f"{done.seconds:.3f} s"
+    if done.returncode is None:
+        return FenceOutcome.FAILED, f"power_command timed out after {fencing.power_timeout:g} s"
+    if done.returncode != 0:
+        return FenceOutcome.FAILED, f"power_command exited {done.returncode} ({took}): {tail}"
+    return FenceOutcome.FENCED, f"power_command switched {peer.name} off ({took})" + (
+        f": {tail}" if tail else ""
+    )

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from failoverd.actions.database import LocalDatabase
-from failoverd.actions.fence import fence_action_result, fence_peer
+from failoverd.actions.fence import fence_action_result, fence_peer, power_fence
 from failoverd.actions.hooks import run_hook
 from failoverd.actions.vip import add_vip, remove_vip
 from failoverd.clock import boottime
@@ -141,6 +141,8 @@ class ActionRunner:
             return ActionResult(action.id, ok=ok, detail=detail)
         if isinstance(action, FencePeer):
             peer = self._member(action.peer)
+            if action.method == "power":
+                return fence_action_result(action.id, *power_fence(peer, self.cfg.fencing))
             return fence_action_result(
                 action.id, *fence_peer(peer, self.cfg.fencing, clock=self.clock)
             )

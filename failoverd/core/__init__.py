@@ -58,7 +58,7 @@ the pure judgements that status reporting shares.
 
 from __future__ import annotations
 
-from failoverd.core.context import SERVING_ROLES
+from failoverd.core.context import OPERATOR_NEEDED, SERVING_ROLES
 from failoverd.core.model import (
     SEQUENCING,
     UNMANAGED_DB,
@@ -124,6 +124,7 @@ from failoverd.core.policy import (
 from failoverd.core.stepper import step, supervision_role
 
 __all__ = [
+    "OPERATOR_NEEDED",
     "SEQUENCING",
     "SERVING_ROLES",
     "UNMANAGED_DB",

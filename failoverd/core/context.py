@@ -149,6 +149,18 @@ def next_fence_level(st: Ctx, done: Done) -> str | None:
     return None
 
 
+OPERATOR_NEEDED = frozenset(
+    {
+        "peer_left_serving",  # the peer serves without its daemon and no fence reaches it
+        "fencing_exhausted",  # every fencing level reached the peer and failed
+        "rejoin_needs_clone",  # only a clone can rejoin it, and [postgres] reclone = false
+        "rejoin_manual",  # [postgres] rejoin = manual: waiting for failoverctl rejoin
+        "two_primaries",  # both databases answer as primary with no lease to tell them apart
+    }
+)
+"""Reason codes that no fault healing will end by itself: a person must decide (the reason
+text names the command). Status reports them as such."""
+
 SERVING_ROLES = (Role.ACTIVE, Role.PROMOTING, Role.DEMOTING)
 """Roles in which the node may hold the VIP or run the writable primary."""
 

@@ -244,8 +244,10 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         return
     if st.state.retry_after is not None and st.obs.now < st.state.retry_after:
         last_try = st.state.retry_reason
+        # A wait that only a person can end keeps its code, so status says so.
+        operator = last_try is not None and last_try.code in context.OPERATOR_NEEDED
         st.decide(
-            "retry_wait",
+            last_try.code if operator and last_try is not None else "retry_wait",
             f"lease free; retrying takeover in {st.state.retry_after - st.obs.now:.1f} s"
             + ("" if last_try is None else f" (last attempt: {last_try.text})"),
         )

@@ -34,7 +34,8 @@ REJOIN_ACTIONS = ("InspectRejoin", "RewindDatabase", "CloneDatabase", "StartRepl
 
 
 def why_not(st: context.Ctx) -> str | None:
-    """Why this node may not rejoin now, in words; None when it may."""
+    """Why this node may not rejoin now, in words; None when it may. (Manual mode waiting for
+    a request is said apart: ``manual_wait``.)"""
     c = st.cluster
     if c is None or not st.zk_fresh():
         return "waiting for ZooKeeper"
@@ -48,9 +49,12 @@ def why_not(st: context.Ctx) -> str | None:
         return f"its database is {db.value}, not stopped"
     if st.obs.peer_database.state is not PeerDb.PRIMARY:
         return f"waiting for {st.s.peer}'s database to answer as a primary"
-    if not st.s.rejoin_auto and c.rejoin_request(st.s.node) is None:
-        return f"rejoin = manual: waiting for 'failoverctl rejoin {st.s.node}'"
     return None
+
+
+def manual_wait(st: context.Ctx) -> bool:
+    c = st.cluster
+    return not st.s.rejoin_auto and (c is None or c.rejoin_request(st.s.node) is None)
 
 
 def run(st: context.Ctx, done: context.Done | None) -> None:
@@ -70,6 +74,13 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         if st.state.rejoin is not None:
             st.set(rejoin=None)
         st.decide("must_rejoin", f"fenced: must rejoin as a replica of {st.s.peer}; {blocked}")
+        return
+    if manual_wait(st):
+        st.decide(
+            "rejoin_manual",
+            f"fenced: must rejoin as a replica of {st.s.peer}; rejoin = manual: waiting for "
+            f"'failoverctl rejoin {st.s.node}'",
+        )
         return
     retry = st.state.rejoin_retry_at
     if retry is not None and st.obs.now < retry:

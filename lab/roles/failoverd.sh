@@ -57,9 +57,14 @@ config() {
     for host in ${ZK_HOSTS//,/ }; do
         ZK_HOSTS_TOML+="${ZK_HOSTS_TOML:+, }\"$host\""
     done
+    # The lab's power switch (the second fencing level): `lab/lab crash` kills every process
+    # of the node and sets its link down, as pulling the plug would.
+    local LAB_ROOT REPO_DIR
+    LAB_ROOT=$(dirname "$LAB_DIR")
+    REPO_DIR=$REPO
     render "$TEMPLATES/failoverd.toml" "$CONFIG" NODE ADDR PEER PEER_ADDR CLUSTER CHROOT \
         ZK_HOSTS_TOML VIP VIP_IFACE PG_PORT PG_DB PG_DATA PG_BIN SSH_PORT SSH_DIR APP_PORT \
-        SQUID_PORT METRICS_ENABLED METRICS_PORT
+        SQUID_PORT METRICS_ENABLED METRICS_PORT LAB_ROOT REPO_DIR
     local out
     if ! out=$("$VENV/bin/failoverd" check-config "$CONFIG" 2>&1); then
         printf '%s\n' "$out" >&2

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from failoverd.actions.fence import fence_action_result, fence_peer
+from failoverd.actions.fence import fence_action_result, fence_peer, power_fence
 from failoverd.config import Config, FencingConfig, Member, VipConfig, parse_config
 from failoverd.core import FenceOutcome
 from failoverd.fencing import fence_self
@@ -396,3 +396,44 @@ def test_fence_self_without_a_database(tmp_path: Path) -> None:
     assert ok, detail
     assert "none managed" in detail
     assert len(vip.calls) == 1
+
+
+# -- the second level: a power switch command -----------------------------------------------------
+
+
+def power_config(tmp_path: Path, script: str, timeout: float = 5.0) -> FencingConfig:
+    """A power_command that is a real shell script, called with the peer's name and address."""
+    path = tmp_path / "power"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return FencingConfig(power_command=(str(path), "--plug", "{node}", "--ip", "{address}"),
+                         power_timeout=timeout)  # fmt: skip
+
+
+PEER = Member(name="n2", address="127.0.0.2")
+
+
+def test_power_fence_runs_the_command_with_the_peers_name_and_address(tmp_path: Path) -> None:
+    record = tmp_path / "called"
+    script = f'echo "$*|$FAILOVERD_FENCE_NODE|$FAILOVERD_FENCE_ADDRESS" > {record}\necho off\n'
+    outcome, detail = power_fence(PEER, power_config(tmp_path, script))
+    assert outcome is FenceOutcome.FENCED, detail
+    assert record.read_text() == "--plug n2 --ip 127.0.0.2|n2|127.0.0.2\n"
+    assert "switched n2 off" in detail and detail.endswith(": off")
+
+
+def test_power_fence_fails_on_a_nonzero_exit_a_timeout_or_a_missing_program(
+    tmp_path: Path,
+) -> None:
+    outcome, detail = power_fence(PEER, power_config(tmp_path, "echo 'PDU says no' >&2\nexit 3\n"))
+    assert outcome is FenceOutcome.FAILED and "exited 3" in detail and "PDU says no" in detail
+    started = time.monotonic()
+    # A command that hangs, with a child that keeps the pipe open: killed at the deadline.
+    outcome, detail = power_fence(PEER, power_config(tmp_path, "sleep 30 &\nsleep 30\n", 0.5))
+    assert outcome is FenceOutcome.FAILED and "timed out after 0.5 s" in detail
+    assert time.monotonic() - started < 5.0
+    missing = FencingConfig(power_command=(str(tmp_path / "nonexistent"),))
+    outcome, detail = power_fence(PEER, missing)
+    assert outcome is FenceOutcome.FAILED and "could not run" in detail
+    outcome, detail = power_fence(PEER, FencingConfig())
+    assert outcome is FenceOutcome.FAILED and "no power_command configured" in detail

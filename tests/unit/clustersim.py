@@ -289,6 +289,7 @@ class Sim:
         self.zk = Zk()
         self.managed = managed
         self.peer_link = True
+        self.flaky = True  # actions fail, hang or crawl now and then (a fault like the others)
         self.next_tli = 2
         self.log: list[str] = []
         self.nodes = {
@@ -698,7 +699,7 @@ class Sim:
         bound = {"AddVip": DT, "RemoveVip": DT, "AcquireLease": 2.0, "ReleaseLease": 2.0}.get(
             action.name, 9.0
         )
-        draw = self.rng.random()
+        draw = self.rng.random() if self.flaky else 0.5
         hangs = draw < 0.01 and bound > DT and not isinstance(action, StopDatabase)
         slow = draw > 0.985
         took = bound if slow or hangs else min(bound, self.rng.choice((DT, DT, 2 * DT, 4 * DT)))
@@ -719,7 +720,7 @@ class Sim:
                 start_at,
                 None if hangs else start_at + took,
                 report=True,
-                ok=reliable or self.rng.random() > 0.02,
+                ok=reliable or not self.flaky or self.rng.random() > 0.02,
             )
         )
 
@@ -1270,6 +1271,7 @@ def converged(sim: Sim) -> str | None:
 def heal_everything(sim: Sim, nemesis: Nemesis) -> None:
     """Every fault gone: the nemesis's own, and what no heal of it brings back by itself."""
     nemesis.heal_all()
+    sim.flaky = False  # actions fail no more: that is a fault too
     sim.zk.switchover = None  # and no operator request pending
     sim.set_zk(True)
     sim.set_peer_link(True)

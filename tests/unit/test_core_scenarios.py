@@ -546,7 +546,7 @@ def test_rejoin_waits_for_the_active_to_answer_as_a_primary_and_manual_mode_for_
     assert "waiting for n2's database to answer as a primary" in seen.text
     stopped = stopped_at(10.0)
     manual = Node(dataclasses.replace(SETTINGS, rejoin_auto=False))
-    seen = manual.see(stopped).expect(Role.FENCED, "must_rejoin")
+    seen = manual.see(stopped).expect(Role.FENCED, "rejoin_manual")
     assert "rejoin = manual: waiting for 'failoverctl rejoin n1'" in seen.text
     asked = stopped.rejoin_request(NODE, reclone=True)
     seen = manual.see(asked).expect(Role.FENCED, "cloning", "CloneDatabase")
@@ -690,11 +690,11 @@ def test_the_peer_is_fenced_before_a_takeover_from_a_node_left_serving() -> None
     # Unreachable proves nothing about a node nobody supervises: no takeover, and why.
     unreachable = left_serving(1000.5).peer_db(PeerDb.UNREACHABLE)
     seen = n1.see(unreachable.answer(n1.state, fence=FenceOutcome.UNREACHABLE, detail="timeout"))
-    seen.expect(Role.PASSIVE, "retry_wait", "RecordEvent")
-    assert [d.code for d in seen.step.decisions] == ["peer_left_serving", "retry_wait"]
+    seen.expect(Role.PASSIVE, "peer_left_serving", "RecordEvent")  # said as needing a person
+    assert [d.code for d in seen.step.decisions] == ["peer_left_serving", "peer_left_serving"]
     assert "failoverctl promote n1 --force" in seen.text
     seen = n1.see(left_serving(1002.0).peer_db(PeerDb.UNREACHABLE))
-    seen.expect(Role.PASSIVE, "retry_wait")
+    seen.expect(Role.PASSIVE, "peer_left_serving")
     assert "was left serving" in seen.text, seen.text
     # Once the link is back the fence reaches it, and the takeover goes ahead.
     n1.see(left_serving(1006.0).peer_db(PeerDb.PRIMARY)).expect(

@@ -132,3 +132,16 @@ def test_pending_rejoin_requests_and_the_position_are_shown() -> None:
     }
     empty = json.loads(as_json(base, result, "lab", "/x", 100.0))
     assert empty["rejoin_requests"] == [] and empty["position"] is None
+
+
+def test_a_state_only_a_person_can_end_is_said_as_such() -> None:
+    """Fault healing ends every other wait; these need a decision, and status says whose."""
+    why = "fenced: must rejoin as a replica of fln1; rejoin = manual: waiting for 'failoverctl "
+    why += "rejoin fln2'"
+    waiting = member("fln2", "fenced", reason=why, reason_code="rejoin_manual")
+    result = assess(cluster(member("fln1", "active"), waiting), MEMBERS)
+    assert result.code == DEGRADED
+    assert result.warnings == (f"operator needed on fln2: {why}",)
+    ordinary = member("fln2", "fenced", reason="fenced: inspecting", reason_code="inspecting")
+    result = assess(cluster(member("fln1", "active"), ordinary), MEMBERS)
+    assert result.warnings == ("fln2 is fenced: fenced: inspecting",)
