@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
-from failoverd.actions.database import _alive, _children
+from failoverd.pgconn import child_pids, process_alive
 from lab.process import wait_for
 from lab.zookeeper import free_port
 
@@ -114,7 +114,7 @@ class PostgresServer:
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        if not _alive(pid):
+        if not process_alive(pid):
             return None
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -289,11 +289,11 @@ class PostgresServer:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
-        children = _children(pid)
+        children = child_pids(pid)
         for victim in (pid, *children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
-        if not _wait(lambda: not any(_alive(p) for p in (pid, *children)), 10.0, 0.02):
+        if not _wait(lambda: not any(process_alive(p) for p in (pid, *children)), 10.0, 0.02):
             raise PostgresError(f"processes of PostgreSQL {pid} survived SIGKILL")
         self._remove_stale_files()
 
@@ -457,7 +457,7 @@ class PostgresServer:
         pid = self.pid
         if pid is None:
             return
-        for target in (pid, *_children(pid)):
+        for target in (pid, *child_pids(pid)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(target, sig)
 

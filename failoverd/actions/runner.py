@@ -15,9 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from failoverd.actions.database import LocalDatabase
 from failoverd.actions.fence import fence_action_result, fence_peer
 from failoverd.actions.hooks import run_hook
+from failoverd.actions.postgres import LocalDatabase
 from failoverd.actions.vip import add_vip, remove_vip
 from failoverd.clock import boottime
 from failoverd.config import Config, Member

@@ -5,7 +5,6 @@ DatabaseStatus, which decides eligibility; this module only measures and reports
 from __future__ import annotations
 
 import math
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from failoverd.checks.base import Probe, judge_latency
 from failoverd.clock import boottime
 from failoverd.config import CheckConfig, PostgresConfig
 from failoverd.core import DatabaseStatus, DbRole
+from failoverd.pgconn import read_password, tcp_reachable
 
 STATE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -73,12 +73,6 @@ def _num(value: Any) -> float | None:
 
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
-
-
-def read_password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    return path.read_text().strip() or None
 
 
 def control_state(bin_dir: Path, data_dir: Path, timeout: float) -> str | None:
@@ -274,22 +268,6 @@ def _as_int(v: object) -> int | None:
 
 def _as_float(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) else None
-
-
-def tcp_reachable(host: str, port: int, timeout: float) -> str | None:
-    """None when something accepts on host:port; else "down" (refused) or "unreachable".
-
-    libpq and psycopg never wait less than 2 s to connect; this answers within the budget.
-    """
-    if host.startswith("/"):
-        return None  # a Unix socket directory: psycopg's own error says what is wrong
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except ConnectionRefusedError:
-        return "down"
-    except OSError:
-        return "unreachable"
 
 
 class PeerDatabaseProbe:
