@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from failoverd.actions.postgres.lifecycle import (
-    ControlData,
     Lifecycle,
     PromoteResult,
     StopMode,
@@ -24,7 +23,7 @@ from failoverd.actions.postgres.replication import Replication, StartResult
 from failoverd.actions.postgres.service import Service
 from failoverd.clock import boottime
 from failoverd.config import PostgresConfig
-from failoverd.pgconn import int_to_lsn, lsn_to_int
+from failoverd.pgconn import ControlData, int_to_lsn, lsn_to_int
 
 __all__ = [
     "ControlData",

@@ -18,7 +18,6 @@ import contextlib
 import math
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
@@ -28,19 +27,18 @@ import psycopg
 from failoverd.actions.postgres.service import POLL, Service, scalar, tail
 from failoverd.core import ActionResult
 from failoverd.pgconn import (
+    ControlData,
     Unavailable,
     child_pids,
     describe,
     int_to_lsn,
-    lsn_to_int,
+    postmaster_pid,
     process_alive,
+    read_control_data,
     tcp_reachable,
 )
 
 StopMode = Literal["fast", "immediate", "kill"]
-
-CLEAN_STATES: Final = ("shut down", "shut down in recovery")
-"""pg_controldata cluster states after a clean shutdown: nothing to recover, safe to follow."""
 
 EPOCH_SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS failoverd_epoch (epoch bigint NOT NULL)",
@@ -86,25 +84,6 @@ class StopResult(NamedTuple):
             clean=self.clean,
             timeline=self.timeline,
         )
-
-
-class ControlData(NamedTuple):
-    """What ``pg_controldata`` says; ``state`` is None when it could not be read."""
-
-    state: str | None
-    checkpoint_lsn: int | None
-    error: str = ""
-    timeline: int | None = None  # the latest checkpoint's timeline
-
-    @property
-    def clean(self) -> bool:
-        return self.state in CLEAN_STATES
-
-    def describe(self) -> str:
-        if self.state is None:
-            return f"control data unreadable ({self.error})"
-        at = "" if self.checkpoint_lsn is None else f" at {int_to_lsn(self.checkpoint_lsn)}"
-        return f"cluster state {self.state!r}{at}"
 
 
 class Lifecycle:
@@ -340,56 +319,14 @@ class Lifecycle:
         return None if value is None else int(value)
 
     def control_data(self, timeout: float = 5.0) -> ControlData:
-        """``pg_controldata``: the cluster state and the latest checkpoint's LSN."""
+        """``pg_controldata``: the cluster state, the latest checkpoint, and every other field."""
         if self.data_dir is None:
             return ControlData(None, None, "no data_dir configured")
-        try:
-            done = subprocess.run(
-                [self.svc.bin("pg_controldata"), "-D", str(self.data_dir)],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return ControlData(None, None, str(e))
-        if done.returncode != 0:
-            return ControlData(None, None, tail(done.stderr or done.stdout, 2))
-        state: str | None = None
-        lsn: int | None = None
-        timeline: int | None = None
-        for line in done.stdout.splitlines():
-            key, _, value = line.partition(":")
-            if key == "Database cluster state":
-                state = value.strip()
-            elif key == "Latest checkpoint location":
-                with contextlib.suppress(ValueError):
-                    lsn = lsn_to_int(value)
-            elif key == "Latest checkpoint's TimeLineID":
-                with contextlib.suppress(ValueError):
-                    timeline = int(value.strip())
-        if state is None:
-            return ControlData(None, lsn, "no cluster state in pg_controldata's output", timeline)
-        return ControlData(state, lsn, timeline=timeline)
+        return read_control_data(self.pg.bin_dir, self.data_dir, timeout)
 
     def postmaster_pid(self) -> int | None:
-        """The live postmaster of our data directory, None when there is none (no pid file, a
-        dead or zombie process, or a reused PID that belongs to a stranger)."""
-        if self.data_dir is None:
-            return None
-        info = self._pid_file()
-        if info is None:
-            return None
-        pid = info[0]
-        if not process_alive(pid):
-            return None
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            return pid  # not ours to inspect: trust the pid file
-        return pid if Path(cwd) == self.data_dir.resolve() else None
+        """The live postmaster of our data directory, None when there is none."""
+        return None if self.data_dir is None else postmaster_pid(self.data_dir)
 
     # -- starting -----------------------------------------------------------------------------
 

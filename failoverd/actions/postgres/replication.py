@@ -138,9 +138,7 @@ class Replication:
                         return None
                     return "it is not in recovery (a primary): standby.signal was not honoured"
             except Unavailable as e:
-                if isinstance(e.cause, psycopg.errors.CannotConnectNow) and (
-                    "hot standby" in str(e.cause).lower()
-                ):
+                if "hot standby mode is disabled" in e.full.lower():
                     return None  # a replica with hot_standby off: in recovery by definition
                 last = str(e)
             except psycopg.Error as e:

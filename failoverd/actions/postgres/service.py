@@ -57,14 +57,16 @@ class Service:
             password = pgconn.read_password(self.pg.password_file)
         except OSError as e:
             raise pgconn.Unavailable(f"cannot read password_file: {e.strerror or e}") from None
+        # The session may last a second past the deadline: the statement_timeout's own error,
+        # in PostgreSQL's words, should arrive before the cut.
         return pgconn.connect(
             self.pg.host,
             self.pg.port,
             user=self.pg.user,
             dbname=self.pg.dbname,
             password=password,
-            remaining=remaining,
-            statement_timeout=remaining + 1.0,
+            timeout=remaining + 1.0 if remaining > 0 else 0.0,
+            statement_timeout=remaining + 0.5,
             application_name="failoverd",
         )
 
