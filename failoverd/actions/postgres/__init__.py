@@ -70,9 +70,10 @@ class LocalDatabase:
         """Make it a writable primary and record ``epoch``; refused after ``not_after``."""
         return self.lifecycle.promote(epoch, not_after, timeout)
 
-    def stop(self, mode: StopMode, timeout: float) -> StopResult:
-        """Stop it within ``timeout``, escalating; the control file says how it ended."""
-        return self.lifecycle.stop(mode, timeout)
+    def stop(self, mode: StopMode, timeout: float, checkpoint: bool = False) -> StopResult:
+        """Stop it within ``timeout``, escalating (``kill``: SIGKILL at once); ``checkpoint``
+        runs CHECKPOINT first. The control file says how it ended."""
+        return self.lifecycle.stop(mode, timeout, checkpoint)
 
     def start_replica(self, primary_host: str, primary_port: int, timeout: float) -> StartResult:
         """Start the cleanly stopped server as a streaming replica of the given primary."""

@@ -50,23 +50,23 @@ class Service:
             None if pg.data_dir is None else pg.data_dir.parent / "postgres.log"
         )
 
-    def connect(self, deadline: float) -> psycopg.Connection[Any]:
-        """A connection to the local server, or ``pgconn.Unavailable``."""
+    def connect(self, deadline: float, *, grace: float = 1.0) -> psycopg.Connection[Any]:
+        """A connection to the local server, or ``pgconn.Unavailable``. The session may last
+        ``grace`` seconds past the deadline, so that the statement_timeout's own error, in
+        PostgreSQL's words, arrives before the cut; ``grace=0`` keeps to the deadline."""
         remaining = deadline - self.clock()
         try:
             password = pgconn.read_password(self.pg.password_file)
         except OSError as e:
             raise pgconn.Unavailable(f"cannot read password_file: {e.strerror or e}") from None
-        # The session may last a second past the deadline: the statement_timeout's own error,
-        # in PostgreSQL's words, should arrive before the cut.
         return pgconn.connect(
             self.pg.host,
             self.pg.port,
             user=self.pg.user,
             dbname=self.pg.dbname,
             password=password,
-            timeout=remaining + 1.0 if remaining > 0 else 0.0,
-            statement_timeout=remaining + 0.5,
+            timeout=remaining + grace if remaining > 0 else 0.0,
+            statement_timeout=remaining + grace / 2 if grace > 0 else None,
             application_name="failoverd",
         )
 
