@@ -2,10 +2,11 @@
 
 The work is split by concern, as Patroni splits its ``postgresql/`` package: ``lifecycle``
 (promote, stop, start, control data, the postmaster's processes), ``replication`` (start as a
-replica, the standby configuration, is it streaming) and ``service`` (commands as the service
-user, connections, owned files), which the others share. Every operation is bounded by a
-timeout, never raises for an expected failure, and returns a result with ``action_result()`` for
-the core. Nothing here decides; the core does.
+replica, the standby configuration, is it streaming), ``rewind`` (inspect where a node's
+history forked, pg_rewind), ``clone`` (pg_basebackup, swapped in once it streams) and
+``service`` (commands as the service user, connections, owned files), which the others share.
+Every operation is bounded by a timeout, never raises for an expected failure, and returns a
+result with ``action_result()`` for the core. Nothing here decides; the core does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from failoverd.actions.postgres.clone import Clone, CloneResult
 from failoverd.actions.postgres.lifecycle import (
     Lifecycle,
     PromoteResult,
@@ -20,20 +22,30 @@ from failoverd.actions.postgres.lifecycle import (
     StopResult,
 )
 from failoverd.actions.postgres.replication import Replication, StartResult
+from failoverd.actions.postgres.rewind import (
+    InspectResult,
+    Rewind,
+    RewindResult,
+    rewind_readiness,
+)
 from failoverd.actions.postgres.service import Service
 from failoverd.clock import boottime
 from failoverd.config import PostgresConfig
 from failoverd.pgconn import ControlData, int_to_lsn, lsn_to_int
 
 __all__ = [
+    "CloneResult",
     "ControlData",
+    "InspectResult",
     "LocalDatabase",
     "PromoteResult",
+    "RewindResult",
     "StartResult",
     "StopMode",
     "StopResult",
     "int_to_lsn",
     "lsn_to_int",
+    "rewind_readiness",
 ]
 
 
@@ -57,6 +69,8 @@ class LocalDatabase:
         self.service = Service(pg, clock, node=node, server_log=server_log)
         self.lifecycle = Lifecycle(self.service)
         self.replication = Replication(self.service, self.lifecycle)
+        self.rewinding = Rewind(self.service, self.lifecycle, self.replication)
+        self.cloning = Clone(self.service, self.lifecycle, self.replication)
 
     @property
     def pg(self) -> PostgresConfig:
@@ -90,3 +104,18 @@ class LocalDatabase:
     def postmaster_pid(self) -> int | None:
         """The live postmaster of our data directory, None when there is none."""
         return self.lifecycle.postmaster_pid()
+
+    def inspect(self, primary_host: str, primary_port: int, timeout: float) -> InspectResult:
+        """Where this stopped node's WAL ends and the primary's timeline history, as
+        ``RejoinFacts`` for ``policy.fork_verdict``; reads only."""
+        return self.rewinding.inspect(primary_host, primary_port, timeout)
+
+    def rewind(self, primary_host: str, primary_port: int, timeout: float) -> RewindResult:
+        """``pg_rewind`` the stopped server from the primary and configure it as its replica
+        (not started)."""
+        return self.rewinding.rewind(primary_host, primary_port, timeout)
+
+    def clone(self, primary_host: str, primary_port: int, timeout: float) -> CloneResult:
+        """Replace the data directory with a ``pg_basebackup`` of the primary and start it as
+        a streaming replica; the old directory is kept aside until then."""
+        return self.cloning.clone(primary_host, primary_port, timeout)

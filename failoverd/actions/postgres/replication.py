@@ -9,6 +9,7 @@ after a rewind or after a clone; this module is that one way.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
@@ -45,10 +46,12 @@ class Replication:
     def start_replica(self, primary_host: str, primary_port: int, timeout: float) -> StartResult:
         """Start this (cleanly stopped) server as a streaming replica of the given primary.
 
-        Only from a clean stop: a crashed ex-primary may hold writes the new primary never had,
-        and following it would silently fork history (that needs pg_rewind). Writes
-        ``standby.signal`` and ``primary_conninfo``; ``recovery_target_timeline`` stays
-        'latest', so it follows the new primary's timeline switch."""
+        Only from a clean stop, or from a directory that ``pg_rewind`` or ``pg_basebackup`` has
+        just made (its ``backup_label`` says where recovery must begin): a crashed ex-primary
+        may hold writes the new primary never had, and following it would silently fork
+        history (that needs pg_rewind). Writes ``standby.signal`` and ``primary_conninfo``;
+        ``recovery_target_timeline`` stays 'latest', so it follows the new primary's timeline
+        switch."""
         started = self.clock()
         deadline = started + timeout
         if self.data_dir is None:
@@ -58,26 +61,28 @@ class Replication:
         control = self.lifecycle.control_data(max(0.5, timeout))
         if control.state is None:
             return StartResult(False, f"cannot tell how it stopped: {control.describe()}")
-        if not control.clean:
+        prepared = (self.data_dir / "backup_label").is_file()
+        if not control.clean and not prepared:
             return StartResult(
                 False, f"did not stop cleanly ({control.describe()}): needs pg_rewind"
             )
         try:
-            self._write_standby_config(primary_host, primary_port)
+            self.write_standby_config(primary_host, primary_port)
         except (OSError, KeyError, psycopg.ProgrammingError) as e:
             return StartResult(False, f"cannot write the standby configuration: {e}")
         ok, detail = self.lifecycle.pg_ctl_start(deadline)
         if not ok:
             return StartResult(False, f"start as a replica failed: {detail}")
-        verified = self._verify_replica(deadline)
+        verified = self.verify_replica(deadline)
         if verified is not None:
             return StartResult(False, f"started, but {verified}")
-        receiver = self._receiver_status(deadline)
+        receiver = self.receiver_status(deadline)
         took = self.clock() - started
+        origin = "a rewind or base backup" if prepared else control.describe()
         return StartResult(
             True,
             f"started as a replica of {primary_host}:{primary_port} in {took:.3f} s "
-            f"(from {control.describe()}; WAL receiver {receiver})",
+            f"(from {origin}; WAL receiver {receiver})",
         )
 
     def _already_running(self, host: str, port: int, deadline: float) -> StartResult:
@@ -101,11 +106,14 @@ class Replication:
             return StartResult(True, f"already a replica of {host}:{port}")
         return StartResult(False, f"running as a replica of something else ({current!r})")
 
-    def _write_standby_config(self, host: str, port: int) -> None:
+    def write_standby_config(self, host: str, port: int, data_dir: Path | None = None) -> None:
         """``standby.signal`` plus one ``primary_conninfo`` line in ``postgresql.auto.conf``
-        (other connection options there, such as sslmode or passfile, are kept)."""
-        assert self.data_dir is not None
-        auto = self.data_dir / "postgresql.auto.conf"
+        (other connection options there, such as sslmode or passfile, are kept), in
+        ``data_dir`` (default: the configured one; a clone is configured before it is moved
+        into place)."""
+        data_dir = data_dir or self.data_dir
+        assert data_dir is not None
+        auto = data_dir / "postgresql.auto.conf"
         try:
             lines = auto.read_text().splitlines()
         except FileNotFoundError:
@@ -126,9 +134,9 @@ class Replication:
         conninfo = pg_conninfo.make_conninfo(**params)
         kept.append(f"primary_conninfo = {_conf_quote(conninfo)}")
         self.svc.write_owned(auto, "\n".join(kept) + "\n")
-        self.svc.write_owned(self.data_dir / "standby.signal", "")
+        self.svc.write_owned(data_dir / "standby.signal", "")
 
-    def _verify_replica(self, deadline: float) -> str | None:
+    def verify_replica(self, deadline: float) -> str | None:
         """None when the server answers as a replica; else what is wrong."""
         last = "no attempt"
         for _ in range(int(max(0.0, deadline - self.clock()) / POLL) + 2):
@@ -148,13 +156,27 @@ class Replication:
             time.sleep(POLL)
         return f"cannot confirm it is a replica: {last}"
 
-    def _receiver_status(self, deadline: float) -> str:
+    def receiver_status(self, deadline: float) -> str:
+        """``pg_stat_wal_receiver.status`` in words ("streaming", "not running yet"...)."""
         try:
             with self.svc.connect(deadline) as conn:
                 status = scalar(conn, "SELECT status FROM pg_stat_wal_receiver")
         except (Unavailable, psycopg.Error):
             return "unknown"
         return "not running yet" if status is None else str(status)
+
+    def wait_streaming(self, deadline: float) -> str | None:
+        """None once the WAL receiver streams (bounded by ``deadline``); else its last status.
+        A replica that only answers is not enough where the old copy of the data waits on it."""
+        status = "no attempt"
+        for _ in range(int(max(0.0, deadline - self.clock()) / POLL) + 2):
+            status = self.receiver_status(deadline)
+            if status == "streaming":
+                return None
+            if self.clock() >= deadline:
+                break
+            time.sleep(POLL)
+        return f"its WAL receiver is not streaming (last seen: {status})"
 
 
 def _conf_quote(value: str) -> str:

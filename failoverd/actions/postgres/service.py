@@ -70,6 +70,52 @@ class Service:
             application_name="failoverd",
         )
 
+    def password(self) -> str | None:
+        """The configured password, or ``pgconn.Unavailable`` when its file cannot be read."""
+        try:
+            return pgconn.read_password(self.pg.password_file)
+        except OSError as e:
+            raise pgconn.Unavailable(f"cannot read password_file: {e.strerror or e}") from None
+
+    def password_env(self) -> dict[str, str]:
+        """The password reaches pg_rewind and pg_basebackup through their environment, never
+        their command line (which every user can read in /proc)."""
+        try:
+            password = pgconn.read_password(self.pg.password_file)
+        except OSError:
+            return {}
+        return {} if password is None else {"PGPASSWORD": password}
+
+    @staticmethod
+    def keep_config(data_dir: Path) -> dict[str, tuple[bytes, int]]:
+        """The node's own configuration files (top-level ``*.conf`` but
+        ``postgresql.auto.conf``): content and mode, by name. pg_rewind and pg_basebackup copy
+        the source's, which would give this node the source's port and socket when they live
+        in the data directory; ``restore_config`` puts these back over them (as Patroni does).
+        ``postgresql.auto.conf`` comes from the source: the standby configuration is written
+        into it afterwards."""
+        kept: dict[str, tuple[bytes, int]] = {}
+        with contextlib.suppress(OSError):
+            for path in sorted(data_dir.glob("*.conf")):
+                if path.name == "postgresql.auto.conf" or not path.is_file():
+                    continue
+                kept[path.name] = (path.read_bytes(), path.stat().st_mode & 0o777)
+        return kept
+
+    def restore_config(self, data_dir: Path, kept: dict[str, tuple[bytes, int]]) -> list[str]:
+        """Put the node's configuration files back over the source's copies; what it did, in
+        words (nothing when there was nothing to keep)."""
+        if not kept:
+            return []
+        for name, (content, mode) in kept.items():
+            path = data_dir / name
+            tmp = path.with_name(name + ".failoverd-tmp")
+            tmp.write_bytes(content)
+            tmp.chmod(mode)
+            self.chown(tmp)
+            tmp.replace(path)
+        return [f"kept this node's {', '.join(kept)}"]
+
     def bin(self, name: str) -> str:
         return str(self.pg.bin_dir / name)
 
@@ -90,9 +136,11 @@ class Service:
         *,
         kill_group: bool = True,
         env: Mapping[str, str] | None = None,
+        lines: int = 5,
     ) -> tuple[bool, str]:
-        """Run as the service user, bounded; (ok, output tail). On timeout the process group is
-        killed by its id (``pg_ctl start`` is spared that: the postmaster is its grandchild)."""
+        """Run as the service user, bounded; (ok, the last ``lines`` of its output). On timeout
+        the process group is killed by its id (``pg_ctl start`` is spared that: the postmaster
+        is its grandchild)."""
         try:
             account = self.account()
             cmd = self.as_service_user(argv)
@@ -127,7 +175,7 @@ class Service:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.communicate(timeout=2.0)
             return False, f"{Path(argv[0]).name} did not finish within {timeout:.1f} s"
-        text = tail(out.decode(errors="replace"))
+        text = tail(out.decode(errors="replace"), lines, 200 * lines)
         if proc.returncode != 0:
             return False, f"exit {proc.returncode}: {text}"
         return True, text
