@@ -99,7 +99,9 @@ class PostgresCheck:
                 if gone == "down"
                 else f"no answer within {self.cfg.timeout:g} s"
             )
-            return Probe(False, time.monotonic() - started, f"PostgreSQL {why}", self._down_facts())
+            # No handshake in time from a live postmaster (its accept queue full, say) is hung.
+            facts = self._down_facts(silent=gone == "unreachable")
+            return Probe(False, time.monotonic() - started, f"PostgreSQL {why}", facts)
         try:
             with pgconn.connect(
                 self.pg.host,
