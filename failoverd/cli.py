@@ -19,6 +19,7 @@ import click
 
 from failoverd import __version__
 from failoverd import log as logmod
+from failoverd.actions.postgres import rewind_readiness
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config, ConfigError, effective_config_toml, load_config
 from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest
@@ -81,6 +82,12 @@ def check_config(file: str) -> None:
     """Print every problem in FILE and exit non-zero, or print the effective configuration."""
     cfg = _load(file)
     click.echo(effective_config_toml(cfg), nl=False)
+    if cfg.postgres is not None:
+        # Not an error in the file: the node works, but a diverged ex-primary can only be
+        # rejoined by a clone. Said where the operator looks, before it is needed.
+        unable = rewind_readiness(cfg.postgres)
+        if unable is not None:
+            click.echo(f"warning: {cfg.path}: postgres.data_dir: {unable}", err=True)
 
 
 @failoverd_main.command("run")

@@ -166,6 +166,7 @@ class Timings:
     action_timeout: float = 10.0
     fence_retry_after: float = 5.0
     start_timeout: float = 5.0
+    rejoin_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -765,6 +766,7 @@ def _read_timings(top: _Table) -> Timings:
         action_timeout=t.number("action_timeout", d.action_timeout),
         fence_retry_after=t.number("fence_retry_after", d.fence_retry_after),
         start_timeout=t.number("start_timeout", d.start_timeout),
+        rejoin_timeout=t.number("rejoin_timeout", d.rejoin_timeout),
     )
 
 

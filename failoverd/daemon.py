@@ -18,6 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd import __version__
 from failoverd import log as logmod
+from failoverd.actions.postgres import rewind_readiness
 from failoverd.actions.runner import ActionRunner
 from failoverd.actions.vip import VipError, has_vip, verify_interface
 from failoverd.checks.postgres import database_status
@@ -63,6 +64,7 @@ def settings_from(cfg: Config) -> Settings:
         publish_every=cfg.timings.publish_every,
         action_timeout=cfg.timings.action_timeout,
         fence_retry_after=cfg.timings.fence_retry_after,
+        rejoin_timeout=cfg.timings.rejoin_timeout,
         version=__version__,
         rejoin_auto=cfg.postgres is None or cfg.postgres.rejoin == "auto",
         reclone=cfg.postgres is not None and cfg.postgres.reclone,
@@ -168,6 +170,12 @@ class Daemon:
             session_timeout_s=self.zk.negotiated_timeout,
             self_fence_after_s=self.cfg.timings.self_fence_after,
         )
+        if self.cfg.postgres is not None:
+            unable = rewind_readiness(self.cfg.postgres)
+            if unable is not None:
+                self.log.warning(
+                    "rewind_impossible", reason=unable, data_dir=str(self.cfg.postgres.data_dir)
+                )
         self.checks.start()
 
     def _check_session_timeout(self) -> None:

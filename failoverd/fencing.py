@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from failoverd.actions.database import LocalDatabase
+from failoverd.actions.postgres import LocalDatabase
 from failoverd.actions.vip import remove_vip as _remove_vip
 from failoverd.config import Config, VipConfig
 

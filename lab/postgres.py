@@ -28,13 +28,16 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
-from failoverd.actions.database import _alive, _children
+from failoverd.pgconn import child_pids, process_alive
 from lab.process import wait_for
 from lab.zookeeper import free_port
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"  # the database superuser created by initdb (not the OS user)
-LAB_CONF = "failoverd_lab.conf"  # included from postgresql.conf; rewritten per node
+# The node's own settings (address, port, socket): beside the data directory, not in it, and
+# included from postgresql.conf by a relative path. pg_basebackup and pg_rewind copy the data
+# directory's files from the peer, so a node's settings in there would become the peer's.
+LAB_CONF = "failoverd_lab.conf"
 StopMode = Literal["smart", "fast", "immediate"]
 
 # Lab-only settings. fsync=off is safe for what the lab simulates: a killed process never loses
@@ -81,8 +84,10 @@ class PostgresServer:
         *,
         name: str | None = None,
         trust_from: Sequence[str] = ("127.0.0.1/32",),
+        data_checksums: bool = True,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
+        self.data_checksums = data_checksums  # off only to show what pg_rewind cannot do
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.bin_dir = Path(bin_dir)
@@ -114,7 +119,7 @@ class PostgresServer:
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        if not _alive(pid):
+        if not process_alive(pid):
             return None
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -137,7 +142,8 @@ class PostgresServer:
     # -- set-up -----------------------------------------------------------------------------
 
     def init_primary(self) -> None:
-        """``initdb`` a fresh cluster, configured as a lab primary (trust auth, replication)."""
+        """``initdb`` a fresh cluster, configured as a lab primary (trust auth, replication),
+        with data checksums: pg_rewind needs them (or wal_log_hints) to rejoin a diverged node."""
         self._prepare_dirs()
         if self.initialised:
             raise PostgresError(f"{self.data_dir} is already initialised")
@@ -149,6 +155,7 @@ class PostgresServer:
                 "-U", SUPERUSER,
                 "-E", "UTF8",
                 "--locale=C",
+                *(["--data-checksums"] if self.data_checksums else []),
                 "--no-sync",
                 "--no-instructions",
             ],
@@ -156,13 +163,22 @@ class PostgresServer:
         )  # fmt: skip
         conf = self.data_dir / "postgresql.conf"
         with open(conf, "a") as f:
-            f.write(f"\n# failoverd lab: node settings live in {LAB_CONF}\ninclude '{LAB_CONF}'\n")
+            f.write(
+                f"\n# failoverd lab: this node's settings live beside the data directory\n"
+                f"include '../{LAB_CONF}'\n"
+            )
         self._write_lab_conf()
         self._write_hba()
 
+    def prepare_node(self) -> None:
+        """The node's directories and its own settings, but no cluster: a new or replaced node
+        before failoverd clones the primary into it."""
+        self._prepare_dirs()
+        self._write_lab_conf()
+
     def init_replica(self, primary: PostgresServer, timeout: float = 120.0) -> None:
-        """Clone ``primary`` with ``pg_basebackup -R -X stream``; then give it its own port and
-        socket (the clone carries the primary's ``failoverd_lab.conf``)."""
+        """Clone ``primary`` with ``pg_basebackup -R -X stream``; its own port and socket come
+        from its own ``failoverd_lab.conf`` beside the data directory."""
         self._prepare_dirs()
         if self.initialised:
             raise PostgresError(f"{self.data_dir} is already initialised")
@@ -289,11 +305,11 @@ class PostgresServer:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
-        children = _children(pid)
+        children = child_pids(pid)
         for victim in (pid, *children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
-        if not _wait(lambda: not any(_alive(p) for p in (pid, *children)), 10.0, 0.02):
+        if not _wait(lambda: not any(process_alive(p) for p in (pid, *children)), 10.0, 0.02):
             raise PostgresError(f"processes of PostgreSQL {pid} survived SIGKILL")
         self._remove_stale_files()
 
@@ -457,7 +473,7 @@ class PostgresServer:
         pid = self.pid
         if pid is None:
             return
-        for target in (pid, *_children(pid)):
+        for target in (pid, *child_pids(pid)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(target, sig)
 
@@ -496,7 +512,7 @@ class PostgresServer:
         }
         text = "# Written by lab/postgres.py for a fast lab: NOT production settings.\n"
         text += "".join(f"{key} = {value}\n" for key, value in settings.items())
-        self._write_owned(self.data_dir / LAB_CONF, text)
+        self._write_owned(self.base_dir / LAB_CONF, text)
 
     def _write_hba(self) -> None:
         lines = [

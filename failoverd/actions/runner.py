@@ -15,9 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from failoverd.actions.database import LocalDatabase
 from failoverd.actions.fence import fence_action_result, fence_peer, power_fence
 from failoverd.actions.hooks import run_hook
+from failoverd.actions.postgres import LocalDatabase
 from failoverd.actions.vip import add_vip, remove_vip
 from failoverd.clock import boottime
 from failoverd.config import Config, Member
@@ -28,18 +28,32 @@ from failoverd.core import (
     AddVip,
     ClearRejoinRequest,
     ClearSwitchover,
+    CloneDatabase,
     FencePeer,
+    InspectRejoin,
     Promote,
     Publish,
     RecordEvent,
     RecordPosition,
     ReleaseLease,
     RemoveVip,
+    RewindDatabase,
     RunHook,
+    StartPrimary,
     StartReplica,
     StopDatabase,
 )
 from failoverd.zk import LeaseError, ZkCluster
+
+DATABASE_ACTIONS = (
+    Promote,
+    StartPrimary,
+    StopDatabase,
+    StartReplica,
+    InspectRejoin,
+    RewindDatabase,
+    CloneDatabase,
+)
 
 
 class ActionRunner:
@@ -146,21 +160,34 @@ class ActionRunner:
             return fence_action_result(
                 action.id, *fence_peer(peer, self.cfg.fencing, clock=self.clock)
             )
-        if isinstance(action, Promote | StopDatabase | StartReplica) and self.db is None:
-            return ActionResult(action.id, ok=True, detail="no database managed")
+        if isinstance(action, DATABASE_ACTIONS):
+            if self.db is None:
+                return ActionResult(action.id, ok=True, detail="no database managed")
+            return self._database(self.db, action)
+        return ActionResult(action.id, ok=False, detail=f"no adapter for {action.name}")
+
+    def _database(self, db: LocalDatabase, action: Action) -> ActionResult:
         timeout = self.cfg.timings.action_timeout
         if isinstance(action, Promote):
-            assert self.db is not None
-            return self.db.promote(action.epoch, action.not_after, timeout).action_result(action.id)
+            return db.promote(action.epoch, action.not_after, timeout).action_result(action.id)
+        if isinstance(action, StartPrimary):
+            result = db.start_primary(action.epoch, action.not_after, timeout)
+            return result.action_result(action.id)
         if isinstance(action, StopDatabase):
-            assert self.db is not None
-            return self.db.stop(action.mode, timeout).action_result(action.id)
+            return db.stop(action.mode, timeout, action.checkpoint).action_result(action.id)
+        primary = self._member(getattr(action, "primary", ""))
+        where = (primary.address, primary.db_port)
         if isinstance(action, StartReplica):
-            assert self.db is not None
-            primary = self._member(action.primary)
-            return self.db.start_replica(primary.address, primary.db_port, timeout).action_result(
-                action.id
-            )
+            return db.start_replica(*where, timeout).action_result(action.id)
+        if isinstance(action, InspectRejoin):
+            return db.inspect(*where, timeout).action_result(action.id)
+        # A rewind copies what changed, a clone the whole database: rejoin_timeout, not
+        # action_timeout (the core waits as long for them).
+        rejoin_timeout = self.cfg.timings.rejoin_timeout
+        if isinstance(action, RewindDatabase):
+            return db.rewind(*where, rejoin_timeout).action_result(action.id)
+        if isinstance(action, CloneDatabase):
+            return db.clone(*where, rejoin_timeout).action_result(action.id)
         return ActionResult(action.id, ok=False, detail=f"no adapter for {action.name}")
 
     def _member(self, name: str) -> Member:

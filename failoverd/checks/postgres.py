@@ -4,22 +4,20 @@ DatabaseStatus, which decides eligibility; this module only measures and reports
 
 from __future__ import annotations
 
-import math
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from failoverd import pgconn
 from failoverd.checks.base import Probe, judge_latency
 from failoverd.clock import boottime
 from failoverd.config import CheckConfig, PostgresConfig
 from failoverd.core import DatabaseStatus, DbRole
+from failoverd.pgconn import postmaster_pid, read_control_data, read_password, tcp_reachable
 
 STATE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -56,6 +54,8 @@ SELECT application_name, host(client_addr) AS client_addr, state, sync_state,
 FROM pg_stat_replication ORDER BY application_name
 """
 
+NETWORK_SHARE = 0.8  # of a check's timeout, for connecting and querying
+
 CONTROL_STATES = {
     # pg_controldata "Database cluster state" -> (was_primary, stopped_cleanly)
     "shut down": (True, True),
@@ -75,40 +75,6 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def read_password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    return path.read_text().strip() or None
-
-
-def control_state(bin_dir: Path, data_dir: Path, timeout: float) -> str | None:
-    """The control file's "Database cluster state", or None when it cannot be read."""
-    try:
-        done = subprocess.run(
-            [str(bin_dir / "pg_controldata"), str(data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for line in done.stdout.splitlines():
-        if line.startswith("Database cluster state:"):
-            return line.split(":", 1)[1].strip()
-    return None
-
-
-def postmaster_running(data_dir: Path) -> bool:
-    """Is the postmaster named in postmaster.pid alive? (A stale file after a crash is not.)"""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return False
-    return Path(f"/proc/{pid}").exists()
-
-
 class PostgresCheck:
     def __init__(
         self, cfg: CheckConfig, pg: PostgresConfig, clock: Callable[[], float] = boottime
@@ -121,34 +87,32 @@ class PostgresCheck:
         self._wal_seen_at: float | None = None
         self._received: tuple[float, int] | None = None  # (when probed, received LSN)
 
-    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
-        statement_ms = max(1, int(self.cfg.timeout * 1000))
-        return psycopg.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            dbname=self.pg.dbname,
-            password=self.password,
-            # libpq will not wait less than 2 s; the runner enforces the check's real budget.
-            connect_timeout=max(2, math.ceil(self.cfg.timeout)),
-            options=f"-c statement_timeout={statement_ms}",
-            application_name="failoverd-check",
-            autocommit=True,
-            row_factory=dict_row,
-        )
-
     def probe(self) -> Probe:
         started = time.monotonic()
-        gone = tcp_reachable(self.pg.host, self.pg.port, self.cfg.timeout)
+        # The network gets most of the budget; the rest reads the data directory when the
+        # server does not answer (how it stopped, whether its postmaster lives).
+        end = started + self.cfg.timeout * NETWORK_SHARE
+        gone = tcp_reachable(self.pg.host, self.pg.port, self.cfg.timeout * NETWORK_SHARE)
         if gone is not None:
             why = (
                 "connection refused"
                 if gone == "down"
                 else f"no answer within {self.cfg.timeout:g} s"
             )
-            return Probe(False, time.monotonic() - started, f"PostgreSQL {why}", self._down_facts())
+            # No handshake in time from a live postmaster (its accept queue full, say) is hung.
+            facts = self._down_facts(silent=gone == "unreachable")
+            return Probe(False, time.monotonic() - started, f"PostgreSQL {why}", facts)
         try:
-            with self._connect() as conn:
+            with pgconn.connect(
+                self.pg.host,
+                self.pg.port,
+                user=self.pg.user,
+                dbname=self.pg.dbname,
+                password=self.password,
+                timeout=end - time.monotonic(),
+                application_name="failoverd-check",
+                row_factory=dict_row,
+            ) as conn:
                 state = conn.execute(STATE_QUERY).fetchone()
                 assert state is not None  # a SELECT without FROM returns one row
                 recorded = conn.execute(EPOCH_QUERY).fetchone()
@@ -161,8 +125,18 @@ class PostgresCheck:
                         }
                         for row in conn.execute(STANDBYS_QUERY).fetchall()
                     ]
+        except pgconn.Unavailable as e:
+            return Probe(
+                False,
+                time.monotonic() - started,
+                f"cannot connect to PostgreSQL: {e}",
+                self._down_facts(silent=e.timed_out),
+            )
         except psycopg.Error as e:
-            return Probe(False, time.monotonic() - started, _describe(e), self._down_facts())
+            silent = isinstance(e, psycopg.errors.QueryCanceled | pgconn.DeadlineExceeded)
+            return Probe(
+                False, time.monotonic() - started, _describe(e), self._down_facts(silent=silent)
+            )
         latency = time.monotonic() - started
         facts = self._facts(state, standbys)
         facts["recorded_epoch"] = None if recorded is None else _int(recorded["epoch"])
@@ -214,15 +188,24 @@ class PostgresCheck:
             self._received = (now, lsn)
         return None if self._wal_seen_at is None else max(0.0, now - self._wal_seen_at)
 
-    def _down_facts(self) -> dict[str, object]:
-        """Why no connection: a stopped server says how it stopped; that matters for rejoin."""
+    def _down_facts(self, *, silent: bool = False) -> dict[str, object]:
+        """Why no answer: a stopped server says how it stopped and where its WAL ends (that
+        matters for rejoin); an empty data directory needs a clone; a postmaster that lives but
+        stayed ``silent`` past the budget is hung."""
         data_dir = self.pg.data_dir
         if data_dir is None:
             return {"role": "unknown"}
-        if postmaster_running(data_dir):
-            return {"role": "unknown", "postmaster": "running"}
-        state = control_state(self.pg.bin_dir, data_dir, self.cfg.timeout)
-        return {"role": "stopped", "cluster_state": state}
+        if postmaster_pid(data_dir) is not None:
+            return {"role": "unknown", "postmaster": "running", "hung": silent}
+        if not (data_dir / "PG_VERSION").is_file():
+            return {"role": "empty"}
+        control = read_control_data(self.pg.bin_dir, data_dir, max(0.2, self.cfg.timeout / 4))
+        return {
+            "role": "stopped",
+            "cluster_state": control.state,
+            "lsn": control.checkpoint_lsn,
+            "timeline": control.timeline,
+        }
 
 
 def _describe(e: psycopg.Error) -> str:
@@ -263,9 +246,15 @@ def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
         if isinstance(state, str) and state in CONTROL_STATES:
             was_primary, clean = CONTROL_STATES[state]
             return DatabaseStatus(
-                role=DbRole.STOPPED, was_primary=was_primary, stopped_cleanly=clean
+                role=DbRole.STOPPED,
+                was_primary=was_primary,
+                stopped_cleanly=clean,
+                lsn=_as_int(facts.get("lsn")),  # the latest checkpoint
+                timeline=_as_int(facts.get("timeline")),
             )
-    return DatabaseStatus(role=DbRole.UNKNOWN)
+    if role == "empty":
+        return DatabaseStatus(role=DbRole.EMPTY)
+    return DatabaseStatus(role=DbRole.UNKNOWN, hung=facts.get("hung") is True)
 
 
 def _as_int(v: object) -> int | None:
@@ -274,22 +263,6 @@ def _as_int(v: object) -> int | None:
 
 def _as_float(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) else None
-
-
-def tcp_reachable(host: str, port: int, timeout: float) -> str | None:
-    """None when something accepts on host:port; else "down" (refused) or "unreachable".
-
-    libpq and psycopg never wait less than 2 s to connect; this answers within the budget.
-    """
-    if host.startswith("/"):
-        return None  # a Unix socket directory: psycopg's own error says what is wrong
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except ConnectionRefusedError:
-        return "down"
-    except OSError:
-        return "unreachable"
 
 
 class PeerDatabaseProbe:
@@ -311,20 +284,21 @@ class PeerDatabaseProbe:
                 False, time.monotonic() - started, f"peer database {gone}", {"peer_db": gone}
             )
         try:
-            with psycopg.connect(
-                host=self.host,
-                port=self.port,
+            with pgconn.connect(
+                self.host,
+                self.port,
                 user=self.pg.user,
                 dbname=self.pg.dbname,
                 password=self.password,
-                connect_timeout=2,
-                options=f"-c statement_timeout={max(1, int(self.timeout * 1000))}",
+                timeout=started + self.timeout - time.monotonic(),
                 application_name="failoverd-peer-probe",
-                autocommit=True,
             ) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        # It answers, but we cannot tell what it is: that must not read as "not a primary".
+        except pgconn.Unavailable as e:
+            reason = f"cannot query PostgreSQL: {e}"
+            return Probe(False, time.monotonic() - started, reason, {"peer_db": "unknown"})
         except psycopg.Error as e:
-            # It answers, but we cannot tell what it is: that must not read as "not a primary".
             return Probe(False, time.monotonic() - started, _describe(e), {"peer_db": "unknown"})
         role = "replica" if row and row[0] else "primary"
         return Probe(True, time.monotonic() - started, "", {"peer_db": role})

@@ -109,9 +109,14 @@ class Ctx:
             if r.action_id == p.id:
                 self.set(pending=None)
                 return Done(p.kind, r, p.started_at, p.method)
-        if self.obs.now - p.started_at > self.s.action_timeout:
+        limit = (
+            self.s.rejoin_timeout
+            if p.kind in ("RewindDatabase", "CloneDatabase")
+            else self.s.action_timeout
+        )
+        if self.obs.now - p.started_at > limit:
             self.set(pending=None)
-            detail = f"{p.kind} gave no result within {self.s.action_timeout:g} s"
+            detail = f"{p.kind} gave no result within {limit:g} s"
             result = ActionResult(p.id, ok=False, detail=detail)
             return Done(p.kind, result, p.started_at, p.method)
         return None

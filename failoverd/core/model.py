@@ -432,6 +432,7 @@ class Settings:
     action_timeout: float = 10.0
     fence_retry_after: float = 5.0
     version: str = ""
+    rejoin_timeout: float = 600.0  # a rewind or a clone may take this long, not action_timeout
     rejoin_auto: bool = True  # [postgres] rejoin = "auto": rejoin without being asked
     reclone: bool = True  # [postgres] reclone: a clone may replace a data directory
     power_fence: bool = False  # [fencing] power_command is set: a second fencing level

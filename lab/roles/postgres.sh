@@ -38,6 +38,9 @@ PG_HOME=$LAB_DIR/pg
 PG_DATA=$PG_HOME/data
 PG_SOCKET_DIR=$PG_HOME/socket
 PG_LOG=$PG_HOME/postgres.log
+# The node's own settings live beside the data directory, included by a relative path:
+# pg_basebackup and pg_rewind copy the data directory's files from the peer.
+PG_NODE_CONF=$PG_HOME/failoverd_lab.conf
 export PGCONNECT_TIMEOUT=2 LC_ALL=C
 
 as_pg() { runuser -u "$PG_OS_USER" -- "$@"; }
@@ -62,10 +65,13 @@ streaming() {
 }
 
 write_node_conf() {
-    render "$TEMPLATES/postgresql.lab.conf" "$PG_DATA/failoverd_lab.conf" \
-        NODE ADDR PG_PORT PG_SOCKET_DIR
-    chown "$PG_OS_USER:" "$PG_DATA/failoverd_lab.conf"
-    chmod 0600 "$PG_DATA/failoverd_lab.conf"
+    render "$TEMPLATES/postgresql.lab.conf" "$PG_NODE_CONF" NODE ADDR PG_PORT PG_SOCKET_DIR
+    chown "$PG_OS_USER:" "$PG_NODE_CONF"
+    chmod 0600 "$PG_NODE_CONF"
+    # A data directory from before the settings moved out of it includes its own copy.
+    if [[ -f $PG_DATA/failoverd_lab.conf ]]; then
+        install -o "$PG_OS_USER" -m 0600 "$PG_NODE_CONF" "$PG_DATA/failoverd_lab.conf"
+    fi
 }
 
 prepare_dirs() {
@@ -76,10 +82,12 @@ prepare_dirs() {
 
 init_primary() {
     say "initdb $PG_DATA"
+    # Data checksums: pg_rewind needs them (or wal_log_hints) to rejoin a diverged node.
     as_pg "$PG_BIN/initdb" -D "$PG_DATA" -A trust -U postgres -E UTF8 --locale=C \
-        --no-sync --no-instructions >"$PG_HOME/initdb.log" 2>&1 \
+        --data-checksums --no-sync --no-instructions >"$PG_HOME/initdb.log" 2>&1 \
         || { cat "$PG_HOME/initdb.log" >&2; die "initdb failed"; }
-    printf "\n# failoverd lab: node settings\ninclude 'failoverd_lab.conf'\n" >>"$PG_DATA/postgresql.conf"
+    printf "\n# failoverd lab: this node's settings, beside the data directory\ninclude '../failoverd_lab.conf'\n" \
+        >>"$PG_DATA/postgresql.conf"
     render "$TEMPLATES/pg_hba.conf" "$PG_DATA/pg_hba.conf" TRUST_NET
     chown "$PG_OS_USER:" "$PG_DATA/pg_hba.conf"
     chmod 0600 "$PG_DATA/pg_hba.conf"
@@ -93,7 +101,7 @@ init_replica() {
         -d "host=$PEER_ADDR port=$PG_PORT user=postgres application_name=$NODE connect_timeout=2" \
         -R -X stream -c fast --no-sync -w >"$PG_HOME/basebackup.log" 2>&1 \
         || { cat "$PG_HOME/basebackup.log" >&2; rm -rf "$PG_DATA"; die "pg_basebackup failed"; }
-    write_node_conf # the copy carries the primary's listen address and socket directory
+    write_node_conf # its own address, port and socket directory, beside the copy
 }
 
 create_database() {

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from failoverd.actions.database import LocalDatabase, StopResult, lsn_to_int
+from failoverd.actions.postgres import LocalDatabase, StopResult, lsn_to_int
 from failoverd.clock import boottime
 from failoverd.config import PostgresConfig
-from lab.postgres import BIN_DIR, PostgresServer, _alive, _children
+from failoverd.pgconn import child_pids, process_alive
+from lab.postgres import BIN_DIR, PostgresServer
 from lab.process import waited
 
 pytestmark = pytest.mark.integration
@@ -251,7 +252,7 @@ def test_stop_of_a_frozen_postmaster_escalates_within_its_bound(
     server = make_postgres("fz")
     pid = server.pid
     assert pid is not None
-    family = [pid, *_children(pid)]
+    family = [pid, *child_pids(pid)]
     server.freeze()  # answers nothing, signals queue up: fast and immediate cannot finish
 
     stopped, took = timed(local(server).stop, "fast", 2.0)
@@ -263,7 +264,7 @@ def test_stop_of_a_frozen_postmaster_escalates_within_its_bound(
     assert "SIGKILL" in stopped.detail
     assert not stopped.clean
     assert server.pid is None
-    assert not any(_alive(p) for p in family)  # no backend left holding shared memory
+    assert not any(process_alive(p) for p in family)  # no backend left holding shared memory
     server.start()  # crash recovery; the stale lock files are no obstacle
     assert one(server, "SELECT 1") == 1
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +94,23 @@ def pg_config(server: PostgresServer, *, data_dir: bool = True, **kwargs: Any) -
         bin_dir=server.bin_dir,
         **kwargs,
     )
+
+
+def checkpoint_lsn(server: PostgresServer) -> int:
+    """pg_controldata's "Latest checkpoint location", read independently of the check."""
+    out = subprocess.run(
+        [str(server.bin_dir / "pg_controldata"), "-D", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        env={"LC_ALL": "C"},
+        timeout=10,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Latest checkpoint location:"):
+            high, low = line.split(":", 1)[1].strip().split("/")
+            return (int(high, 16) << 32) | int(low, 16)
+    raise AssertionError(f"no checkpoint location in:\n{out}")
 
 
 def process_gone(pid: int) -> bool:
@@ -271,9 +290,15 @@ def test_postgres_check_fails_fast_when_stopped_and_reads_how_it_stopped(
         assert (stopped.ok, stopped.reason) == (False, "PostgreSQL connection refused")
         # Within its own timeout: libpq alone would not give up in under 2 s.
         assert took < cfg.timeout, took
-        assert stopped.facts == {"role": "stopped", "cluster_state": "shut down"}
+        assert stopped.facts == {
+            "role": "stopped",
+            "cluster_state": "shut down",
+            "lsn": checkpoint_lsn(pg_solo),
+            "timeline": 1,
+        }
         db = database_status(stopped.facts)
         assert (db.role, db.was_primary, db.stopped_cleanly) == (DbRole.STOPPED, True, True)
+        assert (db.lsn, db.timeline) == (checkpoint_lsn(pg_solo), 1)
         # Without data_dir the check cannot tell how it stopped, and says so.
         assert database_status(blind.probe().facts).role is DbRole.UNKNOWN
 
@@ -285,11 +310,68 @@ def test_postgres_check_fails_fast_when_stopped_and_reads_how_it_stopped(
         took = time.monotonic() - started
         assert (crashed.ok, crashed.reason) == (False, "PostgreSQL connection refused")
         assert took < cfg.timeout, took
-        assert crashed.facts == {"role": "stopped", "cluster_state": "in production"}
+        assert crashed.facts == {
+            "role": "stopped",
+            "cluster_state": "in production",
+            "lsn": checkpoint_lsn(pg_solo),  # the last checkpoint: only a lower bound
+            "timeline": 1,
+        }
         db = database_status(crashed.facts)
         assert (db.role, db.was_primary, db.stopped_cleanly) == (DbRole.STOPPED, True, False)
     finally:
         pg_solo.start()
+
+
+def test_postgres_check_reports_a_hung_postmaster_and_an_empty_data_dir(
+    make_postgres: Callable[..., PostgresServer], lab_root: Path
+) -> None:
+    """A frozen postmaster still completes TCP handshakes (the kernel does), so only a
+    connection with a real deadline sees it: hung, within the check's own budget. A node with
+    no cluster in its data directory is empty (a clone builds it), not merely unknown."""
+    server = make_postgres("pg-hung")
+    cfg = check_cfg("db", "postgres", timeout=1.0)
+    check = PostgresCheck(cfg, pg_config(server))
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the postmaster only: its backends live on
+    try:
+        started = time.monotonic()
+        hung = check.probe()
+        took = time.monotonic() - started
+        runner = CheckRunner([(cfg, check)], NullLog())
+        with running(runner):
+            snap = wait_until(
+                lambda: (s := runner.snapshot()).facts.get("db") and s,
+                5.0,
+                "the runner's first probe",
+            )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert not hung.ok
+    assert hung.reason.startswith("cannot connect to PostgreSQL: no answer from"), hung.reason
+    assert took < cfg.timeout, took  # its own deadline, not libpq's 2 s
+    assert hung.facts == {"role": "unknown", "postmaster": "running", "hung": True}
+    db = database_status(hung.facts)
+    assert (db.role, db.hung) == (DbRole.UNKNOWN, True)
+    # Under the runner, whose patience ends at the check's timeout, the facts still arrive.
+    assert database_status(snap.facts["db"]).hung, snap
+    thawed = check.probe()
+    assert thawed.ok, thawed.reason
+    assert database_status(thawed.facts).hung is False
+
+    provisioned = lab_root / "pg-provisioned" / "data"  # configuration, but no cluster
+    provisioned.mkdir(parents=True)
+    (provisioned / "postgresql.conf").write_text("# provisioned, not initialised\n")
+    free = free_port()
+    for data_dir in (lab_root / "pg-never" / "data", provisioned):
+        cfg_empty = PostgresConfig(host="127.0.0.1", port=free, data_dir=data_dir)
+        empty = PostgresCheck(cfg, cfg_empty).probe()
+        assert not empty.ok
+        assert empty.facts == {"role": "empty"}, (data_dir, empty.facts)
+        assert database_status(empty.facts).role is DbRole.EMPTY
+    # The cluster's own data directory is not empty: stopped, it reads as stopped.
+    server.stop("fast")
+    assert database_status(check.probe().facts).role is DbRole.STOPPED
 
 
 def test_postgres_check_reports_roles_lsns_and_standbys(
@@ -349,7 +431,12 @@ def test_postgres_check_reports_roles_lsns_and_standbys(
     replica.stop("fast")
     stopped = PostgresCheck(cfg, pg_config(replica)).probe()
     assert stopped.reason == "PostgreSQL connection refused"
-    assert stopped.facts == {"role": "stopped", "cluster_state": "shut down in recovery"}
+    assert {k: stopped.facts[k] for k in ("role", "cluster_state", "timeline")} == {
+        "role": "stopped",
+        "cluster_state": "shut down in recovery",
+        "timeline": 1,
+    }
+    assert stopped.facts["lsn"] == checkpoint_lsn(replica)  # its last restartpoint
     db = database_status(stopped.facts)
     assert (db.role, db.was_primary, db.stopped_cleanly) == (DbRole.STOPPED, False, True)
 

@@ -1,0 +1,362 @@
+"""PostgreSQL helpers shared by the checks and the actions: passwords, a quick TCP probe, LSNs,
+connections that keep their deadline, and the postmaster's processes.
+
+Why a module of its own: the check measures and the adapter acts, and both need the same small
+facts about a server (is something listening, is its postmaster alive, what LSN is this). Neither
+should borrow them from the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg import pq
+
+_LSN_RE: Final = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
+
+
+def lsn_to_int(text: str) -> int:
+    """``"0/3000028"`` -> ``0x3000028``: the byte position the core compares LSNs by."""
+    match = _LSN_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an LSN: {text!r}")
+    high, low = match.groups()
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def int_to_lsn(value: int) -> str:
+    """The inverse of ``lsn_to_int``, for messages people compare with PostgreSQL's own."""
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def read_password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    return path.read_text().strip() or None
+
+
+def tcp_reachable(host: str, port: int, timeout: float) -> str | None:
+    """None when something accepts on host:port; else "down" (refused) or "unreachable".
+
+    libpq and psycopg never wait less than 2 s to connect; this answers within the budget.
+    """
+    if host.startswith("/"):
+        return None  # a Unix socket directory: psycopg's own error says what is wrong
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return "down"
+    except OSError:
+        return "unreachable"
+
+
+class Unavailable(Exception):  # noqa: N818 - an answer, not a bug: "the server is unavailable"
+    """An expected failure to reach a server (down, no answer, refused, out of time); callers
+    turn it into a result, never let it escape. ``timed_out``: nothing answered in time (as
+    opposed to a refusal, which is an answer)."""
+
+    def __init__(self, text: str, *, timed_out: bool = False, full: str = "") -> None:
+        super().__init__(text)
+        self.timed_out = timed_out
+        self.full = full or text  # libpq's whole message (its DETAIL lines too)
+
+
+class DeadlineExceeded(psycopg.OperationalError):
+    """The server did not answer before the connection's deadline, which then cut it."""
+
+
+def describe(e: psycopg.Error) -> str:
+    """PostgreSQL's own words, first line only."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A connection that cannot outlive its deadline: its socket is shut down then, so a server
+    that stops answering mid-query (frozen, partitioned) ends the wait with ``DeadlineExceeded``
+    instead of blocking for ever (statement_timeout needs a live backend to act)."""
+
+    cut: bool = False
+    _budget: float = 0.0
+    _cutter: threading.Timer | None = None
+    _sock: socket.socket | None = None  # a duplicate of libpq's socket, for shutdown() only
+    _sock_lock: threading.Lock | None = None
+
+    def _arm(self, budget: float) -> None:
+        self._budget = budget
+        self._sock_lock = threading.Lock()
+        self._sock = socket.socket(fileno=os.dup(self.fileno()))
+        self._cutter = threading.Timer(budget, self._cut)
+        self._cutter.daemon = True
+        self._cutter.start()
+
+    def _cut(self) -> None:
+        assert self._sock_lock is not None
+        with self._sock_lock:
+            if self._sock is None:
+                return
+            self.cut = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def execute(
+        self,
+        query: Any,
+        params: Any = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool = False,
+    ) -> psycopg.Cursor[Any]:
+        """``Connection.execute``; a failure caused by the deadline says so."""
+        try:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        except psycopg.OperationalError as e:
+            if self.cut:
+                raise DeadlineExceeded(
+                    f"no answer within {self._budget:.2f} s: the connection was cut"
+                ) from e
+            raise
+
+    def close(self) -> None:
+        super().close()
+        if self._cutter is not None:
+            self._cutter.cancel()
+        if self._sock_lock is not None:
+            with self._sock_lock:
+                if self._sock is not None:
+                    self._sock.close()
+                    self._sock = None
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    user: str,
+    dbname: str,
+    password: str | None,
+    timeout: float,
+    statement_timeout: float | None = None,
+    application_name: str,
+    replication: str | None = None,
+    row_factory: Any = None,
+) -> BoundedConnection:
+    """An autocommit connection that keeps to ``timeout`` seconds from now, for connecting and
+    for everything done on it; else ``Unavailable``.
+
+    libpq's ``connect_timeout`` cannot go below 2 s (and psycopg enforces the same floor), so
+    the connection is polled here with our own deadline. ``statement_timeout`` (default: 90 % of
+    ``timeout``) lets a live server end a slow statement with its own words first.
+    ``replication="database"`` opens a walsender connection (IDENTIFY_SYSTEM,
+    TIMELINE_HISTORY); psycopg sends a query without parameters through the simple protocol,
+    which is what a walsender accepts.
+    """
+    if timeout <= 0:
+        raise Unavailable("out of time before connecting", timed_out=True)
+    end = time.monotonic() + timeout
+    # By default a live server ends a slow statement, in its own words, just before the cut.
+    statement = 0.9 * timeout if statement_timeout is None else statement_timeout
+    statement_ms = max(1, int(statement * 1000))
+    params: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "dbname": dbname,
+        "application_name": application_name,
+        "options": f"-c statement_timeout={statement_ms}",
+    }
+    if password is not None:
+        params["password"] = password
+    if replication is not None:
+        params["replication"] = replication
+    pgconn = _poll_connection(pg_conninfo.make_conninfo(**params), end, f"{host}:{port}")
+    conn = BoundedConnection(pgconn)
+    try:
+        conn.autocommit = True
+        if row_factory is not None:
+            conn.row_factory = row_factory
+        conn._arm(max(0.0, end - time.monotonic()))
+    except psycopg.Error as e:
+        conn.close()
+        raise Unavailable(describe(e)) from None
+    return conn
+
+
+def _poll_connection(conninfo: str, end: float, where: str) -> pq.abc.PGconn:
+    """libpq's asynchronous connect, waited for with our own deadline."""
+    pgconn = pq.PGconn.connect_start(conninfo.encode())
+    status = pq.PollingStatus.WRITING  # what libpq says to assume before the first poll
+    budget = end - time.monotonic()
+    try:
+        for _ in range(100_000):  # a connection takes a handful of round-trips
+            if pgconn.status == pq.ConnStatus.BAD or status == pq.PollingStatus.FAILED:
+                said = pgconn.get_error_message()
+                raise Unavailable(_first_line(said) or f"cannot connect to {where}", full=said)
+            if status == pq.PollingStatus.OK:
+                pgconn.nonblocking = 1  # as psycopg's own connect leaves it
+                return pgconn
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            poller = select.poll()
+            poller.register(
+                pgconn.socket,
+                select.POLLIN if status == pq.PollingStatus.READING else select.POLLOUT,
+            )
+            if poller.poll(left * 1000):
+                status = pq.PollingStatus(pgconn.connect_poll())
+    except psycopg.Error as e:
+        pgconn.finish()
+        raise Unavailable(describe(e)) from None
+    except BaseException:
+        pgconn.finish()
+        raise
+    pgconn.finish()
+    raise Unavailable(f"no answer from {where} within {budget:.2f} s", timed_out=True)
+
+
+def _first_line(text: str) -> str:
+    text = text.strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Processes, by PID: /proc is the truth, a zombie is dead
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter in /proc (R, S, T, Z...), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def process_alive(pid: int) -> bool:
+    """A zombie is dead: it only waits for a (slow) PID 1 to reap it."""
+    state = process_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid``: the postmaster's backends and auxiliary processes."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The live postmaster of ``data_dir``, None when there is none (no pid file, a dead or
+    zombie process, or a reused PID that belongs to a stranger: the postmaster chdirs to its
+    data directory, so a PID whose cwd is elsewhere is not ours)."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    if not process_alive(pid):
+        return None
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return pid  # not ours to inspect: trust the pid file
+    return pid if Path(cwd) == data_dir.resolve() else None
+
+
+# --------------------------------------------------------------------------------------------
+# The control file, as pg_controldata prints it
+
+CLEAN_STATES: Final = ("shut down", "shut down in recovery")
+"""pg_controldata cluster states after a clean shutdown: nothing to recover, safe to follow."""
+
+
+class ControlData(NamedTuple):
+    """What ``pg_controldata`` says; ``state`` is None when it could not be read. ``fields``
+    holds every line, by its label, for the facts a rejoin needs."""
+
+    state: str | None
+    checkpoint_lsn: int | None
+    error: str = ""
+    timeline: int | None = None  # the latest checkpoint's timeline
+    fields: Mapping[str, str] = MappingProxyType({})
+
+    @property
+    def clean(self) -> bool:
+        return self.state in CLEAN_STATES
+
+    def lsn(self, label: str) -> int | None:
+        """An LSN field (``"Minimum recovery ending location"``), None if absent or malformed."""
+        try:
+            return lsn_to_int(self.fields[label])
+        except (KeyError, ValueError):
+            return None
+
+    def number(self, label: str) -> int | None:
+        """An integer field (``"Data page checksum version"``), None if absent or malformed."""
+        try:
+            return int(self.fields[label])
+        except (KeyError, ValueError):
+            return None
+
+    def describe(self) -> str:
+        if self.state is None:
+            return f"control data unreadable ({self.error})"
+        at = "" if self.checkpoint_lsn is None else f" at {int_to_lsn(self.checkpoint_lsn)}"
+        return f"cluster state {self.state!r}{at}"
+
+
+def read_control_data(bin_dir: Path, data_dir: Path, timeout: float) -> ControlData:
+    """``pg_controldata`` on ``data_dir``, bounded by ``timeout``."""
+    try:
+        done = subprocess.run(
+            [str(bin_dir / "pg_controldata"), "-D", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return ControlData(None, None, str(e))
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return ControlData(None, None, " ".join(said[-2:])[-300:])
+    fields: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    data = ControlData(
+        fields.get("Database cluster state"),
+        None,
+        "" if "Database cluster state" in fields else "no cluster state in pg_controldata's output",
+        None,
+        MappingProxyType(fields),
+    )
+    return data._replace(
+        checkpoint_lsn=data.lsn("Latest checkpoint location"),
+        timeline=data.number("Latest checkpoint's TimeLineID"),
+    )
