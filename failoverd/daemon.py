@@ -273,7 +273,11 @@ class Daemon:
             wall_now=self.wall(),
             zk=self.zk.status(),
             cluster=self.zk.view(),
-            local=LocalHealth(checks=snap.checks, complete=snap.complete),
+            local=LocalHealth(
+                checks=snap.checks,
+                complete=snap.complete,
+                database_check=self._postgres_check,
+            ),
             database=database,
             peer_database=peer,
             results=tuple(results),

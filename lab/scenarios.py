@@ -164,6 +164,9 @@ class Workload:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         os.chmod(out, 0o755)
+        # A directory used before would hand back its old journal and its "ready" at once.
+        for stale in ("ready", "stop", "acks.jsonl", "samples.jsonl"):
+            (out / stale).unlink(missing_ok=True)
         python = lab.venv / "bin" / "python"
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", "flcli", str(python), "-m", "lab.workload",

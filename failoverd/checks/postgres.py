@@ -31,12 +31,16 @@ SELECT pg_is_in_recovery() AS in_recovery,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replay_delay,
        CASE WHEN pg_is_in_recovery()
             THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                          (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int)
+                             FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'),
                           (SELECT timeline_id FROM pg_control_checkpoint()))
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END AS timeline
 """
 """``timeline``: a primary's from the name of its current WAL segment (the checkpoint's lags a
-promotion); a replica's is the one it receives, else its last restartpoint's."""
+promotion). A replica's is the one its WAL receiver receives; with none running, the latest
+timeline among its WAL segments (it has segments of a timeline only once it received WAL of
+it), which the last restartpoint's timeline would understate after a promotion."""
 
 # The epoch the last promotion wrote (failoverd_epoch, see lab/donations/schema.sql); NULL when
 # the table does not exist, without an error that would abort the probe.

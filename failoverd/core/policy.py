@@ -48,26 +48,34 @@ def eligibility(settings: Settings, state: State, obs: Observation) -> tuple[boo
         return False, f"database is {db.role.value}, not a replica"
     if db.lsn is None:
         return False, "received LSN unknown"
+    # Both daemons alive, no active: what each node reports of its own WAL decides, and it
+    # knows better than any record of an active that is no more.
+    lead = most_advanced(settings, obs)
+    if lead is not None and lead[0]:
+        return True, lead[1]  # the peer, alive, has less: nothing it could miss
+    ahead = _peer_ahead(settings, obs)
+    if ahead is not None:
+        return False, ahead
     target = active_position(settings, state, obs)
     if target is not None:
         lsn, timeline = target
-        if timeline is not None and db.timeline is not None and db.timeline > timeline:
+        c = obs.cluster
+        current = c is not None and c.position is not None and c.position.epoch == c.epoch
+        mine = db.timeline
+        if current and timeline is not None and mine is not None and mine > timeline:
+            # Beyond the timeline the current epoch's active writes on: a fork. (Beyond an
+            # older record's, it may only mean a later active died before writing its own.)
             return False, (
-                f"on timeline {db.timeline}, beyond the active's timeline {timeline}: "
+                f"on timeline {mine}, beyond the active's timeline {timeline}: "
                 "its history has forked"
             )
+        comparable = timeline is None or mine is None or mine <= timeline
         lag = max(0, lsn - db.lsn)
-        if lag > settings.max_lag_on_failover:
+        if comparable and lag > settings.max_lag_on_failover:
             return False, (
                 f"replica lag {format_bytes(lag)} > max_lag_on_failover "
                 f"{format_bytes(settings.max_lag_on_failover)}"
             )
-    ahead = _peer_ahead(settings, obs)
-    if ahead is not None:
-        return False, ahead
-    lead = most_advanced(settings, obs)
-    if lead is not None and lead[0]:
-        return True, lead[1]  # the peer, alive, has less: nothing it could miss
     silence = _replication_silence(settings, state, obs)
     if silence is not None:
         return False, silence
@@ -142,9 +150,9 @@ def _peer_ahead(settings: Settings, obs: Observation) -> str | None:
     if peer_can_lead(settings, obs, peer):
         return f"{verdict[1]}: it should lead"
     if gap is None or gap > settings.max_lag_on_failover:
-        size = "a later timeline" if gap is None else format_bytes(gap)
+        size = "on a later timeline" if gap is None else f"{format_bytes(gap)} more than here"
         return (
-            f"{verdict[1]}, {size} more than here (max_lag_on_failover "
+            f"{verdict[1]}, {size} (max_lag_on_failover "
             f"{format_bytes(settings.max_lag_on_failover)}), and it cannot lead: its checks "
             "are failing"
         )
@@ -207,8 +215,11 @@ def active_position(
         found.append((live, None))
     c = obs.cluster
     if c is not None:
+        # The latest position written, whatever its epoch: an epoch taken since by a takeover
+        # that never served (killed while fencing, say) wrote none, and one that served wrote
+        # its own within publish_every.
         pos = c.position
-        if pos is not None and pos.epoch == c.epoch:
+        if pos is not None and pos.epoch <= c.epoch:
             found.append((pos.lsn, pos.timeline))
         last = c.last_leader
         if last is not None and last.epoch == c.epoch and last.final_lsn is not None:

@@ -83,8 +83,10 @@ def run(st: context.Ctx) -> None:
                 "(failoverctl status), taking nothing",
             )
             return
-        if c.epoch in (0, db.recorded_epoch):
-            # A fresh cluster, or the primary of the latest epoch whose daemon restarted.
+        if c.epoch in (0, db.recorded_epoch) or promoted_after_last_active(st):
+            # A fresh cluster, the primary of the latest epoch whose daemon restarted, or one
+            # promoted after the last active that served (its daemon died before it recorded
+            # the epoch): it has everything, it leads.
             st.set(role=Role.PASSIVE)
             passive.try_takeover(st, readopt=True)
             return
@@ -135,6 +137,23 @@ def kill_hung_database(st: context.Ctx, role: str) -> bool:
     )
     st.emit(StopDatabase, reason, mode="kill")
     return True
+
+
+def promoted_after_last_active(st: context.Ctx) -> bool:
+    """Our primary's timeline is beyond the one the last serving active wrote its position on:
+    it was promoted after that active, by a takeover of ours that did not live to record its
+    epoch, and holds every write that active had. A stale primary is on that timeline or an
+    older one."""
+    c = st.cluster
+    db = st.obs.database
+    pos = None if c is None else c.position
+    return (
+        pos is not None
+        and pos.node != st.s.node
+        and pos.timeline is not None
+        and db.timeline is not None
+        and db.timeline > pos.timeline
+    )
 
 
 def latest_primary(st: context.Ctx) -> str | None:

@@ -60,7 +60,9 @@ config() {
     # The lab's power switch (the second fencing level): `lab/lab crash` kills every process
     # of the node and sets its link down, as pulling the plug would.
     local LAB_ROOT REPO_DIR
+    # shellcheck disable=SC2034  # read by render, by name
     LAB_ROOT=$(dirname "$LAB_DIR")
+    # shellcheck disable=SC2034  # read by render, by name
     REPO_DIR=$REPO
     render "$TEMPLATES/failoverd.toml" "$CONFIG" NODE ADDR PEER PEER_ADDR CLUSTER CHROOT \
         ZK_HOSTS_TOML VIP VIP_IFACE PG_PORT PG_DB PG_DATA PG_BIN SSH_PORT SSH_DIR APP_PORT \

@@ -269,9 +269,12 @@ def test_stop_of_a_frozen_postmaster_escalates_within_its_bound(
     assert one(server, "SELECT 1") == 1
 
 
-def test_start_replica_is_refused_after_a_crash(
+def test_a_crashed_primary_is_not_started_as_a_replica_but_may_lead_again(
     pg_primary: PostgresServer, make_postgres: MakePostgres
 ) -> None:
+    """Following the peer as it is could fork history silently (that needs pg_rewind); starting
+    it as the primary it was keeps every write (crash recovery), and the core asks for that only
+    when this node is the latest primary."""
     server = make_postgres("cr")
     db = local(server)
     server.kill()  # SIGKILL: as a crash leaves it
@@ -286,11 +289,31 @@ def test_start_replica_is_refused_after_a_crash(
     assert server.pid is None
     assert not (server.data_dir / "standby.signal").exists()
 
-    # Nor may it re-adopt the primary role: only a clean ex-primary may.
-    promoted = db.promote(3, boottime() + 10.0, 10.0)
-    assert not promoted.ok
-    assert "not a cleanly stopped primary" in promoted.detail
-    assert server.pid is None
+    # Re-adopting the primary role: crash recovery, then the epoch recorded.
+    started = db.start_primary(3, boottime() + 10.0, 10.0)
+    assert started.ok, started.detail
+    assert "after crash recovery" in started.detail
+    assert not server.is_in_recovery()
+    assert db.recorded_epoch() == 3
+
+
+def test_start_primary_never_promotes_a_replica(
+    pg_primary: PostgresServer, make_postgres: MakePostgres
+) -> None:
+    replica = make_postgres("sp", primary=pg_primary)
+    db = local(replica)
+    refused = db.start_primary(4, boottime() + 10.0, 10.0)
+    assert not refused.ok and "is a replica" in refused.detail, refused.detail
+    assert replica.is_in_recovery()
+    assert db.stop("fast", 10.0).ok
+    refused = db.start_primary(4, boottime() + 10.0, 10.0)
+    assert not refused.ok and "not a stopped primary" in refused.detail, refused.detail
+    assert replica.pid is None
+    # Promote, by contrast, starts the stopped replica and promotes it (the most advanced
+    # of two stopped nodes may be a replica).
+    promoted = db.promote(4, boottime() + 10.0, 15.0)
+    assert promoted.ok, promoted.detail
+    assert "started the stopped replica" in promoted.detail and not replica.is_in_recovery()
 
 
 def test_promote_starts_a_cleanly_stopped_primary(make_postgres: MakePostgres) -> None:
@@ -320,7 +343,7 @@ def test_promote_starts_a_cleanly_stopped_primary(make_postgres: MakePostgres) -
     finally:
         zombie.wait(5)
     assert result.ok, result.detail
-    assert "started the cleanly stopped primary" in result.detail
+    assert "started the stopped primary (cluster state 'shut down'" in result.detail
     assert f"removed stale postmaster.pid, .s.PGSQL.{server.port}.lock" in result.detail
     assert not server.is_in_recovery()
     assert db.recorded_epoch() == 4

@@ -575,7 +575,7 @@ def test_replica_of_a_crashed_primary_stays_eligible_within_max_replication_sile
         obs = observation(dict(cut.facts), primary_lsn, boottime())
         assert eligibility(settings, State(), obs) == (
             True,
-            "replica streaming within max_lag_on_failover",
+            "replica within max_lag_on_failover of the active's last known position",
         )
         # A replica the check never saw receive anything is not vouched for.
         fresh = PostgresCheck(cfg, pg_config(replica)).probe()
@@ -1036,13 +1036,13 @@ def test_daemon_publishes_each_failing_check_in_status(
         squid_ok.start()
         until("healthy again", all_healthy)
 
-        primary.stop("fast")
-        code, doc = until("the db check failing", failing("db", "PostgreSQL connection refused"))
-        assert code in (1, 2), code
-        assert any(
-            "n1 check db failing: PostgreSQL connection refused" in w for w in doc["warnings"]
-        )
+        # Its database crashes, and no peer can take over (n2 publishes nothing): the active
+        # does not serve nothing for ever, it starts its own database again (crash recovery).
+        # (A `pg_ctl stop` here would wait for a server the daemon starts again at once.)
+        primary.kill()
+        until("healthy again, its database started by the daemon", all_healthy)
     finally:
         daemon.stop()
     log = daemon.log.read_text()
     assert "Traceback" not in log, log[-3000:]
+    assert '"event": "restarting_database"' in log, log[-3000:]

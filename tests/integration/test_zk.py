@@ -311,7 +311,10 @@ def test_zookeeper_restart_under_a_connected_client(
     fresh_zookeeper: ZooKeeperServer, make_cluster: MakeCluster
 ) -> None:
     zk = fresh_zookeeper
-    holder = make_cluster(zk, "n1", session_timeout=2.0)
+    # Long enough that the restarted server, a JVM starting on a busy machine, sees the client
+    # back before the session it restored expires: that is what this test is about.
+    session_timeout = 6.0
+    holder = make_cluster(zk, "n1", session_timeout=session_timeout)
     assert holder.acquire(0) == 1
     session = holder.session_id
     holder.roundtrip(1.0)
@@ -323,7 +326,8 @@ def test_zookeeper_restart_under_a_connected_client(
     assert wait_for(lambda: holder.status().state == ZkState.SUSPENDED, 3), holder.status()
     suspended = holder.status()
     assert suspended.changed_at > before.changed_at
-    for _ in range(50):  # 2.5 s of ticks, longer than the session: nothing proves liveness
+    ticks = int((session_timeout + 0.5) / 0.05)
+    for _ in range(ticks):  # ticks for longer than the session: nothing proves liveness
         holder.roundtrip(0.2)
         time.sleep(0.05)
     assert holder.status().last_roundtrip_sent_at == before.last_roundtrip_sent_at

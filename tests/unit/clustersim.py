@@ -96,6 +96,7 @@ def settings_for(node: str) -> Settings:
         publish_every=1.0,
         action_timeout=10.0,
         fence_retry_after=5.0,
+        rejoin_timeout=40.0,  # a hung clone is given up within the liveness window
         version="sim",
     )
 

@@ -928,3 +928,60 @@ def test_a_suspended_connection_takes_and_fences_nothing() -> None:
     suspended = crashed(110.0).peer_db(PeerDb.PRIMARY).zk(ZkState.SUSPENDED, changed_at=109.0)
     seen = n1.see(suspended).expect(Role.PASSIVE, "zk_unavailable")
     assert "not current" in seen.text
+
+
+def test_a_switchover_target_that_never_catches_up_leaves_the_old_active_to_lead_again() -> None:
+    """n1 stepped down for a switchover to n2 at LSN 9200 and restarted as a replica of n2; n2
+    never replays that far. Once the request's deadline passes, n1, which has everything, leads
+    again: the site is never left without a primary by a switchover that cannot finish."""
+    n1 = Node(state=state_of(Role.PASSIVE, 3, next_id=50))
+
+    def after(t: float, deadline_in: float) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .last_leader(NODE, 3, 9200, clean=True)
+            .switchover(PEER, deadline_in=deadline_in)
+            .peer_member(Role.PASSIVE, eligible=False, lsn=8000, reason="waiting_for_replay")
+            .peer_db(PeerDb.REPLICA)
+            .db_replica(9200, streaming=False, received_age=None)
+        )
+
+    seen = n1.see(after(300.0, 20.0)).expect(Role.PASSIVE, "switchover_elsewhere")
+    seen = n1.see(after(321.0, -1.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert seen.one(AcquireLease).expected_epoch == 3
+
+
+def test_a_passive_killed_while_it_fenced_judges_itself_from_the_last_position_written() -> None:
+    """n1 took epoch 4 after n2's crash and was killed while fencing, before it promoted.
+    Started again it knows nothing in memory; the position n2 wrote as the active of epoch 3
+    still says how far behind it may be."""
+    restarted = Node()
+    back = (
+        Obs(50.0)
+        .lease_free(4)
+        .position(PEER, 3, 5000, timeline=1)
+        .no_peer_member()
+        .peer_db(PeerDb.UNREACHABLE)
+        .db_replica(4990, streaming=False, received_age=None, timeline=1)
+    )
+    restarted.see(back).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+
+def test_a_primary_promoted_by_a_takeover_that_died_before_recording_its_epoch_leads() -> None:
+    """Killed between pg_promote and recording epoch 4: the database is a primary of epoch 3 by
+    its record, but on timeline 2, beyond the timeline n2 served on (position, timeline 1). It
+    holds everything n2 had: it leads; stopping it would leave the site without a primary."""
+    restarted = Node()
+    back = (
+        Obs(60.0)
+        .lease_free(4)
+        .position(PEER, 3, 5000, timeline=1)
+        .no_peer_member()
+        .peer_db(PeerDb.UNREACHABLE)
+        .db(DatabaseStatus(DbRole.PRIMARY, lsn=5100, recorded_epoch=3, timeline=2))
+    )
+    restarted.see(back).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    stale = Node()
+    old = back.db(DatabaseStatus(DbRole.PRIMARY, lsn=5100, recorded_epoch=3, timeline=1))
+    stale.see(old).expect(Role.FENCED, "stale_primary", "RemoveVip", "StopDatabase", "RecordEvent")
