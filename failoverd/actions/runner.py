@@ -146,8 +146,8 @@ class ActionRunner:
         if isinstance(action, AddVip):
             if self.cfg.vip is None:
                 return ActionResult(action.id, ok=True, detail="no VIP configured")
-            ok, detail = add_vip(self.cfg.vip, action.not_after, self.clock)
-            return ActionResult(action.id, ok=ok, detail=detail)
+            added = add_vip(self.cfg.vip, action.not_after, self.clock)
+            return ActionResult(action.id, ok=added.ok, detail=added.detail, late=added.late)
         if isinstance(action, RemoveVip):
             if self.cfg.vip is None:
                 return ActionResult(action.id, ok=True, detail="no VIP configured")

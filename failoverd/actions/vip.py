@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -67,19 +68,23 @@ def has_vip(vip: VipConfig) -> bool:
         )
 
 
-def add_vip(
-    vip: VipConfig, not_after: float, clock: Callable[[], float] = boottime
-) -> tuple[bool, str]:
+class VipResult(NamedTuple):
+    ok: bool
+    detail: str
+    late: bool = False  # refused because not_after had passed: nothing was done
+
+
+def add_vip(vip: VipConfig, not_after: float, clock: Callable[[], float] = boottime) -> VipResult:
     """Add the address unless ``not_after`` has passed; then announce it in the background."""
     late = clock() - not_after
     if late > 0:
-        return False, f"refused: {late:.3f} s past its not_after deadline"
+        return VipResult(False, f"refused: {late:.3f} s past its not_after deadline", late=True)
     ip = str(vip.address.ip)
     try:
         with IPRoute() as ipr:
             index = _index(ipr, vip.interface)
             if clock() > not_after:  # the lookups took time: check again at the last moment
-                return False, "refused: not_after passed while preparing"
+                return VipResult(False, "refused: not_after passed while preparing", late=True)
             try:
                 ipr.addr("add", index=index, address=ip, prefixlen=vip.address.network.prefixlen)
                 detail = f"added {vip.address} on {vip.interface}"
@@ -88,9 +93,9 @@ def add_vip(
                     raise
                 detail = f"{vip.address} already on {vip.interface}"
     except (NetlinkError, VipError) as e:
-        return False, f"cannot add {vip.address} on {vip.interface}: {e}"
+        return VipResult(False, f"cannot add {vip.address} on {vip.interface}: {e}")
     announced = announce(vip)
-    return True, f"{detail}; {announced}"
+    return VipResult(True, f"{detail}; {announced}")
 
 
 def remove_vip(vip: VipConfig) -> tuple[bool, str]:

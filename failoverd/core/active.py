@@ -16,8 +16,12 @@ from failoverd.core.model import (
 
 def run(st: context.Ctx, done: context.Done | None) -> None:
     if done is not None and done.kind == "AddVip" and not done.result.ok:
-        demoting.begin(st, "aborted", f"re-adding the VIP failed: {done.result.detail}")
-        return
+        if not done.result.late:
+            demoting.begin(st, "aborted", f"re-adding the VIP failed: {done.result.detail}")
+            return
+        # Emitted on a round-trip that aged before it ran (just after a reconnect): nothing was
+        # done. The lease checks below decide on the fresh round-trip; a missing VIP is re-added.
+        st.decide("vip_late", f"re-adding the VIP came too late ({done.result.detail})")
     if done is not None and done.kind == "StartPrimary":
         if done.result.ok:
             st.decide("database_restarted", f"own database started again ({done.result.detail})")

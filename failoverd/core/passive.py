@@ -299,6 +299,8 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
     ):
         # Its daemon stopped while paused and left it serving: nothing on that node will stop
         # it, so "unreachable" proves nothing. Only a fence that reached it does.
+        if not _view_settled(st):
+            return
         reason = st.decide(
             "fence_before_lease",
             f"lease free but {st.s.peer} was left serving when its daemon stopped while "
@@ -321,6 +323,8 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         if waiting is not None:
             st.decide("waiting_for_peer_primary", waiting)
             return
+        if not _view_settled(st):
+            return
         reason = st.decide(
             "fence_before_lease",
             f"lease free but {st.s.peer}'s database answers as "
@@ -342,6 +346,21 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         )
     )
     st.emit(AcquireLease, reason, expected_epoch=c.epoch)
+
+
+def _view_settled(st: context.Ctx) -> bool:
+    """A free lease seen just after a (re)connect may be news from before the cut: the watches
+    deliver what changed meanwhile a moment later. Fencing on it could stop a healthy active
+    (taking the lease on it cannot go wrong: the acquisition checks the epoch)."""
+    young = st.obs.now - st.obs.zk.changed_at
+    if young >= st.s.view_settle_after:
+        return True
+    st.decide(
+        "zk_settling",
+        f"lease looks free, but ZooKeeper reconnected {young:.1f} s ago: waiting "
+        f"{st.s.view_settle_after:g} s for the view to settle before fencing {st.s.peer}",
+    )
+    return False
 
 
 def led_last_epoch(st: context.Ctx) -> bool:

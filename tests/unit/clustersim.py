@@ -780,7 +780,7 @@ class Sim:
             return self._promote(node, a)
         if isinstance(a, AddVip):
             if self.now >= a.not_after:
-                return ActionResult(a.id, ok=False, detail="refused: not_after passed")
+                return ActionResult(a.id, ok=False, detail="refused: not_after passed", late=True)
             node.vip = True
             return ActionResult(a.id, ok=True)
         if isinstance(a, RemoveVip):
@@ -814,7 +814,7 @@ class Sim:
 
     def _promote(self, node: Node, a: Promote) -> ActionResult:
         if self.now >= a.not_after:
-            return ActionResult(a.id, ok=False, detail="refused: not_after passed")
+            return ActionResult(a.id, ok=False, detail="refused: not_after passed", late=True)
         if not self.managed:
             return ActionResult(a.id, ok=True)
         db = node.db
@@ -845,7 +845,7 @@ class Sim:
 
     def _start_primary(self, node: Node, a: StartPrimary) -> ActionResult:
         if self.now >= a.not_after:
-            return ActionResult(a.id, ok=False, detail="refused: not_after passed")
+            return ActionResult(a.id, ok=False, detail="refused: not_after passed", late=True)
         db = node.db
         if not self.managed:
             return ActionResult(a.id, ok=True)
@@ -1250,6 +1250,12 @@ def converged(sim: Sim) -> str | None:
     p = nodes[other(a.name)]
     if sim.vip_holders() != [a.name]:
         return f"VIP held by {sim.vip_holders()}"
+    lease = sim.zk.lease
+    if lease is None or lease[0] != a.name or lease[2] != a.client.sid:
+        return f"{a.name} is active but ZooKeeper's lease is {lease}"
+    proven = a.client.last_rt_ok
+    if proven is None or sim.now - proven >= settings_for(a.name).self_fence_after - DT:
+        return f"{a.name} is active but has not proven its session lately"
     if p.state.role is not Role.PASSIVE:
         return f"{p.name} is {p.state.role.value} ({p.state.reason.text})"
     if not sim.managed:

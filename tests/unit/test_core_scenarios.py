@@ -923,6 +923,37 @@ def test_an_active_puts_back_a_vip_removed_behind_its_back() -> None:
     assert seen.one(AddVip).epoch == 3
 
 
+def test_an_active_whose_vip_came_too_late_tries_again_on_a_fresh_round_trip() -> None:
+    """Resumed just after a reconnect, the VIP was re-added on a round-trip that aged before
+    the action ran: the adapter did nothing, and that is not a reason to step down."""
+    n1 = active_at_epoch_3()
+    seen = n1.see(serving(800.0).vip(present=False)).expect(Role.ACTIVE, "vip_missing", "AddVip")
+    late = (
+        serving(800.5)
+        .vip(present=False)
+        .result(seen.one(AddVip).id, ok=False, detail="refused: past not_after", late=True)
+    )
+    again = n1.see(late).expect(Role.ACTIVE, "vip_missing", "AddVip")
+    assert again.one(AddVip).not_after > 800.5
+    failed = (
+        serving(801.0)
+        .vip(present=False)
+        .result(again.one(AddVip).id, ok=False, detail="no such device")
+    )
+    n1.see(failed).expect(Role.DEMOTING, "aborted", "RemoveVip")
+
+
+def test_a_view_just_after_a_reconnect_fences_nobody_until_it_settles() -> None:
+    """Reconnected a moment ago, the view may still show the lease free although the peer took
+    it meanwhile: fencing on it would stop a healthy active."""
+    n1 = passive_at_epoch_3()
+    young = crashed(110.0).peer_db(PeerDb.PRIMARY).zk(ZkState.CONNECTED, changed_at=109.6)
+    seen = n1.see(young).expect(Role.PASSIVE, "zk_settling")
+    assert "reconnected 0.4 s ago" in seen.text
+    settled = crashed(110.7).peer_db(PeerDb.PRIMARY).zk(ZkState.CONNECTED, changed_at=109.6)
+    n1.see(settled).expect(Role.PASSIVE, "fence_before_lease", "FencePeer")
+
+
 def test_a_suspended_connection_takes_and_fences_nothing() -> None:
     n1 = passive_at_epoch_3()
     suspended = crashed(110.0).peer_db(PeerDb.PRIMARY).zk(ZkState.SUSPENDED, changed_at=109.0)
