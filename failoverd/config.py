@@ -39,6 +39,7 @@ __all__ = [
     "MetricsConfig",
     "PostgresConfig",
     "Problem",
+    "ReplicationConfig",
     "Timings",
     "VipConfig",
     "effective_config_toml",
@@ -50,6 +51,8 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 CheckType = Literal["http", "postgres", "squid", "command"]
 RejoinMode = Literal["auto", "manual"]
 REJOIN_MODES: Final[tuple[RejoinMode, ...]] = ("auto", "manual")
+SyncMode = Literal["async", "sync", "strict"]
+SYNC_MODES: Final[tuple[SyncMode, ...]] = ("async", "sync", "strict")
 CHECK_TYPES: Final[tuple[CheckType, ...]] = ("http", "postgres", "squid", "command")
 _CHECK_TYPE_NAMES: Final[dict[str, CheckType]] = {name: name for name in CHECK_TYPES}
 
@@ -199,6 +202,16 @@ class PostgresConfig:
 
 
 @dataclass(frozen=True)
+class ReplicationConfig:
+    """What an acknowledged commit promises. async: it is on the primary. sync: also on the
+    named standby while one is healthy; one that leaves commits waiting sync_drop_after seconds
+    is dropped, and the commits go through. strict: never acknowledged without the standby."""
+
+    mode: SyncMode = "sync"
+    sync_drop_after: float = 5.0
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     """One health check ([checks.<name>]); the loader always sets slow_after (default timeout)."""
 
@@ -248,6 +261,7 @@ class Config:
     checks: tuple[CheckConfig, ...]
     metrics: MetricsConfig
     hooks: HooksConfig
+    replication: ReplicationConfig = ReplicationConfig()
 
     @property
     def self_member(self) -> Member:
@@ -282,6 +296,7 @@ _FENCING_KEYS: Final = _keys(FencingConfig)
 _TIMINGS_KEYS: Final = _keys(Timings)
 _FAILOVER_KEYS: Final = _keys(FailoverPolicy)
 _POSTGRES_KEYS: Final = _keys(PostgresConfig)
+_REPLICATION_KEYS: Final = _keys(ReplicationConfig)
 _METRICS_KEYS: Final = _keys(MetricsConfig)
 _HOOKS_KEYS: Final = _keys(HooksConfig)
 _CHECK_COMMON_KEYS: Final = ("type", "interval", "timeout", "rise", "fall", "slow_after")
@@ -826,6 +841,22 @@ def _read_postgres(top: _Table) -> PostgresConfig | None:
     )
 
 
+def _read_replication(top: _Table, postgres: PostgresConfig | None) -> ReplicationConfig:
+    t = top.table("replication")
+    t.reject_unknown(_REPLICATION_KEYS)
+    d = ReplicationConfig()
+    text = t.string("mode", d.mode)
+    mode = next((m for m in SYNC_MODES if m == text), None)
+    if mode is None:
+        t.problem("mode", f"must be one of {', '.join(SYNC_MODES)}, got {text!r}")
+        mode = d.mode
+    if "replication" in top.data and postgres is None and mode != "async":
+        t.problem("mode", f"{mode!r} needs a [postgres] table: there is no database to replicate")
+    return ReplicationConfig(
+        mode=mode, sync_drop_after=t.number("sync_drop_after", d.sync_drop_after)
+    )
+
+
 def _read_rejoin_mode(t: _Table, default: RejoinMode) -> RejoinMode:
     text = t.string("rejoin", default)
     for mode in REJOIN_MODES:
@@ -979,6 +1010,7 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
         checks=_read_checks(top, postgres),
         metrics=_read_metrics(top),
         hooks=_read_hooks(top),
+        replication=_read_replication(top, postgres),
     )
 
 
@@ -1105,6 +1137,7 @@ def effective_config_toml(cfg: Config) -> str:
     _toml_table(lines, "[failover]", cfg.failover, _FAILOVER_KEYS)
     if cfg.postgres is not None:
         _toml_table(lines, "[postgres]", cfg.postgres, _POSTGRES_KEYS)
+        _toml_table(lines, "[replication]", cfg.replication, _REPLICATION_KEYS)
     for check in cfg.checks:
         header = f"[checks.{_toml_key(check.name)}]"
         _toml_table(lines, header, check, _check_keys(check.type))

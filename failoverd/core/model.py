@@ -19,6 +19,14 @@ class Role(StrEnum):
     PAUSED = "paused"
 
 
+class ReplicationMode(StrEnum):
+    """``[replication] mode``: what an acknowledged commit promises."""
+
+    ASYNC = "async"  # on the primary; a crash may lose up to max_lag_on_failover
+    SYNC = "sync"  # also on the named standby while one is healthy; dropped after sync_drop_after
+    STRICT = "strict"  # never acknowledged without the standby: writes wait for it
+
+
 class ZkState(StrEnum):
     CONNECTED = "connected"
     SUSPENDED = "suspended"
@@ -99,6 +107,17 @@ class Position:
 
 
 @dataclass(frozen=True)
+class SyncRecord:
+    """``sync``: the standby holding every commit the active of ``epoch`` acknowledged; None
+    when none does. Written only in the order that keeps that true (``core/sync.py``), and only
+    by the active of ``epoch``."""
+
+    standby: str | None
+    epoch: int
+    written_at: float = 0.0  # the writer's wall clock, for humans
+
+
+@dataclass(frozen=True)
 class RejoinRequest:
     """``rejoin/<node>``: an operator asks the node to rejoin (``failoverctl rejoin``)."""
 
@@ -139,6 +158,7 @@ class ClusterView:
     lease_changed_at: float | None = None  # boottime the reader saw the lease last change
     position: Position | None = None
     rejoin_requests: tuple[RejoinRequest, ...] = ()
+    sync: SyncRecord | None = None  # None: never written (or unreadable: then in problems)
 
     def member(self, name: str) -> MemberStatus | MalformedMember | None:
         for m in self.members:
@@ -190,6 +210,27 @@ class DatabaseStatus:
     observed_at: float | None = None  # boottime the probe behind this started (None: now)
     timeline: int | None = None  # primary: its timeline; replica: the one it receives or replays
     hung: bool = False  # its postmaster runs but does not answer within the check's budget
+    # A primary's synchronous replication: the names in synchronous_standby_names (() when
+    # empty, ("*",) for any), synchronous_commit, and pg_stat_replication. None: not known.
+    sync_standby_names: tuple[str, ...] | None = None
+    synchronous_commit: str | None = None
+    standbys: tuple[StandbyStatus, ...] = ()
+
+    def standby(self, name: str) -> StandbyStatus | None:
+        for s in self.standbys:
+            if s.name == name:
+                return s
+        return None
+
+
+@dataclass(frozen=True)
+class StandbyStatus:
+    """One row of the primary's ``pg_stat_replication``."""
+
+    name: str  # application_name: the standby's node name
+    state: str  # startup, catchup, streaming, backup, stopping
+    sync_state: str  # async, potential, sync, quorum
+    flush_lsn: int | None  # what the standby has flushed: safe from the loss of the primary
 
 
 UNMANAGED_DB = DatabaseStatus(role=DbRole.UNMANAGED)
@@ -229,6 +270,7 @@ class ActionResult:
     timeline: int | None = None  # StopDatabase: the timeline final_lsn is on
     fence: FenceOutcome | None = None  # FencePeer
     rejoin: RejoinFacts | None = None  # InspectRejoin
+    late: bool = False  # refused because its not_after had passed: nothing was done
 
 
 @dataclass(frozen=True)
@@ -306,6 +348,9 @@ class FencePeer(Action):
 class Promote(Action):
     epoch: int
     not_after: float  # boottime: the adapter refuses to start later
+    # synchronous_standby_names from the first commit on (strict: the peer); the epoch record
+    # itself is written with synchronous_commit = local, so it never waits for a standby.
+    sync_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -402,6 +447,23 @@ class ClearRejoinRequest(Action):
     node: str
 
 
+@dataclass(frozen=True)
+class SetSyncStandby(Action):
+    """Set ``synchronous_standby_names`` to ``names`` (quoted; () clears it) with
+    ``synchronous_commit = on`` (ALTER SYSTEM, reload); ok once the server reports the value."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordSync(Action):
+    """Write ``sync`` = {standby, epoch} in a transaction that checks ``epoch`` is still the
+    cluster's: only the active of that epoch writes it."""
+
+    standby: str | None
+    epoch: int
+
+
 SEQUENCING: tuple[type[Action], ...] = (
     AcquireLease,
     ReleaseLease,
@@ -415,6 +477,8 @@ SEQUENCING: tuple[type[Action], ...] = (
     RewindDatabase,
     CloneDatabase,
     StartPrimary,
+    SetSyncStandby,
+    RecordSync,
 )
 """Actions that change the cluster; one at a time is in flight."""
 
@@ -436,6 +500,12 @@ class Settings:
     rejoin_auto: bool = True  # [postgres] rejoin = "auto": rejoin without being asked
     reclone: bool = True  # [postgres] reclone: a clone may replace a data directory
     power_fence: bool = False  # [fencing] power_command is set: a second fencing level
+    # Just (re)connected, the watches may still deliver what changed while cut off: a view this
+    # young does not justify fencing the peer.
+    view_settle_after: float = 1.0
+    replication: ReplicationMode = ReplicationMode.ASYNC  # the config's default is sync
+    # sync: a named standby that leaves commits waiting this long is dropped (strict: never)
+    sync_drop_after: float = 5.0
 
     @property
     def peer_stale_after(self) -> float:
@@ -533,6 +603,9 @@ class State:
     stalls: int = 0  # rejoins that ended in a replica that does not stream: each escalates
     stalled_since: float | None = None  # a replica not streaming from an active that answers
     active_alive_at: float | None = None  # when the active last showed a sign of life
+    # Active, sync mode: (the write LSN a named standby has not flushed yet, since when): the
+    # commits waiting on it. Cleared once it flushes that far; past sync_drop_after it is dropped.
+    sync_waiting: tuple[int, float] | None = None
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
     )

@@ -27,6 +27,7 @@ from failoverd.config import (
     MetricsConfig,
     PostgresConfig,
     Problem,
+    ReplicationConfig,
     Timings,
     VipConfig,
     effective_config_toml,
@@ -126,7 +127,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         comment = " ".join(above)
         assert "default" in comment or "required" in comment, f"line {i + 1}: {line}"
     sections = {"cluster", "members", "vip", "fencing", "timings", "failover", "postgres"}
-    sections |= {"checks", "metrics", "hooks"}
+    sections |= {"checks", "metrics", "hooks", "replication"}
     every_key = {
         f.name
         for cls in (
@@ -138,6 +139,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
             Timings,
             FailoverPolicy,
             PostgresConfig,
+            ReplicationConfig,
             CheckConfig,
             MetricsConfig,
             HooksConfig,
