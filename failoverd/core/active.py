@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, demoting, policy, starting
+from failoverd.core import context, demoting, policy, starting, sync
 from failoverd.core.model import (
     AddVip,
     ClearSwitchover,
@@ -22,6 +22,8 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         # Emitted on a round-trip that aged before it ran (just after a reconnect): nothing was
         # done. The lease checks below decide on the fresh round-trip; a missing VIP is re-added.
         st.decide("vip_late", f"re-adding the VIP came too late ({done.result.detail})")
+    if done is not None and done.kind in ("SetSyncStandby", "RecordSync"):
+        sync.on_result(st, done)
     if done is not None and done.kind == "StartPrimary":
         if done.result.ok:
             st.decide("database_restarted", f"own database started again ({done.result.detail})")
@@ -106,7 +108,9 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         )
         st.emit(AddVip, reason, epoch=epoch, not_after=context.not_after(st))
         return
-    st.decide("active", f"active (epoch {epoch})")
+    if sync.manage(st):
+        return
+    st.decide("active", f"active (epoch {epoch}){sync.describe(st)}")
 
 
 def _restart_own_database(st: context.Ctx, why: str) -> bool:

@@ -161,6 +161,9 @@ OPERATOR_NEEDED = frozenset(
         "rejoin_needs_clone",  # only a clone can rejoin it, and [postgres] reclone = false
         "rejoin_manual",  # [postgres] rejoin = manual: waiting for failoverctl rejoin
         "two_primaries",  # both databases answer as primary with no lease to tell them apart
+        # sync/strict: the lease expired and this node is not the synchronous standby of
+        # record; the old active coming back ends it, else promote --force accepts the loss
+        "not_sync_standby",
     }
 )
 """Reason codes that no fault healing will end by itself: a person must decide (the reason
@@ -184,6 +187,7 @@ DATABASE_ACTIONS = (
     "RewindDatabase",
     "CloneDatabase",
     "StartPrimary",
+    "SetSyncStandby",
 )
 
 

@@ -536,6 +536,7 @@ class Takeover:
     expected_epoch: int | None = None  # the epoch counter the acquisition was decided on
     lease_free_since: float | None = None  # when the lease this takeover follows was seen free
     previous_mine: bool = False  # the lease of expected_epoch was ours (a re-adoption)
+    sync_reset: bool = False  # the sync record naming the peer for an older epoch was cleared
 
     def mark(self, phase: str, now: float) -> Takeover:
         """Close a phase: how long since the previous mark."""
@@ -606,6 +607,7 @@ class State:
     # Active, sync mode: (the write LSN a named standby has not flushed yet, since when): the
     # commits waiting on it. Cleared once it flushes that far; past sync_drop_after it is dropped.
     sync_waiting: tuple[int, float] | None = None
+    sync_dropped_lsn: int | None = None  # where a standby was dropped: named again once there
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
     )

@@ -267,6 +267,10 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         if not ok and not forced:
             st.decide("not_eligible", f"lease free but not eligible: {why}")
             return
+        refusal = policy.sync_refusal(st.s, st.obs)
+        if refusal is not None and not forced:
+            st.decide("not_sync_standby", f"lease free but not taking it: {refusal}")
+            return
         last = c.last_leader
         db = st.obs.database
         if (

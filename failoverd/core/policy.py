@@ -9,6 +9,7 @@ from failoverd.core.model import (
     MemberStatus,
     Observation,
     RejoinFacts,
+    ReplicationMode,
     Role,
     Settings,
     State,
@@ -56,6 +57,9 @@ def eligibility(settings: Settings, state: State, obs: Observation) -> tuple[boo
     ahead = _peer_ahead(settings, obs)
     if ahead is not None:
         return False, ahead
+    if sync_standby_of_record(settings, obs):
+        # Lag and silence only estimate what a crash could lose; the record says it is nothing.
+        return True, "the synchronous standby of record: it holds every acknowledged commit"
     target = active_position(settings, state, obs)
     if target is not None:
         lsn, timeline = target
@@ -82,6 +86,53 @@ def eligibility(settings: Settings, state: State, obs: Observation) -> tuple[boo
     if db.streaming:
         return True, "replica streaming within max_lag_on_failover"
     return True, "replica within max_lag_on_failover of the active's last known position"
+
+
+def sync_standby_of_record(settings: Settings, obs: Observation) -> bool:
+    """With the lease free, does the ``sync`` record name this node (see ``sync_refusal``)?"""
+    c = obs.cluster
+    return (
+        settings.replication is not ReplicationMode.ASYNC
+        and c is not None
+        and c.lease is None
+        and c.sync is not None
+        and c.sync.standby == settings.node
+        and c.sync.epoch <= c.epoch
+    )
+
+
+def sync_refusal(settings: Settings, obs: Observation) -> str | None:
+    """Why this node may not take a free lease in sync or strict mode, or None.
+
+    After an expiry the active may have acknowledged commits nobody else has, unless it waited
+    for a standby: only the standby the ``sync`` record names is known to hold them all. The
+    record may be older than the current epoch: any node that served since cleared it before
+    acknowledging its first commit (``promoting``), so an epoch taken since by a takeover that
+    never served leaves it standing. A clean release says its final LSN, which the passive
+    replays first; a live peer that has less WAL than this node has nothing this node lacks."""
+    c = obs.cluster
+    if settings.replication is ReplicationMode.ASYNC or c is None or c.epoch == 0:
+        return None
+    last = c.last_leader
+    if last is not None and last.epoch == c.epoch and last.clean and last.final_lsn is not None:
+        return None
+    lead = most_advanced(settings, obs)
+    if lead is not None and lead[0]:
+        return None
+    if sync_standby_of_record(settings, obs):
+        return None
+    record = c.sync
+    if record is None:
+        named = "no synchronous standby was ever recorded"
+    elif record.standby is None:
+        named = f"no synchronous standby was named at epoch {record.epoch}"
+    else:
+        named = f"the synchronous standby at epoch {record.epoch} is {record.standby}"
+    return (
+        f"{named}: {settings.peer} may have acknowledged writes this node does not have "
+        f"({settings.replication.value} mode). Bring {settings.peer} back, or accept the loss "
+        f"with 'failoverctl promote {settings.node} --force'"
+    )
 
 
 def peer_not_serving(settings: Settings, obs: Observation) -> MemberStatus | None:

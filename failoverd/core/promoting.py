@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from failoverd.core import context, demoting, fenced, passive
+from failoverd.core import context, demoting, fenced, passive, sync
 from failoverd.core.model import (
     AddVip,
     ClearSwitchover,
@@ -13,6 +13,7 @@ from failoverd.core.model import (
     FencePeer,
     Promote,
     RecordEvent,
+    RecordSync,
     ReleaseLease,
     Role,
     RunHook,
@@ -112,6 +113,13 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
             t = replace(t, promoted=True).mark("promote", now)
             st.set(takeover=t)
             st.decide("promoted", f"database promoted (epoch {epoch})")
+        elif done.kind == "RecordSync":
+            if not r.ok:
+                demoting.begin(st, "aborted", f"clearing the sync record failed: {r.detail}")
+                return
+            st.set(takeover=replace(t, sync_reset=True))
+            t = st.state.takeover
+            assert t is not None
         elif done.kind == "AddVip":
             if not r.ok:
                 demoting.begin(st, "aborted", f"adding the VIP failed: {r.detail}")
@@ -160,10 +168,36 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
             }.get(db.role, "promoting the database")
             reason = st.decide("promoting", f"{what} (epoch {epoch})")
             st.set(promoted_epoch=epoch)
-            st.emit(Promote, reason, epoch=epoch, not_after=context.not_after(st))
+            st.emit(
+                Promote,
+                reason,
+                epoch=epoch,
+                not_after=context.not_after(st),
+                sync_names=sync.start_names(st),
+            )
             return
+    if _sync_record_names_peer(st) and not t.sync_reset:
+        # Not ours to keep: the peer's standing as the one holding every acknowledged commit
+        # ends before this node acknowledges its first. Until then a takeover that never
+        # served leaves the record as it was, and the peer may still lead on it.
+        reason = st.decide(
+            "sync_reset",
+            f"clearing the sync record (it names {st.s.peer}) before serving (epoch {epoch})",
+        )
+        st.emit(RecordSync, reason, standby=None, epoch=epoch)
+        return
     reason = st.decide("adding_vip", f"adding the VIP (epoch {epoch})")
     st.emit(AddVip, reason, epoch=epoch, not_after=context.not_after(st))
+
+
+def _sync_record_names_peer(st: context.Ctx) -> bool:
+    c = st.cluster
+    return (
+        c is not None
+        and c.sync is not None
+        and c.sync.standby == st.s.peer
+        and c.sync.epoch < st.state.epoch
+    )
 
 
 def become_active(st: context.Ctx) -> None:

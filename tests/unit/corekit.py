@@ -60,6 +60,7 @@ from failoverd.core import (
     Step,
     StopDatabase,
     SwitchoverRequest,
+    SyncRecord,
     ZkState,
     ZkStatus,
 )
@@ -146,6 +147,7 @@ class Obs:
         self._switchover: SwitchoverRequest | None = None
         self._position: Position | None = None
         self._rejoin: tuple[RejoinRequest, ...] = ()
+        self._sync: SyncRecord | None = None
         self._paused = False
         self._checks = healthy_checks()
         self._complete = True
@@ -283,6 +285,11 @@ class Obs:
         self._position = None
         return self
 
+    def sync(self, standby: str | None, epoch: int) -> Obs:
+        """The ``sync`` record: ``standby`` holds every commit the active of ``epoch`` acked."""
+        self._sync = SyncRecord(standby, epoch, WALL)
+        return self
+
     def rejoin_request(self, node: str, *, reclone: bool = False) -> Obs:
         self._rejoin = (RejoinRequest(node, reclone, "alice", WALL),)
         return self
@@ -385,6 +392,7 @@ class Obs:
                 paused=self._paused,
                 position=self._position,
                 rejoin_requests=self._rejoin,
+                sync=self._sync,
             )
         return Observation(
             now=self.now,
