@@ -151,6 +151,17 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         )
         st.emit(FencePeer, reason, peer=st.s.peer, epoch=epoch)
         return
+    if _sync_record_names_peer(st) and not t.sync_reset:
+        # The peer's standing as the one holding every acknowledged commit ends before this
+        # node can acknowledge its first: before the promotion, which clears whom its database
+        # waits for, since a re-adopted primary may still have the VIP (left serving). Only
+        # then: a takeover that is fenced out or dies before this keeps the peer's standing.
+        reason = st.decide(
+            "sync_reset",
+            f"clearing the sync record (it names {st.s.peer}) before serving (epoch {epoch})",
+        )
+        st.emit(RecordSync, reason, standby=None, epoch=epoch)
+        return
     if not t.promoted:
         db = st.obs.database
         if not st.managed_db() or (db.role is DbRole.PRIMARY and db.recorded_epoch == epoch):
@@ -176,16 +187,6 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
                 sync_names=sync.start_names(st),
             )
             return
-    if _sync_record_names_peer(st) and not t.sync_reset:
-        # Not ours to keep: the peer's standing as the one holding every acknowledged commit
-        # ends before this node acknowledges its first. Until then a takeover that never
-        # served leaves the record as it was, and the peer may still lead on it.
-        reason = st.decide(
-            "sync_reset",
-            f"clearing the sync record (it names {st.s.peer}) before serving (epoch {epoch})",
-        )
-        st.emit(RecordSync, reason, standby=None, epoch=epoch)
-        return
     reason = st.decide("adding_vip", f"adding the VIP (epoch {epoch})")
     st.emit(AddVip, reason, epoch=epoch, not_after=context.not_after(st))
 

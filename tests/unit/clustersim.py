@@ -57,18 +57,23 @@ from failoverd.core import (
     Promote,
     Publish,
     RecordPosition,
+    RecordSync,
     RejoinFacts,
     RejoinRequest,
     ReleaseLease,
     RemoveVip,
+    ReplicationMode,
     RewindDatabase,
     Role,
+    SetSyncStandby,
     Settings,
+    StandbyStatus,
     StartPrimary,
     StartReplica,
     State,
     StopDatabase,
     SwitchoverRequest,
+    SyncRecord,
     ZkState,
     ZkStatus,
 )
@@ -85,7 +90,7 @@ WRITE_RATE = 400  # WAL bytes per second written through the VIP
 BACKGROUND_RATE = 4  # WAL bytes per second a primary writes anyway (checkpoints)
 
 
-def settings_for(node: str) -> Settings:
+def settings_for(node: str, mode: ReplicationMode = ReplicationMode.ASYNC) -> Settings:
     return Settings(
         node=node,
         peer=other(node),
@@ -98,6 +103,8 @@ def settings_for(node: str) -> Settings:
         fence_retry_after=5.0,
         rejoin_timeout=40.0,  # a hung clone is given up within the liveness window
         version="sim",
+        replication=mode,
+        sync_drop_after=2.0,
     )
 
 
@@ -125,6 +132,10 @@ class Db:
     frozen: bool = False
     wal_seen_at: float | None = None  # replica: when WAL last arrived (the check's memory)
     checkpoint: tuple[int, int] | None = None  # a clean stop's shutdown checkpoint: (at, end)
+    # synchronous_standby_names, kept across restarts as postgresql.auto.conf keeps it; copied
+    # by a clone and a rewind, as pg_basebackup and pg_rewind copy the file
+    sync_names: tuple[str, ...] = ()
+    acked_upto: int = 0  # primary: the end of its acknowledged commits on its timeline
 
     @property
     def running(self) -> bool:
@@ -181,6 +192,7 @@ class Zk:
     paused: bool = False
     switchover: SwitchoverRequest | None = None
     position: Position | None = None
+    sync: SyncRecord | None = None
     rejoin: dict[str, RejoinRequest] = field(default_factory=dict)
     members: dict[str, tuple[MemberStatus, int]] = field(default_factory=dict)  # node -> (rec, sid)
     sessions: dict[int, Session] = field(default_factory=dict)
@@ -284,11 +296,20 @@ class SafetyError(AssertionError):
 
 
 class Sim:
-    def __init__(self, rng: random.Random, *, managed: bool = True) -> None:
+    def __init__(
+        self, rng: random.Random, *, managed: bool = True, mode: ReplicationMode | None = None
+    ) -> None:
         self.rng = rng
         self.now = 0.0
         self.zk = Zk()
         self.managed = managed
+        if mode is None:
+            modes = (ReplicationMode.ASYNC, ReplicationMode.SYNC, ReplicationMode.STRICT)
+            mode = rng.choice((*modes, ReplicationMode.SYNC))
+        self.mode = mode if managed else ReplicationMode.ASYNC
+        # An operator forced a promotion: from then on a loss is the operator's choice.
+        self.forced = False
+        self.judge_every_loss = False
         self.peer_link = True
         self.flaky = True  # actions fail, hang or crawl now and then (a fault like the others)
         self.next_tli = 2
@@ -296,10 +317,11 @@ class Sim:
         self.nodes = {
             # Production runs the daemon under systemd: its watchdog and ExecStopPost are part
             # of the safety argument (DESIGN, "Timing and safety").
-            n: Node(n, settings_for(n), systemd=True)
+            n: Node(n, settings_for(n, self.mode), systemd=True)
             for n in NODES
         }
         self.acked: list[tuple[int, int, int]] = []  # (epoch, tli, lsn) acknowledged writes
+        self.acked_max: dict[tuple[int, int], int] = {}  # (epoch, tli) -> highest acknowledged
         self.handovers: list[str] = []
         self.roles_seen: set[Role] = set()
         self.codes_seen: set[str] = set()
@@ -348,8 +370,6 @@ class Sim:
             if db.state == "primary":
                 serving = node.vip and self.vip_holders() == [node.name]
                 db.lsn += int((WRITE_RATE if serving else BACKGROUND_RATE) * DT)
-                if serving:
-                    self.acked.append((db.recorded_epoch or 0, db.tli, db.lsn))
         for node in self.nodes.values():
             db = node.db
             if not node.host_up or db.state != "replica" or db.frozen or db.upstream is None:
@@ -371,6 +391,30 @@ class Sim:
                     db.tli, db.history = up.db.tli, up.db.history
                 db.lsn = target
                 db.wal_seen_at = self.now
+        for node in self.nodes.values():
+            if node.host_up and node.db.writable and node.vip and self.vip_holders() == [node.name]:
+                self._acknowledge(node)
+
+    def _acknowledge(self, node: Node) -> None:
+        """Commits return once on the primary, and, while it names a standby, once that standby
+        has flushed them too: what the app acknowledges never runs ahead of that."""
+        db = node.db
+        upto = db.lsn
+        if db.sync_names:
+            standby = self.nodes[other(node.name)]
+            named = standby.name in db.sync_names or "*" in db.sync_names
+            sdb = standby.db
+            follows = (
+                standby.host_up and sdb.state == "replica" and sdb.upstream == node.name
+                and sdb.tli == db.tli
+            )  # fmt: skip
+            upto = min(db.lsn, sdb.lsn) if named and follows else db.acked_upto
+        if upto > db.acked_upto:
+            db.acked_upto = upto
+            epoch = db.recorded_epoch or 0
+            self.acked.append((epoch, db.tli, upto))
+            key = (epoch, db.tli)
+            self.acked_max[key] = max(self.acked_max.get(key, 0), upto)
 
     # -- systemd and the daemon process -------------------------------------------------------
 
@@ -558,6 +602,7 @@ class Sim:
             lease_changed_at=c.lease_seen[1],
             position=zk.position,
             rejoin_requests=tuple(zk.rejoin[n] for n in sorted(zk.rejoin)),
+            sync=zk.sync,
         )
 
     def _snapshots(self, node: Node) -> None:
@@ -593,6 +638,9 @@ class Sim:
                 recorded_epoch=db.recorded_epoch,
                 observed_at=at,
                 timeline=db.tli,
+                sync_standby_names=db.sync_names,
+                synchronous_commit="on",
+                standbys=self._standbys(node),
             )
         if db.state == "replica":
             up = self.nodes[db.upstream] if db.upstream else None
@@ -627,6 +675,21 @@ class Sim:
             observed_at=at,
             timeline=db.tli,
         )
+
+    def _standbys(self, node: Node) -> tuple[StandbyStatus, ...]:
+        """pg_stat_replication: a replica streaming from it; the row outlives a frozen standby
+        or a cut link (the walsender waits for its timeout), not a crash of its server."""
+        db = node.db
+        peer = self.nodes[other(node.name)]
+        sdb = peer.db
+        if sdb.state != "replica" or sdb.upstream != node.name:
+            return ()
+        named = peer.name in db.sync_names or "*" in db.sync_names
+        # A named standby is "sync" once it has caught up with what was acknowledged.
+        caught_up = sdb.tli == db.tli and sdb.lsn >= db.acked_upto
+        flush = sdb.lsn if sdb.tli == db.tli else None
+        state = "streaming" if sdb.can_follow(db) else "catchup"
+        return (StandbyStatus(peer.name, state, "sync" if named and caught_up else "async", flush),)
 
     def _peer_db(self, node: Node) -> PeerDb:
         if not self.reaches_peer(node):
@@ -774,6 +837,13 @@ class Sim:
             return ActionResult(a.id, ok=False, detail="not our lease")
         if isinstance(a, FencePeer):
             return self._fence_peer(node, a)
+        if isinstance(a, RecordSync):
+            # One transaction with a check of the epoch's version: only its active writes it.
+            if zk_ok and f.ok and zk.epoch == a.epoch:
+                zk.sync = SyncRecord(a.standby, a.epoch, WALL + self.now)
+                self.say(f"{node.name}: sync record = {a.standby} (epoch {a.epoch})")
+                return ActionResult(a.id, ok=True)
+            return ActionResult(a.id, ok=False, detail="epoch moved, or no ZK")
         if not f.ok:
             return ActionResult(a.id, ok=False, detail="failed")
         if isinstance(a, Promote):
@@ -801,6 +871,14 @@ class Sim:
             return self._clone(node, a)
         if isinstance(a, StartReplica):
             return self._start_replica(node, a)
+        if isinstance(a, SetSyncStandby):
+            if not self.managed:
+                return ActionResult(a.id, ok=True)
+            if not node.db.running or node.db.frozen:
+                return ActionResult(a.id, ok=False, detail=f"database is {node.db.state}")
+            node.db.sync_names = a.names
+            self.say(f"{node.name}: synchronous_standby_names = {a.names}")
+            return ActionResult(a.id, ok=True)
         raise AssertionError(f"unexpected action {a}")
 
     def _fence_peer(self, node: Node, a: FencePeer) -> ActionResult:
@@ -822,10 +900,17 @@ class Sim:
             return ActionResult(a.id, ok=False, detail="no answer")
         if db.state == "primary":
             db.recorded_epoch = a.epoch
+            db.sync_names = a.sync_names
             return ActionResult(a.id, ok=True, detail="already primary")
         if db.state == "stopped" and db.was_primary:
             # A crashed one runs crash recovery first: it keeps everything it wrote.
-            node.db = replace(db, state="primary", recorded_epoch=a.epoch, checkpoint=None)
+            node.db = replace(
+                db,
+                state="primary",
+                recorded_epoch=a.epoch,
+                checkpoint=None,
+                sync_names=a.sync_names,
+            )
             return ActionResult(a.id, ok=True, detail="started the stopped primary")
         if db.state == "empty":
             return ActionResult(a.id, ok=False, detail="no data directory")
@@ -838,9 +923,11 @@ class Sim:
             lsn=db.lsn + 1,
             history=(*db.history, (db.tli, db.lsn)),
             recorded_epoch=a.epoch,
+            sync_names=a.sync_names,
         )
         self.say(f"{node.name}: promoted to timeline {tli} at {db.lsn}")
         self._check_nothing_lost(node, a.epoch)
+        self._check_zero_loss(node)
         return ActionResult(a.id, ok=True)
 
     def _start_primary(self, node: Node, a: StartPrimary) -> ActionResult:
@@ -899,6 +986,8 @@ class Sim:
             clean=True,
             was_primary=False,
             checkpoint=None,
+            sync_names=primary.sync_names,
+            acked_upto=0,
         )
         return ActionResult(a.id, ok=True, detail="rewound")
 
@@ -916,6 +1005,7 @@ class Sim:
             recorded_epoch=primary.recorded_epoch,
             upstream=a.primary,
             wal_seen_at=self.now,
+            sync_names=primary.sync_names,
         )
         node.wal_gone = False
         return ActionResult(a.id, ok=True, detail="cloned and streaming")
@@ -1037,6 +1127,7 @@ class Sim:
     def switchover(self, target: str | None, *, force: bool = False) -> None:
         if self.zk.up and self.zk.lease is not None:
             self.say(f"OP promote {target} force={force}")
+            self.forced = self.forced or force
             self.zk.switchover = SwitchoverRequest(
                 target=target,
                 from_epoch=self.zk.epoch,
@@ -1061,6 +1152,35 @@ class Sim:
             primaries = self.writable_primaries()
             if len(primaries) > 1:
                 raise SafetyError(f"two writable primaries at t={self.now:.2f}: {primaries}")
+            self._check_sync_record()
+
+    def _check_sync_record(self) -> None:
+        """The standby the sync record names has every commit acknowledged since its epoch:
+        later epochs' too, since a node that serves clears a record naming its peer first."""
+        record = self.zk.sync
+        if not self.managed or record is None or record.standby is None:
+            return
+        holder = self.nodes[record.standby].db
+        for (epoch, tli), lsn in self.acked_max.items():
+            if epoch >= record.epoch and not holder.has(tli, lsn):
+                raise SafetyError(
+                    f"t={self.now:.2f}: the sync record names {record.standby} (epoch "
+                    f"{record.epoch}), which lacks the acknowledged write at {lsn} of timeline "
+                    f"{tli} (epoch {epoch})"
+                )
+
+    def _check_zero_loss(self, node: Node) -> None:
+        """In sync and strict mode, no promotion an operator did not force loses an
+        acknowledged write."""
+        if (self.mode is ReplicationMode.ASYNC and not self.judge_every_loss) or self.forced:
+            return
+        promoted = node.db
+        for (epoch, tli), lsn in self.acked_max.items():
+            if not promoted.has(tli, lsn):
+                raise SafetyError(
+                    f"t={self.now:.2f}: {node.name} promoted ({self.mode.value} mode) without "
+                    f"the acknowledged write at {lsn} of timeline {tli} (epoch {epoch})"
+                )
 
     def _check_nothing_lost(self, node: Node, epoch: int) -> None:
         """A promotion after a clean hand-over has every write the old primary acknowledged."""
@@ -1207,9 +1327,18 @@ class Nemesis:
             sim.pause(False)
 
 
-def run_random(rng: random.Random, *, seconds: float, kinds: tuple[str, ...] = FAULTS) -> Sim:
-    """A random trace of ``seconds`` with faults throughout; raises SafetyError with the trace."""
-    sim = Sim(rng, managed=rng.random() < 0.85)
+def run_random(
+    rng: random.Random,
+    *,
+    seconds: float,
+    kinds: tuple[str, ...] = FAULTS,
+    mode: ReplicationMode | None = None,
+    judge_every_loss: bool = False,
+) -> Sim:
+    """A random trace of ``seconds`` with faults throughout; raises SafetyError with the trace.
+    ``judge_every_loss`` holds even async mode to zero loss: to show the checker can fail."""
+    sim = Sim(rng, managed=True if mode is not None else rng.random() < 0.85, mode=mode)
+    sim.judge_every_loss = judge_every_loss
     nemesis = Nemesis(sim, rng, kinds)
     steps = int(seconds / DT)
     try:
@@ -1272,6 +1401,12 @@ def converged(sim: Sim) -> str | None:
     )
     if not follows:
         return f"{p.name}'s database is {db.state}, not streaming from {a.name}"
+    if sim.mode is not ReplicationMode.ASYNC:
+        record = sim.zk.sync
+        if record is None or record.standby != p.name or record.epoch != a.state.epoch:
+            return f"{p.name} streams, but the sync record is {record}"
+        if p.name not in a.db.sync_names:
+            return f"{a.name}'s synchronous_standby_names is {a.db.sync_names}"
     return None
 
 
@@ -1302,11 +1437,12 @@ def run_to_health(
     faults_for: float,
     settle_within: float,
     kinds: tuple[str, ...] = FAULTS,
+    mode: ReplicationMode | None = None,
 ) -> tuple[Sim, float]:
     """Faults for ``faults_for`` seconds, then all healed: the cluster must be one active and one
-    streaming passive within ``settle_within`` seconds, without any command. Returns the sim and
-    how long healing took."""
-    sim = Sim(rng, managed=rng.random() < 0.85)
+    streaming passive (in sync and strict mode: its synchronous standby of record) within
+    ``settle_within`` seconds, without any command. Returns the sim and how long healing took."""
+    sim = Sim(rng, managed=rng.random() < 0.85, mode=mode)
     nemesis = Nemesis(sim, rng, kinds)
     try:
         for i in range(int(faults_for / DT)):

@@ -7,7 +7,9 @@ instant of every trace:
 
 1. at most one node holds the VIP;
 2. at most one PostgreSQL accepts writes;
-3. a promotion after a clean hand-over has every write the old primary acknowledged.
+3. a promotion after a clean hand-over has every write the old primary acknowledged;
+4. in sync and strict mode the standby the ``sync`` record names has every write acknowledged
+   since the record's epoch, and no promotion an operator did not force loses one.
 
 And liveness, "no one-way doors": once every fault is healed (hosts booted, links and ZooKeeper
 back, daemons running, nothing paused or requested), the two nodes are one active (VIP, writable
@@ -19,11 +21,11 @@ from __future__ import annotations
 
 import random
 
-from clustersim import DT, NODES, Nemesis, Sim, run_random, run_to_health
+from clustersim import DT, NODES, Nemesis, SafetyError, Sim, run_random, run_to_health
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from failoverd.core import Role
+from failoverd.core import ReplicationMode, Role
 
 # A trace draws thousands of numbers: hypothesis picks the seed, random.Random the rest.
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
@@ -71,3 +73,34 @@ def test_paused_active_cut_off_from_zookeeper_and_peer_stops_before_the_peer_lea
 def test_every_fault_heals_by_itself(seed: int) -> None:
     _, took = run_to_health(random.Random(seed), faults_for=150.0, settle_within=120.0)
     event(f"healthy within {10 * (int(took) // 10)}-{10 * (int(took) // 10) + 10} s")
+
+
+# The faults that lose acknowledged writes under asynchronous replication.
+LOSSY = ("crash", "crash", "kill_db", "freeze_db", "peer_cut", "zk_cut", "freeze_daemon")
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=seeds)
+def test_sync_mode_loses_no_acknowledged_write(seed: int) -> None:
+    """Crashes, partitions and freezes while writes flow: every promotion has every write the
+    site acknowledged, and the sync record never names a standby that lacks one."""
+    sim = run_random(random.Random(seed), seconds=200.0, kinds=LOSSY, mode=ReplicationMode.SYNC)
+    event(f"{len(sim.handovers)} promotions")
+
+
+def test_the_loss_checker_catches_what_async_mode_loses() -> None:
+    """The same faults in async mode, judged as strictly: the checker must see losses."""
+    losses = 0
+    for seed in range(60):
+        try:
+            run_random(
+                random.Random(seed),
+                seconds=120.0,
+                kinds=LOSSY,
+                mode=ReplicationMode.ASYNC,
+                judge_every_loss=True,
+            )
+        except SafetyError as e:
+            assert "without the acknowledged write" in str(e), str(e).splitlines()[0]
+            losses += 1
+    assert losses > 0

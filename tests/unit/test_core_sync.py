@@ -239,15 +239,20 @@ def test_promotion_starts_strict_with_the_peer_named_and_sync_with_none() -> Non
         assert seen.one(Promote).sync_names == names
 
 
-def test_a_record_naming_the_peer_is_cleared_before_the_new_active_serves() -> None:
+def test_a_record_naming_the_peer_is_cleared_before_the_new_active_promotes() -> None:
     """Forced onto a node the record does not name: from its first acknowledged commit the
-    peer no longer holds them all, so the record goes first, before the VIP."""
-    n1, _ = take_over(SYNC, PEER)
-    promoted = expired(111.0, SYNC).lease_mine(4).sync(PEER, 3).db_primary(recorded_epoch=4)
-    seen = n1.see(promoted.answer(n1.state)).expect(Role.PROMOTING, "sync_reset", "RecordSync")
+    peer no longer holds them all, so the record goes first, before the promotion (which
+    decides whom the database waits for) and the VIP."""
+    n1 = passive(SYNC)
+    n1.see(expired(110.0).sync(PEER, 3).switchover(NODE, force=True))
+    obs = expired(110.1).lease_mine(4).sync(PEER, 3)
+    n1.see(obs.answer(n1.state, epoch=4)).expect(Role.PROMOTING, "fencing", "FencePeer")
+    fenced = expired(110.4).lease_mine(4).sync(PEER, 3)
+    seen = n1.see(fenced.answer(n1.state, fence=FenceOutcome.UNREACHABLE))
+    seen.expect(Role.PROMOTING, "sync_reset", "RecordEvent", "RecordSync")
     assert (seen.one(RecordSync).standby, seen.one(RecordSync).epoch) == (None, 4)
-    cleared = expired(111.1, SYNC).lease_mine(4).sync(None, 4).db_primary(recorded_epoch=4)
-    n1.see(cleared.answer(n1.state)).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    cleared = expired(110.6).lease_mine(4).sync(None, 4)
+    n1.see(cleared.answer(n1.state)).expect(Role.PROMOTING, "promoting", "Promote")
 
 
 def test_a_record_naming_the_new_active_itself_costs_no_extra_step() -> None:
