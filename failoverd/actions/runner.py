@@ -171,7 +171,8 @@ class ActionRunner:
     def _database(self, db: LocalDatabase, action: Action) -> ActionResult:
         timeout = self.cfg.timings.action_timeout
         if isinstance(action, Promote):
-            return db.promote(action.epoch, action.not_after, timeout).action_result(action.id)
+            result = db.promote(action.epoch, action.not_after, timeout, action.sync_names)
+            return result.action_result(action.id)
         if isinstance(action, SetSyncStandby):
             return db.set_sync_standby(action.names, timeout).action_result(action.id)
         if isinstance(action, StartPrimary):

@@ -84,12 +84,17 @@ class LocalDatabase:
     def data_dir(self) -> Path | None:
         return self.service.data_dir
 
-    def promote(self, epoch: int, not_after: float, timeout: float) -> PromoteResult:
-        """Make it a writable primary and record ``epoch``; refused after ``not_after``."""
-        return self.lifecycle.promote(epoch, not_after, timeout)
+    def promote(
+        self, epoch: int, not_after: float, timeout: float, sync_names: Sequence[str] = ()
+    ) -> PromoteResult:
+        """Make it a writable primary with ``synchronous_standby_names`` = ``sync_names`` from
+        its first commit, and record ``epoch`` (a write that never waits for a standby);
+        refused after ``not_after``."""
+        return self.lifecycle.promote(epoch, not_after, timeout, sync_names)
 
     def start_primary(self, epoch: int, not_after: float, timeout: float) -> PromoteResult:
-        """Start our own stopped primary again and record ``epoch``; never promotes."""
+        """Start our own stopped primary again and record ``epoch`` (a write that never waits
+        for a standby); never promotes, and leaves its synchronous standbys as they were."""
         return self.lifecycle.start_primary(epoch, not_after, timeout)
 
     def set_sync_standby(self, names: Sequence[str], timeout: float) -> SyncResult:
