@@ -1,9 +1,10 @@
 """PostgreSQL helpers shared by the checks and the actions: passwords, a quick TCP probe, LSNs,
-connections that keep their deadline, and the postmaster's processes.
+``synchronous_standby_names``, connections that keep their deadline, and the postmaster's
+processes.
 
 Why a module of its own: the check measures and the adapter acts, and both need the same small
-facts about a server (is something listening, is its postmaster alive, what LSN is this). Neither
-should borrow them from the other.
+facts about a server (is something listening, is its postmaster alive, what LSN is this, whom
+does ``synchronous_standby_names`` name). Neither should borrow them from the other.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
@@ -40,6 +41,101 @@ def lsn_to_int(text: str) -> int:
 def int_to_lsn(value: int) -> str:
     """The inverse of ``lsn_to_int``, for messages people compare with PostgreSQL's own."""
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+# --------------------------------------------------------------------------------------------
+# synchronous_standby_names, read and written as PostgreSQL's own parser (syncrep_gram.y) does
+
+
+def parse_sync_standby_names(text: str) -> tuple[str, ...] | None:
+    """The standby names in a ``synchronous_standby_names`` value, unquoted, in order: ``()``
+    when it is empty, ``("*",)`` for any standby; None when PostgreSQL would not accept it.
+
+    The grammar: ``list``, ``NUM (list)``, ``FIRST NUM (list)`` or ``ANY NUM (list)``, where a
+    list is names separated by commas and a name is an identifier (letters, digits, ``_``, ``$``;
+    its case kept), a number, ``*``, or a double-quoted string with ``""`` for a quote.
+    ``FIRST`` and ``ANY`` are keywords in any case, so a standby called ``first`` must be
+    quoted. PostgreSQL matches the names against ``application_name`` ignoring case.
+    """
+    if not text.strip():
+        return ()
+    tokens = _sync_tokens(text)
+    if tokens is None:
+        return None
+    kinds = "".join(kind for kind, _ in tokens)
+    # One letter per token: n a name, d a number, k FIRST or ANY, and the punctuation itself.
+    if _SYNC_LIST.fullmatch(kinds):
+        return tuple(value for kind, value in tokens if kind in "nd")
+    grouped = _SYNC_GROUPED.fullmatch(kinds)
+    if grouped is None:
+        return None
+    start = len(grouped.group(1)) + 1  # past the keyword, the count and "("
+    return tuple(value for kind, value in tokens[start:-1] if kind in "nd")
+
+
+_SYNC_LIST: Final = re.compile(r"[nd](,[nd])*")
+_SYNC_GROUPED: Final = re.compile(r"(k?d)\([nd](,[nd])*\)")
+_SYNC_IDENT_START: Final = re.compile(r"[A-Za-z_\u0080-\U0010FFFF]")
+_SYNC_IDENT: Final = re.compile(r"[A-Za-z_\u0080-\U0010FFFF][A-Za-z0-9_$\u0080-\U0010FFFF]*")
+
+
+def _sync_tokens(text: str) -> list[tuple[str, str]] | None:
+    """syncrep_scanner.l: (kind, value) per token, None on a character it rejects."""
+    tokens: list[tuple[str, str]] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c in " \t\n\r\f\v":
+            i += 1
+        elif c == '"':
+            name: list[str] = []
+            i += 1
+            while True:
+                end = text.find('"', i)
+                if end < 0:
+                    return None  # unterminated quoted name
+                name.append(text[i:end])
+                if text.startswith('""', end):
+                    name.append('"')
+                    i = end + 2
+                    continue
+                i = end + 1
+                break
+            tokens.append(("n", "".join(name)))
+        elif c.isascii() and c.isdigit():
+            j = i
+            while j < len(text) and text[j].isascii() and text[j].isdigit():
+                j += 1
+            tokens.append(("d", text[i:j]))
+            i = j
+        elif _SYNC_IDENT_START.match(c):
+            match = _SYNC_IDENT.match(text, i)
+            assert match is not None  # it starts with an identifier's first character
+            word = match.group()
+            tokens.append(("k" if word.lower() in ("first", "any") else "n", word))
+            i = match.end()
+        elif c == "*":
+            tokens.append(("n", "*"))
+            i += 1
+        elif c in ",()":
+            tokens.append((c, c))
+            i += 1
+        else:
+            return None
+    return tokens
+
+
+def format_sync_standby_names(names: Sequence[str]) -> str:
+    """The ``synchronous_standby_names`` value naming ``names`` (the first that streams is the
+    synchronous one): each double-quoted with its quotes doubled, so that any name is taken
+    literally (``first``, ``a b``, ``x"y``); ``*`` bare, meaning any standby; ``''`` for none.
+    ValueError for a name PostgreSQL cannot hold (empty, or with a NUL)."""
+    quoted: list[str] = []
+    for name in names:
+        if not name or "\0" in name:
+            raise ValueError(f"not a standby name: {name!r}")
+        quoted.append("*" if name == "*" else '"' + name.replace('"', '""') + '"')
+    return ", ".join(quoted)
 
 
 def read_password(path: Path | None) -> str | None:

@@ -39,6 +39,7 @@ from failoverd.core import (
     RemoveVip,
     RewindDatabase,
     RunHook,
+    SetSyncStandby,
     StartPrimary,
     StartReplica,
     StopDatabase,
@@ -53,6 +54,7 @@ DATABASE_ACTIONS = (
     InspectRejoin,
     RewindDatabase,
     CloneDatabase,
+    SetSyncStandby,
 )
 
 
@@ -169,7 +171,10 @@ class ActionRunner:
     def _database(self, db: LocalDatabase, action: Action) -> ActionResult:
         timeout = self.cfg.timings.action_timeout
         if isinstance(action, Promote):
-            return db.promote(action.epoch, action.not_after, timeout).action_result(action.id)
+            result = db.promote(action.epoch, action.not_after, timeout, action.sync_names)
+            return result.action_result(action.id)
+        if isinstance(action, SetSyncStandby):
+            return db.set_sync_standby(action.names, timeout).action_result(action.id)
         if isinstance(action, StartPrimary):
             result = db.start_primary(action.epoch, action.not_after, timeout)
             return result.action_result(action.id)

@@ -1,6 +1,8 @@
 """PostgreSQL: can a client connect and run a trivial query within budget, and what is the
-server (primary or replica, LSNs, WAL receiver, lag, standbys)? What it learns feeds the core's
-DatabaseStatus, which decides eligibility; this module only measures and reports."""
+server (primary or replica, LSNs, WAL receiver, lag, standbys, and on a primary its synchronous
+replication: ``synchronous_standby_names``, ``synchronous_commit``, who is ``sync``)? What it
+learns feeds the core's DatabaseStatus, which decides eligibility and manages the synchronous
+standby; this module only measures and reports."""
 
 from __future__ import annotations
 
@@ -16,8 +18,14 @@ from failoverd import pgconn
 from failoverd.checks.base import Probe, judge_latency
 from failoverd.clock import boottime
 from failoverd.config import CheckConfig, PostgresConfig
-from failoverd.core import DatabaseStatus, DbRole
-from failoverd.pgconn import postmaster_pid, read_control_data, read_password, tcp_reachable
+from failoverd.core import DatabaseStatus, DbRole, StandbyStatus
+from failoverd.pgconn import (
+    parse_sync_standby_names,
+    postmaster_pid,
+    read_control_data,
+    read_password,
+    tcp_reachable,
+)
 
 STATE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -35,12 +43,17 @@ SELECT pg_is_in_recovery() AS in_recovery,
                              FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'),
                           (SELECT timeline_id FROM pg_control_checkpoint()))
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-       END AS timeline
+       END AS timeline,
+       current_setting('synchronous_standby_names') AS synchronous_standby_names,
+       current_setting('synchronous_commit') AS synchronous_commit
 """
 """``timeline``: a primary's from the name of its current WAL segment (the checkpoint's lags a
 promotion). A replica's is the one its WAL receiver receives; with none running, the latest
 timeline among its WAL segments (it has segments of a timeline only once it received WAL of
-it), which the last restartpoint's timeline would understate after a promotion."""
+it), which the last restartpoint's timeline would understate after a promotion.
+
+The two settings are this new session's, that is the server's configuration as last reloaded
+(the check sets neither); they matter only on a primary."""
 
 # The epoch the last promotion wrote (failoverd_epoch, see lab/donations/schema.sql); NULL when
 # the table does not exist, without an error that would abort the probe.
@@ -53,10 +66,15 @@ SELECT CASE WHEN to_regclass('failoverd_epoch') IS NULL THEN NULL
 
 STANDBYS_QUERY = """
 SELECT application_name, host(client_addr) AS client_addr, state, sync_state,
+       flush_lsn - '0/0'::pg_lsn AS flush_lsn,
        pg_current_wal_lsn() - replay_lsn AS replay_lag_bytes,
        extract(epoch FROM replay_lag) AS replay_lag_s
 FROM pg_stat_replication ORDER BY application_name
 """
+"""``flush_lsn``: what the standby has flushed, so what survives the loss of the primary; NULL
+until its first feedback."""
+
+LSN_COLUMNS = ("flush_lsn", "replay_lag_bytes")  # numeric in SQL: ints in the facts
 
 NETWORK_SHARE = 0.8  # of a check's timeout, for connecting and querying
 
@@ -167,12 +185,12 @@ class PostgresCheck:
             )
         else:
             facts["standbys"] = [
-                {
-                    k: (int(v) if k == "replay_lag_bytes" and v is not None else v)
-                    for k, v in s.items()
-                }
+                {k: (int(v) if k in LSN_COLUMNS and v is not None else v) for k, v in s.items()}
                 for s in standbys
             ]
+            # As PostgreSQL says it; database_status() reads the names out of it.
+            facts["synchronous_standby_names"] = state.get("synchronous_standby_names")
+            facts["synchronous_commit"] = state.get("synchronous_commit")
         return facts
 
     def _wal_age(self, streaming: bool, receipt_age: float | None, lsn: int | None) -> float | None:
@@ -229,11 +247,16 @@ def database_status(facts: Mapping[str, object] | None) -> DatabaseStatus:
 def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
     role = facts.get("role")
     if role == "primary":
+        names = facts.get("synchronous_standby_names")
+        commit = facts.get("synchronous_commit")
         return DatabaseStatus(
             role=DbRole.PRIMARY,
             lsn=_as_int(facts.get("lsn")),
             recorded_epoch=_as_int(facts.get("recorded_epoch")),
             timeline=_as_int(facts.get("timeline")),
+            sync_standby_names=parse_sync_standby_names(names) if isinstance(names, str) else None,
+            synchronous_commit=commit if isinstance(commit, str) else None,
+            standbys=_standbys(facts.get("standbys")),
         )
     if role == "replica":
         return DatabaseStatus(
@@ -259,6 +282,22 @@ def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
     if role == "empty":
         return DatabaseStatus(role=DbRole.EMPTY)
     return DatabaseStatus(role=DbRole.UNKNOWN, hung=facts.get("hung") is True)
+
+
+def _standbys(rows: object) -> tuple[StandbyStatus, ...]:
+    """pg_stat_replication's rows as the core's StandbyStatus; a row without a name or a state
+    (not this check's) is left out rather than guessed."""
+    if not isinstance(rows, list):
+        return ()
+    found: list[StandbyStatus] = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            continue
+        name, state, sync_state = (row.get(k) for k in ("application_name", "state", "sync_state"))
+        if not (isinstance(name, str) and isinstance(state, str) and isinstance(sync_state, str)):
+            continue
+        found.append(StandbyStatus(name, state, sync_state, _as_int(row.get("flush_lsn"))))
+    return tuple(found)
 
 
 def _as_int(v: object) -> int | None:

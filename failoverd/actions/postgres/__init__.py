@@ -2,16 +2,17 @@
 
 The work is split by concern, as Patroni splits its ``postgresql/`` package: ``lifecycle``
 (promote, stop, start, control data, the postmaster's processes), ``replication`` (start as a
-replica, the standby configuration, is it streaming), ``rewind`` (inspect where a node's
-history forked, pg_rewind), ``clone`` (pg_basebackup, swapped in once it streams) and
-``service`` (commands as the service user, connections, owned files), which the others share.
+replica, the standby configuration, is it streaming), ``sync`` (synchronous_standby_names),
+``rewind`` (inspect where a node's history forked, pg_rewind), ``clone`` (pg_basebackup,
+swapped in once it streams) and ``service`` (commands as the service user, connections, owned
+files), which the others share.
 Every operation is bounded by a timeout, never raises for an expected failure, and returns a
 result with ``action_result()`` for the core. Nothing here decides; the core does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from failoverd.actions.postgres.clone import Clone, CloneResult
@@ -29,6 +30,7 @@ from failoverd.actions.postgres.rewind import (
     rewind_readiness,
 )
 from failoverd.actions.postgres.service import Service
+from failoverd.actions.postgres.sync import SyncResult, SyncStandby
 from failoverd.clock import boottime
 from failoverd.config import PostgresConfig
 from failoverd.pgconn import ControlData, int_to_lsn, lsn_to_int
@@ -43,6 +45,7 @@ __all__ = [
     "StartResult",
     "StopMode",
     "StopResult",
+    "SyncResult",
     "int_to_lsn",
     "lsn_to_int",
     "rewind_readiness",
@@ -71,6 +74,7 @@ class LocalDatabase:
         self.replication = Replication(self.service, self.lifecycle)
         self.rewinding = Rewind(self.service, self.lifecycle, self.replication)
         self.cloning = Clone(self.service, self.lifecycle, self.replication)
+        self.sync = SyncStandby(self.service)
 
     @property
     def pg(self) -> PostgresConfig:
@@ -80,13 +84,23 @@ class LocalDatabase:
     def data_dir(self) -> Path | None:
         return self.service.data_dir
 
-    def promote(self, epoch: int, not_after: float, timeout: float) -> PromoteResult:
-        """Make it a writable primary and record ``epoch``; refused after ``not_after``."""
-        return self.lifecycle.promote(epoch, not_after, timeout)
+    def promote(
+        self, epoch: int, not_after: float, timeout: float, sync_names: Sequence[str] = ()
+    ) -> PromoteResult:
+        """Make it a writable primary with ``synchronous_standby_names`` = ``sync_names`` from
+        its first commit, and record ``epoch`` (a write that never waits for a standby);
+        refused after ``not_after``."""
+        return self.lifecycle.promote(epoch, not_after, timeout, sync_names)
 
     def start_primary(self, epoch: int, not_after: float, timeout: float) -> PromoteResult:
-        """Start our own stopped primary again and record ``epoch``; never promotes."""
+        """Start our own stopped primary again and record ``epoch`` (a write that never waits
+        for a standby); never promotes, and leaves its synchronous standbys as they were."""
         return self.lifecycle.start_primary(epoch, not_after, timeout)
+
+    def set_sync_standby(self, names: Sequence[str], timeout: float) -> SyncResult:
+        """``synchronous_standby_names`` = ``names`` (quoted; () clears it) with
+        ``synchronous_commit = on``; ok once the server reports both, within ``timeout``."""
+        return self.sync.set(names, timeout)
 
     def stop(self, mode: StopMode, timeout: float, checkpoint: bool = False) -> StopResult:
         """Stop it within ``timeout``, escalating (``kill``: SIGKILL at once); ``checkpoint``

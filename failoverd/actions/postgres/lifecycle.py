@@ -19,12 +19,14 @@ import math
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
 import psycopg
 
 from failoverd.actions.postgres.service import POLL, Service, scalar, tail
+from failoverd.actions.postgres.sync import LOCAL_COMMIT, set_sync_names
 from failoverd.core import ActionResult
 from failoverd.pgconn import (
     ControlData,
@@ -107,21 +109,39 @@ class Lifecycle:
 
     # -- promote ------------------------------------------------------------------------------
 
-    def promote(self, epoch: int, not_after: float, timeout: float) -> PromoteResult:
+    def promote(
+        self, epoch: int, not_after: float, timeout: float, sync_names: Sequence[str] = ()
+    ) -> PromoteResult:
         """Make this server a writable primary and record ``epoch`` in it; refuse to begin
         after ``not_after`` (the lease deadline). Already a primary: only record the epoch.
         Stopped: start it first, a former primary as it is (crash recovery keeps every write
         it had; the core asks only when this node is the latest primary), a replica in
-        recovery, which is then promoted."""
-        return self._make_primary(epoch, not_after, timeout, promote_replica=True)
+        recovery, which is then promoted.
+
+        ``synchronous_standby_names`` becomes ``sync_names`` before the epoch is recorded, and
+        on a replica before ``pg_promote()``: the names it inherited (pg_basebackup copies
+        ``postgresql.auto.conf``) may name a standby that will never connect, and the first
+        commit the new primary acknowledges must already wait for the standbys the core chose.
+        The epoch itself is written with ``synchronous_commit = local``: it never waits."""
+        return self._make_primary(
+            epoch, not_after, timeout, promote_replica=True, sync_names=tuple(sync_names)
+        )
 
     def start_primary(self, epoch: int, not_after: float, timeout: float) -> PromoteResult:
         """Start our own stopped primary again (crash recovery keeps every write it had) and
-        record ``epoch``. Never a promotion: a replica, stopped or running, is refused."""
-        return self._make_primary(epoch, not_after, timeout, promote_replica=False)
+        record ``epoch`` (with ``synchronous_commit = local``). Never a promotion: a replica,
+        stopped or running, is refused. Its synchronous standbys stay as they were: the core
+        sets them (``SetSyncStandby``)."""
+        return self._make_primary(epoch, not_after, timeout, promote_replica=False, sync_names=None)
 
     def _make_primary(
-        self, epoch: int, not_after: float, timeout: float, *, promote_replica: bool
+        self,
+        epoch: int,
+        not_after: float,
+        timeout: float,
+        *,
+        promote_replica: bool,
+        sync_names: tuple[str, ...] | None,
     ) -> PromoteResult:
         started = self.clock()
         if started > not_after:
@@ -160,6 +180,20 @@ class Lifecycle:
                     return PromoteResult(
                         False, "the server is a replica: starting it is not promoting it"
                     )
+                if not in_recovery and not steps:
+                    steps.append("already a primary")
+                if sync_names is not None:
+                    # On a replica too (ALTER SYSTEM writes a file, not WAL): in place before
+                    # its first commit; a failure leaves the replica unpromoted.
+                    named = set_sync_names(conn, sync_names, deadline, self.clock)
+                    unchanged = "; not promoted" if in_recovery else ""
+                    if not named.ok:
+                        return PromoteResult(False, "; ".join([*steps, named.detail + unchanged]))
+                    steps.append(named.detail)
+                    late = self.clock() - not_after
+                    if in_recovery and late > 0:
+                        why = f"then {late:.3f} s past its not_after deadline{unchanged}"
+                        return PromoteResult(False, "; ".join([*steps, why]))
                 if in_recovery:
                     wait_s = max(1, math.floor(deadline - self.clock()))
                     t0 = self.clock()
@@ -173,8 +207,6 @@ class Lifecycle:
                             False, f"pg_promote() did not finish within {wait_s} s"
                         )
                     steps.append(f"promoted in {self.clock() - t0:.3f} s")
-                elif not steps:
-                    steps.append("already a primary")
             except psycopg.Error as e:
                 return PromoteResult(False, f"promotion failed: {describe(e)}")
             recorded = self._record_epoch(conn, epoch, deadline)
@@ -224,11 +256,13 @@ class Lifecycle:
         self, conn: psycopg.Connection[Any], epoch: int, deadline: float
     ) -> int | str:
         """Write the epoch as soon as the server takes writes (bounded); the LSN after it, or
-        why not."""
+        why not. The transaction is ``synchronous_commit = local``: the commit never waits for
+        a standby, named or not, connected or not."""
         last = "no attempt"
         for _ in range(int(max(0.0, deadline - self.clock()) / POLL) + 2):
             try:
                 with conn.transaction():
+                    conn.execute(LOCAL_COMMIT)
                     for statement in EPOCH_SCHEMA:
                         conn.execute(statement)
                     conn.execute(EPOCH_UPSERT, (epoch,))
