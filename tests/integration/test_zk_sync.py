@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from kazoo.client import KazooClient
 
 from failoverd.actions.runner import ActionRunner
+from failoverd.cli import failoverctl_main
 from failoverd.config import load_config
 from failoverd.core import ActionResult, Reason, RecordSync, SyncRecord
 from failoverd.zk import LeaseConflict, ZkCluster, sync_from_json, sync_to_json
@@ -256,3 +258,40 @@ def test_record_sync_action_reports_ok_or_a_clear_refusal(
         assert (s := sync_of(reader)) is not None and s.standby == "n2"
     finally:
         runner.close()
+
+
+# -- failoverctl status ------------------------------------------------------------------------
+
+
+def test_status_shows_the_mode_of_the_node_and_the_sync_record(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster, zk_chroot: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    strict = '\n[postgres]\nport = 5432\n\n[replication]\nmode = "strict"\n'
+    cfg = write_config(tmp_path / "n2.toml", "n2", zookeeper.hosts, zk_chroot, extra=strict)
+    plain = write_config(tmp_path / "n1.toml", "n1", zookeeper.hosts, zk_chroot)  # no database
+
+    def status(config: Path, *args: str) -> Any:
+        return CliRunner().invoke(failoverctl_main, ["-c", str(config), "status", *args])
+
+    active = make_cluster(zookeeper, "n1")
+    epoch = active.acquire(0)
+    unnamed = status(cfg, "--json")
+    doc = json.loads(unnamed.output)
+    assert doc["replication"] == {"mode": "strict", "sync_standby": None}
+    assert doc["sync"] is None
+    assert any(
+        w.startswith("replication mode strict, but no synchronous standby is named at epoch 1")
+        and "no automatic failover after a crash" in w
+        for w in doc["warnings"]
+    ), doc["warnings"]
+    assert unnamed.exit_code == 1  # degraded
+
+    written = active.record_sync("n2", epoch)
+    table = status(cfg)
+    assert "replication: strict    sync standby: n2 (epoch 1, written " in table.output
+    assert "no synchronous standby" not in table.output
+    doc = json.loads(status(cfg, "--json").output)
+    assert doc["replication"] == {"mode": "strict", "sync_standby": "n2"}
+    assert doc["sync"]["standby"] == "n2" and doc["sync"]["written_at"] == written.written_at
+    # A node without a managed database runs async, whatever the record says.
+    assert json.loads(status(plain, "--json").output)["replication"]["mode"] == "async"
