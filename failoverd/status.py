@@ -54,7 +54,7 @@ def _sync_warning(view: ClusterView, mode: ReplicationMode) -> str | None:
         return None
     record = view.sync
     if record is None:
-        which = "the sync record was never written"
+        which = "no sync record: never written, or unreadable"
     elif record.epoch != view.epoch:
         which = f"the sync record is from epoch {record.epoch}"
     else:
@@ -203,7 +203,7 @@ def _replication_line(view: ClusterView, assessment: Assessment, now: float) -> 
     """The mode this node runs in and the sync record: who holds every acknowledged commit."""
     record = view.sync
     if record is None:
-        sync = "none (never recorded)"
+        sync = "none (no record)"
     else:
         age = f"{max(0.0, now - record.written_at):.0f} s ago" if record.written_at else "?"
         current = "" if record.epoch == view.epoch else f", not the current {view.epoch}"

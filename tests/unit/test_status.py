@@ -217,8 +217,8 @@ def test_a_record_of_an_earlier_epoch_or_none_at_all_names_nobody() -> None:
 
     never = pair(None)
     result = assess(never, MEMBERS, SYNC)
-    assert "(the sync record was never written): " + PRIMARY_ONLY in result.warnings[0]
-    assert "sync standby: none (never recorded)" in as_table(never, result, "lab", "/x", 100.0)
+    assert "(no sync record: never written, or unreadable): " + PRIMARY_ONLY in result.warnings[0]
+    assert "sync standby: none (no record)" in as_table(never, result, "lab", "/x", 100.0)
     assert json.loads(as_json(never, result, "lab", "/x", 100.0))["sync"] is None
     # A record without the writer's time (the design's minimal one) has no age to show.
     untimed = pair(SyncRecord("fln2", 3))
