@@ -22,7 +22,7 @@ from failoverd import log as logmod
 from failoverd.actions.postgres import rewind_readiness
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config, ConfigError, effective_config_toml, load_config
-from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest
+from failoverd.core import ClusterView, MemberStatus, ReplicationMode, SwitchoverRequest
 from failoverd.rejoin import (
     RejoinPlan,
     RejoinProgress,
@@ -226,8 +226,9 @@ def status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float)
                 UNKNOWN,
             )
         members = [m.name for m in cfg.members]
+        mode = ReplicationMode(cfg.replication_mode)  # this node's: both should run the same
         while True:
-            result = assess(view, members)
+            result = assess(view, members, mode)
             if as_json_flag:
                 click.echo(as_json(view, result, cfg.cluster.name, cfg.cluster.chroot, walltime()))
             else:

@@ -272,6 +272,12 @@ class Config:
         raise LookupError(f"node {self.node!r} is not in members")
 
     @property
+    def replication_mode(self) -> SyncMode:
+        """The mode in force: without a managed database there is nothing to replicate, and the
+        node runs as async whatever ``[replication] mode`` says."""
+        return self.replication.mode if self.postgres is not None else "async"
+
+    @property
     def peer(self) -> Member:
         """The other member: the one to fence, probe and replicate from."""
         others = [m for m in self.members if m.name != self.node]

@@ -70,8 +70,7 @@ def settings_from(cfg: Config) -> Settings:
         rejoin_auto=cfg.postgres is None or cfg.postgres.rejoin == "auto",
         reclone=cfg.postgres is not None and cfg.postgres.reclone,
         power_fence=cfg.fencing.power_command is not None,
-        # Nothing to replicate without a managed database: async is all there is.
-        replication=ReplicationMode(cfg.replication.mode if cfg.postgres else "async"),
+        replication=ReplicationMode(cfg.replication_mode),
         sync_drop_after=cfg.replication.sync_drop_after,
     )
 

@@ -28,6 +28,8 @@ from failoverd.core import (
     FencePeer,
     Observation,
     RecordEvent,
+    RecordSync,
+    ReplicationMode,
     Role,
     Settings,
     State,
@@ -35,6 +37,7 @@ from failoverd.core import (
     ZkState,
     eligibility,
 )
+from failoverd.status import sync_standby
 
 __all__ = [
     "FAILOVER_KINDS",
@@ -60,6 +63,7 @@ FAILOVER_DURATION_BUCKETS = (
 
 _BASE = ("node", "cluster")
 _REMEMBERED_RESULTS = 1024  # result ids remembered so that none is counted twice
+SYNC_DROPPED = "sync_dropped"  # the core's reason code for dropping a standby that held commits
 _NAN = math.nan
 
 
@@ -89,6 +93,7 @@ class Metrics:
         self._last_probe: dict[str, tuple[float | None, int, int]] = {}
         self._fence_ids: dict[int, None] = {}  # FencePeer actions whose result is still due
         self._counted: dict[int, None] = {}  # fence result ids already counted (insertion order)
+        self._drop_ids: dict[int, None] = {}  # RecordSync drops whose result is still due
         r = self.registry
         base = _BASE
 
@@ -213,6 +218,27 @@ class Metrics:
             base,
             registry=r,
         )
+        self.replication_mode = Gauge(
+            "failoverd_replication_mode",
+            "1 for the replication mode this node runs in ([replication] mode; async without "
+            "a managed database), 0 for the others.",
+            (*base, "mode"),
+            registry=r,
+        )
+        self.sync_standby_named = Gauge(
+            "failoverd_sync_standby_named",
+            "1 while the sync record names a standby at the current epoch (it holds every "
+            "commit the active acknowledged), else 0; what matters is the active's value.",
+            base,
+            registry=r,
+        )
+        self.sync_dropped = Counter(
+            "failoverd_sync_dropped",
+            "Times this node, active, dropped its synchronous standby because it left commits "
+            "waiting (the sync record set to none; commits then went through on the primary).",
+            base,
+            registry=r,
+        )
 
         # -- decisions and events -------------------------------------------------------------
         self.decisions = Counter(
@@ -268,12 +294,23 @@ class Metrics:
             self.stepdowns.labels(self.node, self.cluster, kind)
         for outcome in FenceOutcome:
             self.fences.labels(self.node, self.cluster, outcome.value)
+        self.sync_dropped.labels(self.node, self.cluster)
+        self._set_enum(
+            self.replication_mode, (x.value for x in ReplicationMode), settings.replication.value
+        )
         self.last_failover_duration.labels(self.node, self.cluster).set(_NAN)
         self.last_failover.labels(self.node, self.cluster).set(0)
         self._set_enum(self.role, (x.value for x in Role), Role.STARTING.value)
         self._set_enum(self.zk_state, (x.value for x in ZkState), None)
         self._set_enum(self.database_role, (x.value for x in DbRole), None)
-        for g in (self.is_active, self.lease_epoch, self.lease_held, self.eligible, self.paused):
+        for g in (
+            self.is_active,
+            self.lease_epoch,
+            self.lease_held,
+            self.eligible,
+            self.paused,
+            self.sync_standby_named,
+        ):
             g.labels(self.node, self.cluster).set(0)
         self.zk_connected.labels(self.node, self.cluster).set(0)
         for g in (
@@ -338,6 +375,7 @@ class Metrics:
             self.lease_held,
             cluster is not None and cluster.lease is not None and cluster.lease.mine,
         )
+        one(self.sync_standby_named, cluster is not None and sync_standby(cluster) is not None)
         paused = role is Role.PAUSED or (cluster is not None and cluster.paused)
         one(self.paused, paused)
         eligible = role is Role.PASSIVE and eligibility(self.settings, state, obs)[0]
@@ -367,6 +405,7 @@ class Metrics:
             self.decisions.labels(self.node, self.cluster, step.reason.code).inc()
         self._update_events(step, obs)
         self._update_fences(step, obs.results)
+        self._update_sync_drops(step, obs.results)
 
     def _update_checks(self, obs: Observation) -> None:
         for c in obs.local.checks:
@@ -426,6 +465,21 @@ class Metrics:
                 self._fence_ids[a.id] = None
         while len(self._fence_ids) > 64:  # fences that never reported: forget the oldest
             del self._fence_ids[next(iter(self._fence_ids))]
+
+    def _update_sync_drops(self, step: Step, results: Iterable[ActionResult]) -> None:
+        """A drop counts once it is recorded: the RecordSync that set the record to none for
+        ``sync_dropped`` came back ok (a refused write dropped nothing)."""
+        for r in results:
+            if r.action_id not in self._drop_ids:
+                continue
+            del self._drop_ids[r.action_id]  # once: the same result seen again is not counted
+            if r.ok:
+                self.sync_dropped.labels(self.node, self.cluster).inc()
+        for a in step.actions:
+            if isinstance(a, RecordSync) and a.standby is None and a.reason.code == SYNC_DROPPED:
+                self._drop_ids[a.id] = None
+        while len(self._drop_ids) > 64:  # drops that never reported: forget the oldest
+            del self._drop_ids[next(iter(self._drop_ids))]
 
     # -- helpers ----------------------------------------------------------------------------
 

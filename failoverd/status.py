@@ -16,6 +16,7 @@ from failoverd.core import (
     ClusterView,
     MalformedMember,
     MemberStatus,
+    ReplicationMode,
     Role,
     format_bytes,
 )
@@ -28,14 +29,55 @@ STATE_NAMES = {HEALTHY: "healthy", DEGRADED: "degraded", CRITICAL: "critical", U
 class Assessment:
     code: int
     warnings: tuple[str, ...]
+    replication: ReplicationMode = ReplicationMode.ASYNC  # the mode of the node that asks
+    sync_standby: str | None = None  # the standby named at the current epoch, if any
 
     @property
     def state(self) -> str:
         return STATE_NAMES[self.code]
 
 
-def assess(view: ClusterView, members: Sequence[str]) -> Assessment:
-    """Judge the cluster from its records; every finding is a sentence an operator can act on."""
+def sync_standby(view: ClusterView) -> str | None:
+    """The standby the sync record names at the current epoch: the one holding every commit the
+    active acknowledged. None when it names none, or an earlier epoch's (the active of that
+    epoch vouched for it, not the one now), or the record is missing or malformed."""
+    record = view.sync
+    if record is None or record.epoch != view.epoch:
+        return None
+    return record.standby
+
+
+def _sync_warning(view: ClusterView, mode: ReplicationMode) -> str | None:
+    """In sync and strict mode, an active without a named standby, said plainly: the promise
+    the mode makes does not hold right now."""
+    if mode is ReplicationMode.ASYNC or view.lease is None or sync_standby(view) is not None:
+        return None
+    record = view.sync
+    if record is None:
+        which = "no sync record: never written, or unreadable"
+    elif record.epoch != view.epoch:
+        which = f"the sync record is from epoch {record.epoch}"
+    else:
+        which = "the sync record names none"
+    text = (
+        f"replication mode {mode.value}, but no synchronous standby is named at epoch "
+        f"{view.epoch} ({which}): acknowledged writes are on the primary only: no automatic "
+        "failover after a crash"
+    )
+    if mode is ReplicationMode.STRICT:
+        text += "; strict: new writes wait until a standby confirms them"
+    return text
+
+
+def assess(
+    view: ClusterView,
+    members: Sequence[str],
+    mode: ReplicationMode = ReplicationMode.ASYNC,
+) -> Assessment:
+    """Judge the cluster from its records; every finding is a sentence an operator can act on.
+
+    ``mode`` is the replication mode of the node asking (its ``[replication] mode``): in sync
+    and strict mode an active without a synchronous standby is degraded."""
     code = HEALTHY
     warnings: list[str] = []
 
@@ -81,15 +123,30 @@ def assess(view: ClusterView, members: Sequence[str]) -> Assessment:
     for name in records:
         if name not in members:
             worse(DEGRADED, f"{name} publishes status but is not a configured member")
+    sync_warning = _sync_warning(view, mode)
+    if sync_warning is not None:
+        worse(DEGRADED, sync_warning)
+    named = sync_standby(view)
+    if named is not None and named not in members:
+        worse(DEGRADED, f"the sync record names {named}, which is not a configured member")
     for problem in view.problems:
         worse(DEGRADED, problem)
     if view.paused:
         warnings.append("cluster paused (maintenance): failoverd changes nothing until resumed")
-    return Assessment(code, tuple(warnings))
+    return Assessment(code, tuple(warnings), mode, named)
 
 
 def _when(wall: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(wall))
+
+
+def _sync_json(view: ClusterView, now: float) -> dict[str, object] | None:
+    record = view.sync
+    if record is None:
+        return None
+    doc = asdict(record)
+    doc["age_s"] = round(max(0.0, now - record.written_at), 3) if record.written_at else None
+    return doc
 
 
 def as_json(
@@ -120,6 +177,11 @@ def as_json(
         "paused": view.paused,
         "switchover": None if view.switchover is None else asdict(view.switchover),
         "position": None if view.position is None else asdict(view.position),
+        "replication": {
+            "mode": assessment.replication.value,
+            "sync_standby": assessment.sync_standby,
+        },
+        "sync": _sync_json(view, now),
         "rejoin_requests": [asdict(r) for r in view.rejoin_requests],
         "members": members,
         "warnings": list(assessment.warnings),
@@ -135,6 +197,18 @@ def _lag(view: ClusterView, m: MemberStatus) -> str:
     if not isinstance(active, MemberStatus) or active.lsn is None:
         return "?"
     return format_bytes(max(0, active.lsn - m.lsn))
+
+
+def _replication_line(view: ClusterView, assessment: Assessment, now: float) -> str:
+    """The mode this node runs in and the sync record: who holds every acknowledged commit."""
+    record = view.sync
+    if record is None:
+        sync = "none (no record)"
+    else:
+        age = f"{max(0.0, now - record.written_at):.0f} s ago" if record.written_at else "?"
+        current = "" if record.epoch == view.epoch else f", not the current {view.epoch}"
+        sync = f"{record.standby or 'none'} (epoch {record.epoch}{current}, written {age})"
+    return f"replication: {assessment.replication.value}    sync standby: {sync}"
 
 
 def _checks(m: MemberStatus) -> str:
@@ -180,6 +254,7 @@ def as_table(
             f"active: {view.lease.node}    epoch {view.lease.epoch}    since {_when(since)} "
             f"({max(0.0, now - since):.0f} s)    paused: {'yes' if view.paused else 'no'}"
         )
+    lines.append(_replication_line(view, assessment, now))
     takeover = last_takeover(history)
     if takeover is not None:
         lines.append(takeover)

@@ -35,6 +35,7 @@ from failoverd.core import (
     Publish,
     RecordEvent,
     RecordPosition,
+    RecordSync,
     ReleaseLease,
     RemoveVip,
     RewindDatabase,
@@ -137,6 +138,8 @@ class ActionRunner:
             except LeaseError as e:
                 return ActionResult(action.id, ok=False, detail=str(e))
             return ActionResult(action.id, ok=True, detail="switchover request cleared")
+        if isinstance(action, RecordSync):
+            return self._record_sync(action)
         if isinstance(action, RunHook):
             return run_hook(
                 action,
@@ -167,6 +170,16 @@ class ActionRunner:
                 return ActionResult(action.id, ok=True, detail="no database managed")
             return self._database(self.db, action)
         return ActionResult(action.id, ok=False, detail=f"no adapter for {action.name}")
+
+    def _record_sync(self, action: RecordSync) -> ActionResult:
+        """The sync record, written only under the lease of ``action.epoch``: refused (and
+        nothing changed) once the epoch moved on or the lease went."""
+        try:
+            record = self.zk.record_sync(action.standby, action.epoch)
+        except LeaseError as e:
+            return ActionResult(action.id, ok=False, detail=str(e))
+        named = record.standby if record.standby is not None else "none"
+        return ActionResult(action.id, ok=True, detail=f"sync = {named} at epoch {record.epoch}")
 
     def _database(self, db: LocalDatabase, action: Action) -> ActionResult:
         timeout = self.cfg.timings.action_timeout

@@ -18,6 +18,9 @@ with kazoo's chroot, so that the chroot node itself can be created with its ACL)
                    flushed LSN (empty: none yet); written only under the epoch it names
     rejoin/<node>  persistent {"node", "reclone", "requested_by", "requested_at"}: an operator
                    asks the node to rejoin; deleted by the node once it acted on it
+    sync           persistent {"standby", "epoch", "written_at"}: the standby holding every
+                   commit the active of ``epoch`` acknowledged, or null (empty: never written);
+                   written only by the session holding the lease of that epoch
 
 Modules, one concern each (Patroni's split: the snapshot types apart from the store adapter):
 
@@ -29,6 +32,7 @@ Modules, one concern each (Patroni's split: the snapshot types apart from the st
     lease      acquire and release (one transaction each), the epoch
     members    this node's member record: claim and publish
     position   the active's persisted WAL position
+    sync       the sync record: who holds every acknowledged commit
     requests   pause, switchover and rejoin
     history    the event log
     cluster    ``ZkCluster``, composing the above: the one class callers use
@@ -63,6 +67,8 @@ from failoverd.zk.records import (
     rejoin_to_json,
     switchover_from_json,
     switchover_to_json,
+    sync_from_json,
+    sync_to_json,
 )
 
 __all__ = [
@@ -90,4 +96,6 @@ __all__ = [
     "rejoin_to_json",
     "switchover_from_json",
     "switchover_to_json",
+    "sync_from_json",
+    "sync_to_json",
 ]

@@ -1,6 +1,7 @@
 """``ZkCluster``: the one class callers use. It composes the parts (session, watches, lease,
-member record, requests, history) and adds no behaviour of its own, so each concern can be read
-and tested in its module while the daemon and the CLI keep a single handle."""
+member record, position, sync record, requests, history) and adds no behaviour of its own, so
+each concern can be read and tested in its module while the daemon and the CLI keep a single
+handle."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from failoverd.clock import boottime, walltime
 from failoverd.core import ClusterView, MemberStatus, SwitchoverRequest, ZkStatus
-from failoverd.core.model import Position, RejoinRequest
+from failoverd.core.model import Position, RejoinRequest, SyncRecord
 from failoverd.zk.history import History
 from failoverd.zk.layout import ensure_layout
 from failoverd.zk.lease import Lease
@@ -16,6 +17,7 @@ from failoverd.zk.members import Member
 from failoverd.zk.position import PositionRecord
 from failoverd.zk.requests import Requests
 from failoverd.zk.session import Session
+from failoverd.zk.sync import SyncWriter
 from failoverd.zk.view import ClusterWatch
 
 
@@ -43,6 +45,7 @@ class ZkCluster:
         self._lease = Lease(self._session, self._watch, node)
         self._member = Member(self._session, node)
         self._position = PositionRecord(self._session, self._watch)
+        self._sync = SyncWriter(self._session, self._watch, node)
         self._requests = Requests(self._session, self._watch)
         self._history = History(self._session)
 
@@ -151,6 +154,12 @@ class ZkCluster:
         """Rewrite ``position``, fire and forget: returns at once, failures are logged. Only
         written while the epoch counter is still ``position.epoch``."""
         self._position.record(position)
+
+    def record_sync(self, standby: str | None, epoch: int, timeout: float = 2.0) -> SyncRecord:
+        """Write ``sync = {standby, epoch}`` in one transaction that checks this session still
+        holds the lease of ``epoch``; returns what was written. LeaseConflict (nothing changed)
+        when it does not; ZkOperationFailed when the outcome is unknown."""
+        return self._sync.record(standby, epoch, timeout)
 
     # -- requests, pause, history -------------------------------------------------------------
 

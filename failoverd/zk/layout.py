@@ -34,6 +34,7 @@ def ensure_layout(s: Session, timeout: float) -> None:
         (s.path("members"), b"", s.acl),
         (s.path("history"), b"", s.acl),
         (s.path("position"), b"", s.acl),
+        (s.path("sync"), b"", s.acl),
         (s.path("rejoin"), b"", s.acl),
     ]
     for path, data, acl in nodes:

@@ -21,7 +21,7 @@ from failoverd.core import (
     MemberStatus,
     SwitchoverRequest,
 )
-from failoverd.core.model import Position, RejoinRequest
+from failoverd.core.model import Position, RejoinRequest, SyncRecord
 from failoverd.zk.errors import MalformedRecord
 
 MALFORMED_LEASE_NODE = "<malformed>"
@@ -282,6 +282,34 @@ def position_from_json(data: bytes) -> Position | None:
         lsn=lsn,
         timeline=_opt_int(obj, "timeline", "position"),
         written_at=_num(obj, "written_at", "position"),
+    )
+
+
+def sync_to_json(record: SyncRecord) -> bytes:
+    return _dump(
+        {"standby": record.standby, "epoch": record.epoch, "written_at": record.written_at}
+    )
+
+
+def sync_from_json(data: bytes) -> SyncRecord | None:
+    """Parse ``sync``; empty data means it was never written (no standby named yet).
+
+    ``standby`` must be present: a record that lost it is not read as "none" by accident, it is
+    reported. ``written_at`` is only for humans: a record without it still parses.
+    """
+    if not data.strip():
+        return None
+    obj = load_object(data, "sync")
+    if "standby" not in obj:
+        raise _missing("sync", "standby")
+    standby = _opt_str(obj, "standby", "sync")
+    if standby is not None and (not standby or "/" in standby):
+        raise _wrong("sync", "standby", "a node name or null", standby)
+    epoch = _int(obj, "epoch", "sync")
+    if epoch < 0:
+        raise _wrong("sync", "epoch", "a non-negative integer", epoch)
+    return SyncRecord(
+        standby=standby, epoch=epoch, written_at=_num(obj, "written_at", "sync", default=0.0)
     )
 
 

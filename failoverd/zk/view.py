@@ -5,8 +5,9 @@ Threads: kazoo runs watch callbacks on its own threads. They only take the sessi
 moment, rebuild a frozen snapshot and wake the listeners; they never block and never raise (bad
 data becomes a reported problem, not a dead watcher).
 
-Our own writes are shown at once (``show_acquired``, ``show_released``); a watch answer older
-than such a write is then ignored, so the view never steps back behind what this process did.
+Our own writes are shown at once (``show_acquired``, ``show_released``, ``show_sync``); a watch
+answer older than such a write is then ignored, so the view never steps back behind what this
+process did.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from failoverd.core import (
     SwitchoverRequest,
     ZkState,
 )
-from failoverd.core.model import Position, RejoinRequest
+from failoverd.core.model import Position, RejoinRequest, SyncRecord
 from failoverd.zk.errors import MalformedRecord, ZkOperationFailed
 from failoverd.zk.records import (
     MALFORMED_LEASE_NODE,
@@ -41,12 +42,13 @@ from failoverd.zk.records import (
     position_from_json,
     rejoin_from_json,
     switchover_from_json,
+    sync_from_json,
 )
 from failoverd.zk.session import MAX_LOOP, Session
 
 log = logging.getLogger(__name__)
 
-SINGLE_WATCHES = ("lease", "epoch", "last_leader", "switchover", "paused", "position")
+SINGLE_WATCHES = ("lease", "epoch", "last_leader", "switchover", "paused", "position", "sync")
 DIRECTORIES = ("members", "rejoin")
 
 T = TypeVar("T")
@@ -191,6 +193,7 @@ class ClusterWatch:
         self._switchover: SwitchoverRequest | None = None
         self._paused = False
         self._position: Position | None = None
+        self._sync: SyncRecord | None = None
         self._problems: dict[str, str] = {}
         self._members: _Directory[MemberStatus | MalformedMember] = _Directory(
             session, "members", member_from_json, MalformedMember, self.rebuild_locked
@@ -260,6 +263,17 @@ class ClusterWatch:
                 self._last_leader = last
                 self._floors["last_leader"] = zxid
                 self._problems.pop("last_leader", None)
+            self.rebuild_locked()
+        self._s.notify()
+
+    def show_sync(self, record: SyncRecord, zxid: int) -> None:
+        """Show the sync record we just wrote at once; older watch answers are then ignored
+        (the core must not decide again on the record this write replaced)."""
+        with self._s.lock:
+            if (self._confirmed["sync"] or 0) < zxid:
+                self._sync = record
+                self._floors["sync"] = zxid
+                self._problems.pop("sync", None)
             self.rebuild_locked()
         self._s.notify()
 
@@ -423,6 +437,16 @@ class ClusterWatch:
                     self._position = position_from_json(data)
                 except MalformedRecord as exc:
                     self._problems[name] = f"malformed position record, ignored: {exc}"
+        elif name == "sync":
+            self._sync = None
+            if data is not None:
+                try:
+                    self._sync = sync_from_json(data)
+                except MalformedRecord as exc:
+                    self._problems[name] = (
+                        "malformed sync record, read as none (no standby is trusted to hold "
+                        f"every commit): {exc}"
+                    )
 
     # -- the snapshot -------------------------------------------------------------------------
 
@@ -469,6 +493,7 @@ class ClusterWatch:
             lease_changed_at=self._lease_changed_at,
             position=self._position,
             rejoin_requests=tuple(requests),
+            sync=self._sync,
         )
         self._view_changed.notify_all()
 

@@ -115,7 +115,7 @@ def test_promtool_checks_the_rules(tmp_path: Path) -> None:
     done = run_promtool("check", "rules", "alerts.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules())} rules found" in done.stdout
-    assert len(rules()) == 7
+    assert len(rules()) == 8
 
 
 def test_promtool_unit_tests_of_every_alert_pass(tmp_path: Path) -> None:
@@ -139,6 +139,29 @@ def test_promtool_catches_a_broken_expectation(tmp_path: Path) -> None:
     done = run_promtool("test", "rules", "alerts.test.yml", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FailoverdTwoActiveNodes" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "old", "new"),
+    [
+        ("fires at once", "for: 1m\n", "for: 0s\n"),
+        ("fires in async mode too", 'mode=~"sync|strict"', 'mode=~"async|sync|strict"'),
+        ("fires on the passive too", "and on (cluster, node) (failoverd_is_active == 1)\n", ""),
+    ],
+)
+def test_promtool_catches_a_broken_sync_standby_alert(
+    tmp_path: Path, change: str, old: str, new: str
+) -> None:
+    """The rule tests pin what the sync-standby alert must not do: fire within the first
+    minute, in async mode, or on a node that is not the active."""
+    rule = rules()["FailoverdNoSyncStandby"]
+    assert rule.count(old) == 1, change
+    text = RULES.read_text()
+    (tmp_path / "alerts.yml").write_text(text.replace(rule, rule.replace(old, new)))
+    shutil.copy(RULE_TESTS, tmp_path / "alerts.test.yml")
+    done = run_promtool("test", "rules", "alerts.test.yml", cwd=tmp_path)
+    assert done.returncode == 1, change + "\n" + done.stdout + done.stderr
+    assert "FailoverdNoSyncStandby" in done.stdout + done.stderr
 
 
 def test_the_dashboard_promql_parses(tmp_path: Path) -> None:
@@ -180,6 +203,7 @@ def test_every_alert_is_exercised_by_the_rule_tests() -> None:
         "FailoverdNoActiveNode",
         "FailoverdTwoActiveNodes",
         "FailoverdPassiveNotEligible",
+        "FailoverdNoSyncStandby",
         "FailoverdZooKeeperUnreachable",
         "FailoverdPausedTooLong",
         "FailoverdDaemonDown",
@@ -196,8 +220,12 @@ def test_every_alert_is_exercised_by_the_rule_tests() -> None:
 
 def test_every_alert_has_a_severity_and_says_what_to_do() -> None:
     for name, rule in rules().items():
-        severity = re.search(r"^\s+severity: (\w+)\s*$", rule, re.MULTILINE)
-        assert severity is not None and severity.group(1) in ("warning", "critical"), name
+        severity = re.search(r"^\s+severity: (.+?)\s*$", rule, re.MULTILINE)
+        assert severity is not None, name
+        # A fixed level, or a template choosing between the two (FailoverdNoSyncStandby: strict
+        # mode stops writes, sync mode only loses the guarantee).
+        levels = re.findall(r"}}(\w+){{", severity.group(1)) or [severity.group(1)]
+        assert levels and set(levels) <= {"warning", "critical"}, name
         assert re.search(r"^\s+summary: \S", rule, re.MULTILINE), name
         assert re.search(r"^\s+description: >-\n\s+\S", rule, re.MULTILINE), name
 
@@ -212,6 +240,8 @@ def test_the_rules_use_only_exported_metrics() -> None:
         "failoverd_role",
         "failoverd_zookeeper_connected",
         "failoverd_paused",
+        "failoverd_replication_mode",
+        "failoverd_sync_standby_named",
     } <= used
     assert used - names == set()
     # Metric names the annotations point operators to must exist too.

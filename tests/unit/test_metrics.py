@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from failoverd.core import (
     ActionResult,
     CheckStatus,
+    ClusterView,
     DatabaseStatus,
     DbRole,
     FenceOutcome,
@@ -26,9 +27,12 @@ from failoverd.core import (
     PeerDb,
     Reason,
     RecordEvent,
+    RecordSync,
+    ReplicationMode,
     Role,
     State,
     Step,
+    SyncRecord,
     ZkState,
     ZkStatus,
 )
@@ -404,6 +408,74 @@ def test_fence_results_are_counted_once_each(m: Metrics) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Synchronous replication
+# --------------------------------------------------------------------------------------------
+
+
+def with_sync(sync: SyncRecord | None, epoch: int = 3) -> Observation:
+    return bare(cluster=ClusterView(epoch=epoch, lease=None, last_leader=None, sync=sync))
+
+
+def test_the_replication_mode_is_an_enum_gauge_from_the_settings() -> None:
+    for mode in ReplicationMode:
+        m = Metrics(replace(SETTINGS, replication=mode), CLUSTER)
+        assert {
+            x.value: value(m, "failoverd_replication_mode", mode=x.value) for x in ReplicationMode
+        } == {x.value: (1.0 if x is mode else 0.0) for x in ReplicationMode}
+        feed(m, State(), step_of(State()), bare())  # a tick changes nothing about it
+        assert value(m, "failoverd_replication_mode", mode=mode.value) == 1
+
+
+def test_a_sync_standby_is_named_only_by_a_record_of_the_current_epoch(m: Metrics) -> None:
+    assert value(m, "failoverd_sync_standby_named") == 0  # before the first tick
+    active = state_of(Role.ACTIVE, 3)
+    feed(m, active, step_of(active), with_sync(SyncRecord(PEER, 3, WALL)))
+    assert value(m, "failoverd_sync_standby_named") == 1
+    feed(m, active, step_of(active), with_sync(SyncRecord(None, 3, WALL)))
+    assert value(m, "failoverd_sync_standby_named") == 0
+    feed(m, active, step_of(active), with_sync(SyncRecord(PEER, 3, WALL)))
+    # The previous active's standby vouches for nothing this one acknowledged.
+    feed(m, active, step_of(active), with_sync(SyncRecord(PEER, 3, WALL), epoch=4))
+    assert value(m, "failoverd_sync_standby_named") == 0
+    feed(m, active, step_of(active), with_sync(None))  # never written, or malformed
+    assert value(m, "failoverd_sync_standby_named") == 0
+    feed(m, active, step_of(active), with_sync(SyncRecord(PEER, 3, WALL)))
+    feed(m, active, step_of(active), bare())  # no view (yet): not known to be named
+    assert value(m, "failoverd_sync_standby_named") == 0
+
+
+def test_a_dropped_standby_counts_once_its_record_is_written(m: Metrics) -> None:
+    active = state_of(Role.ACTIVE, 3)
+    assert value(m, "failoverd_sync_dropped_total") == 0  # exists from start-up
+
+    def record(action_id: int, standby: str | None, code: str) -> RecordSync:
+        return RecordSync(action_id, Reason(code, code), standby=standby, epoch=3)
+
+    feed(m, active, step_of(active, record(7, None, "sync_dropped")), with_sync(None))
+    assert value(m, "failoverd_sync_dropped_total") == 0  # asked, not done yet
+    done = ActionResult(7, ok=True, detail="sync = none at epoch 3")
+    feed(m, active, step_of(active), bare(results=(done,)))
+    feed(m, active, step_of(active), bare(results=(done,)))  # the same result seen again
+    assert value(m, "failoverd_sync_dropped_total") == 1
+    # A drop the ZooKeeper transaction refused dropped nothing.
+    feed(m, active, step_of(active, record(8, None, "sync_dropped")), bare())
+    feed(m, active, step_of(active), bare(results=(ActionResult(8, ok=False),)))
+    # Naming a standby, and a new active's reset to none, are not drops.
+    feed(
+        m,
+        active,
+        step_of(active, record(9, PEER, "sync_named"), record(10, None, "sync_reset")),
+        bare(),
+    )
+    ok = (ActionResult(9, ok=True), ActionResult(10, ok=True))
+    feed(m, active, step_of(active), bare(results=ok))
+    assert value(m, "failoverd_sync_dropped_total") == 1
+    feed(m, active, step_of(active, record(11, None, "sync_dropped")), bare())
+    feed(m, active, step_of(active), bare(results=(ActionResult(11, ok=True),)))
+    assert value(m, "failoverd_sync_dropped_total") == 2
+
+
+# --------------------------------------------------------------------------------------------
 # The endpoint
 # --------------------------------------------------------------------------------------------
 
@@ -443,6 +515,9 @@ def test_metrics_are_served_over_http(served: Metrics) -> None:
         "failoverd_decisions_total",
         "failoverd_fences_total",
         "failoverd_paused",
+        "failoverd_replication_mode",
+        "failoverd_sync_standby_named",
+        "failoverd_sync_dropped_total",
     ):
         assert f"\n{name}{{" in text, name
 

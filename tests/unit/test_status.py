@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from failoverd.core import CheckStatus, ClusterView, LeaseInfo, MalformedMember, MemberStatus
+from failoverd.core import (
+    CheckStatus,
+    ClusterView,
+    LeaseInfo,
+    MalformedMember,
+    MemberStatus,
+    ReplicationMode,
+    SyncRecord,
+)
 from failoverd.core.model import Position, RejoinRequest
 from failoverd.status import CRITICAL, DEGRADED, HEALTHY, as_json, as_table, assess
 
@@ -145,3 +153,86 @@ def test_a_state_only_a_person_can_end_is_said_as_such() -> None:
     ordinary = member("fln2", "fenced", reason="fenced: inspecting", reason_code="inspecting")
     result = assess(cluster(member("fln1", "active"), ordinary), MEMBERS)
     assert result.warnings == ("fln2 is fenced: fenced: inspecting",)
+
+
+# -- replication mode and the sync record -------------------------------------------------------
+
+SYNC, STRICT, ASYNC = ReplicationMode.SYNC, ReplicationMode.STRICT, ReplicationMode.ASYNC
+PRIMARY_ONLY = "acknowledged writes are on the primary only: no automatic failover after a crash"
+
+
+def pair(sync: SyncRecord | None, lease: str | None = "fln1") -> ClusterView:
+    view = cluster(member("fln1", "active"), member("fln2", "passive"), lease=lease)
+    return replace(view, sync=sync)
+
+
+def test_a_standby_named_at_the_current_epoch_is_shown_and_healthy() -> None:
+    view = pair(SyncRecord("fln2", 3, 90.0))
+    for mode in (SYNC, STRICT, ASYNC):
+        result = assess(view, MEMBERS, mode)
+        assert (result.code, result.warnings) == (HEALTHY, ())
+        assert (result.replication, result.sync_standby) == (mode, "fln2")
+    result = assess(view, MEMBERS, SYNC)
+    table = as_table(view, result, "lab", "/x", 100.0)
+    assert "replication: sync    sync standby: fln2 (epoch 3, written 10 s ago)" in table
+    doc = json.loads(as_json(view, result, "lab", "/x", 100.0))
+    assert doc["replication"] == {"mode": "sync", "sync_standby": "fln2"}
+    assert doc["sync"] == {"standby": "fln2", "epoch": 3, "written_at": 90.0, "age_s": 10.0}
+
+
+def test_sync_or_strict_without_a_named_standby_is_said_plainly() -> None:
+    view = pair(SyncRecord(None, 3, 95.0))
+    result = assess(view, MEMBERS, SYNC)
+    assert result.code == DEGRADED and result.sync_standby is None
+    assert result.warnings == (
+        "replication mode sync, but no synchronous standby is named at epoch 3 (the sync "
+        f"record names none): {PRIMARY_ONLY}",
+    )
+    table = as_table(view, result, "lab", "/x", 100.0)
+    assert "replication: sync    sync standby: none (epoch 3, written 5 s ago)" in table
+    assert "! replication mode sync, but no synchronous standby" in table
+    doc = json.loads(as_json(view, result, "lab", "/x", 100.0))
+    assert doc["replication"] == {"mode": "sync", "sync_standby": None}
+    assert doc["sync"] == {"standby": None, "epoch": 3, "written_at": 95.0, "age_s": 5.0}
+    assert doc["state"] == "degraded" and doc["warnings"] == list(result.warnings)
+
+    strict = assess(view, MEMBERS, STRICT)
+    assert strict.code == DEGRADED
+    assert PRIMARY_ONLY in strict.warnings[0]
+    assert strict.warnings[0].endswith("; strict: new writes wait until a standby confirms them")
+    # async promises nothing more than the primary: nothing to say, the default.
+    assert assess(view, MEMBERS, ASYNC) == assess(view, MEMBERS) == assess(pair(None), MEMBERS)
+    assert assess(view, MEMBERS).code == HEALTHY
+
+
+def test_a_record_of_an_earlier_epoch_or_none_at_all_names_nobody() -> None:
+    """A standby the previous active named vouches for nothing the new one acknowledged."""
+    earlier = pair(SyncRecord("fln1", 2, 40.0))
+    result = assess(earlier, MEMBERS, SYNC)
+    assert result.code == DEGRADED and result.sync_standby is None
+    assert "at epoch 3 (the sync record is from epoch 2): " + PRIMARY_ONLY in result.warnings[0]
+    table = as_table(earlier, result, "lab", "/x", 100.0)
+    assert "sync standby: fln1 (epoch 2, not the current 3, written 60 s ago)" in table
+    assert json.loads(as_json(earlier, result, "lab", "/x", 100.0))["sync"]["epoch"] == 2
+
+    never = pair(None)
+    result = assess(never, MEMBERS, SYNC)
+    assert "(no sync record: never written, or unreadable): " + PRIMARY_ONLY in result.warnings[0]
+    assert "sync standby: none (no record)" in as_table(never, result, "lab", "/x", 100.0)
+    assert json.loads(as_json(never, result, "lab", "/x", 100.0))["sync"] is None
+    # A record without the writer's time (the design's minimal one) has no age to show.
+    untimed = pair(SyncRecord("fln2", 3))
+    result = assess(untimed, MEMBERS, SYNC)
+    assert "sync standby: fln2 (epoch 3, written ?)" in as_table(untimed, result, "l", "/x", 9.0)
+    assert json.loads(as_json(untimed, result, "l", "/x", 9.0))["sync"]["age_s"] is None
+
+
+def test_no_active_is_critical_and_a_strange_standby_degrades() -> None:
+    """Without an active the sync record promises nothing to say more about; a name that is no
+    member of this cluster is said."""
+    result = assess(pair(SyncRecord(None, 3, 95.0), lease=None), MEMBERS, SYNC)
+    assert result.code == CRITICAL
+    assert result.warnings == ("no active node: the lease is free",)
+    stranger = assess(pair(SyncRecord("fln9", 3, 95.0)), MEMBERS, SYNC)
+    assert stranger.code == DEGRADED
+    assert stranger.warnings == ("the sync record names fln9, which is not a configured member",)
