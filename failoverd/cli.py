@@ -331,7 +331,9 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
         if view is None:
             _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
         try:
-            plan = plan_switchover(view, [m.name for m in cfg.members], node, force)
+            plan = plan_switchover(
+                view, [m.name for m in cfg.members], node, force, cfg.replication_mode
+            )
         except SwitchoverRefusedError as e:
             _fail(f"switchover refused: {e}", 2)
         for warning in plan.warnings:

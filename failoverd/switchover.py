@@ -27,9 +27,15 @@ class Plan:
 
 
 def plan_switchover(
-    view: ClusterView, members: Sequence[str], target: str | None, force: bool
+    view: ClusterView,
+    members: Sequence[str],
+    target: str | None,
+    force: bool,
+    mode: str = "async",
 ) -> Plan:
-    """May a switchover to ``target`` be requested? SwitchoverRefusedError says why not."""
+    """May a switchover to ``target`` be requested? SwitchoverRefusedError says why not.
+    ``mode`` is ``[replication] mode``: forcing a node that is not the synchronous standby of
+    record past an expired lease may lose acknowledged writes, and the plan says so."""
     if view.paused:
         raise SwitchoverRefusedError("the cluster is paused: resume it first (failoverctl resume)")
     if view.switchover is not None:
@@ -55,6 +61,9 @@ def plan_switchover(
                 "no active node: nothing to switch over from (--force to promote anyway)"
             )
         warnings.append("no active node: forcing the target to take the lease")
+        loss = _may_lose(view, target, mode)
+        if loss is not None:
+            warnings.append(loss)
     record = view.member(target)
     why = _not_eligible(record, target)
     if why is not None:
@@ -62,6 +71,33 @@ def plan_switchover(
             raise SwitchoverRefusedError(f"{why} (--force to promote anyway)")
         warnings.append(f"forced: {why}")
     return Plan(source, target, view.epoch, tuple(warnings))
+
+
+def _may_lose(view: ClusterView, target: str, mode: str) -> str | None:
+    """Why a forced takeover by ``target`` with the lease free may lose acknowledged writes."""
+    last = view.last_leader
+    if view.epoch == 0 or (
+        last is not None and last.epoch == view.epoch and last.clean and last.final_lsn is not None
+    ):
+        return None  # never led, or a clean release: the target replays up to its final LSN
+    record = view.sync
+    if mode == "async":
+        return (
+            "acknowledged writes may be lost: replication is asynchronous, and the last active "
+            "may have acknowledged writes it had not shipped"
+        )
+    if record is not None and record.standby == target and record.epoch <= view.epoch:
+        return None
+    if record is None or record.standby is None:
+        named = "no synchronous standby is recorded" + (
+            "" if record is None else f" for epoch {record.epoch}"
+        )
+    else:
+        named = f"the synchronous standby of record is {record.standby} (epoch {record.epoch})"
+    return (
+        f"ACKNOWLEDGED WRITES MAY BE LOST: {named}, not {target}; writes the last active "
+        "acknowledged since may exist only on it"
+    )
 
 
 def _not_eligible(record: MemberStatus | MalformedMember | None, target: str) -> str | None:

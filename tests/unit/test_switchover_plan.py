@@ -11,6 +11,7 @@ from failoverd.core import (
     MalformedMember,
     MemberStatus,
     SwitchoverRequest,
+    SyncRecord,
 )
 from failoverd.switchover import (
     ABORTED,
@@ -45,9 +46,8 @@ def view(
     return ClusterView(
         epoch=epoch,
         lease=None if lease is None else LeaseInfo(lease, epoch, 0.0, False),
-        last_leader=None,
         members=(member("fln1", active_role), passive),
-        **extra,  # type: ignore[arg-type]
+        **{"last_leader": None, **extra},  # type: ignore[arg-type]
     )
 
 
@@ -80,6 +80,21 @@ def test_force_overrides_eligibility_and_no_active_but_never_pause() -> None:
     assert plan_switchover(view(lease=None), MEMBERS, "fln2", force=True).source is None
     with pytest.raises(SwitchoverRefusedError, match="paused"):
         plan_switchover(view(paused=True), MEMBERS, None, force=True)
+
+
+def test_forcing_past_an_expired_lease_warns_of_loss_unless_the_target_holds_every_write() -> None:
+    def warnings(mode: str, **extra: object) -> str:
+        plan = plan_switchover(view(lease=None, **extra), MEMBERS, "fln2", True, mode)
+        return " | ".join(plan.warnings)
+
+    assert "MAY BE LOST: no synchronous standby is recorded for epoch 3" in warnings(
+        "sync", sync=SyncRecord(None, 3)
+    )
+    assert "standby of record is fln1" in warnings("strict", sync=SyncRecord("fln1", 3))
+    assert "asynchronous" in warnings("async")
+    assert "LOST" not in warnings("sync", sync=SyncRecord("fln2", 2))
+    clean = LastLeader("fln1", 3, final_lsn=9000, clean=True)
+    assert "lost" not in warnings("async", last_leader=clean).lower()
 
 
 def test_phases_in_order() -> None:
