@@ -77,7 +77,10 @@ from lab.process import wait_for
 REPO = Path(__file__).resolve().parents[1]
 ROLES = REPO / "lab" / "roles"
 DEFAULT_ROOT = Path("/var/tmp/failoverd-lab")
-DEFAULT_VENV = REPO / ".venv"
+# The virtual environment supplies the interpreter and the dependencies; the code of failoverd
+# and of the lab is always this checkout's (PYTHONPATH in _env), even when the environment holds
+# an editable install of another checkout (a git worktree sharing the main one's .venv).
+DEFAULT_VENV = Path(os.environ.get("LAB_VENV") or REPO / ".venv")
 
 SWITCH = "flsw"
 BRIDGE = "br0"
@@ -381,6 +384,12 @@ class Lab:
     @property
     def failoverctl_bin(self) -> Path:
         return self.venv / "bin" / "failoverctl"
+
+    def fence_command(self, node: str) -> str:
+        """The forced command the node's sshd runs for its peer's key: ``fence-self`` with the
+        node's own config, from this checkout."""
+        config = self.config_path(node)
+        return f"/usr/bin/env PYTHONPATH={REPO} {self.failoverd_bin} fence-self -c {config}"
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -921,6 +930,7 @@ class Lab:
             "HOME": "/root",
             "REPO": str(REPO),
             "VENV": str(self.venv),
+            "PYTHONPATH": str(REPO),
         }
         if component == "network":
             env["LAB_HOSTS"] = " ".join(f"{n}={a}" for n, a in ADDRESSES.items())
@@ -963,6 +973,8 @@ class Lab:
             "VIP_IFACE": IFACE,
             "METRICS_ENABLED": "true" if _daemon_serves_metrics() else "false",
             "METRICS_PORT": str(METRICS_PORT),
+            # sshd gives a forced command a clean environment: name the checkout there too.
+            "FENCE_COMMAND": self.fence_command(ns),
         }
         return env
 

@@ -288,9 +288,10 @@ def test_sshd_runs_only_the_forced_fence_command_for_the_peers_key(lab: Lab) -> 
     """Last before down: once `fence-self` exists, this really fences fln2."""
     ssh_dir = lab.ssh_dir("fln1")
     keys = (lab.ssh_dir("fln2") / "authorized_keys").read_text()
-    assert keys.startswith(
-        f'command="{lab.failoverd_bin} fence-self -c {lab.config_path("fln2")}"'
-    ), keys
+    assert keys.startswith(f'command="{lab.fence_command("fln2")}"'), keys
+    assert lab.fence_command("fln2").endswith(
+        f"{lab.failoverd_bin} fence-self -c {lab.config_path('fln2')}"
+    )
     assert "no-pty" in keys and "no-port-forwarding" in keys
     assert len(keys.splitlines()) == 1
 
