@@ -55,13 +55,11 @@ def other(node: str) -> str:
 
 def cluster_status(lab: Lab, via: str | None = None) -> dict[str, Any]:
     """``failoverctl status --json`` from a node's namespace (the host cannot reach ZooKeeper)."""
-    for node in [via] if via else list(NODES):
-        proc = lab.failoverctl(node, "status", "--json", timeout=15)
-        if proc.stdout.strip().startswith("{"):
-            doc: dict[str, Any] = json.loads(proc.stdout)
-            doc["exit_code"] = proc.returncode
-            return doc
-    raise ScenarioError("failoverctl status answered from neither node")
+    doc = lab.cluster_status(via)
+    if doc is None:
+        where = f"from {via}" if via else "from either node"
+        raise ScenarioError(f"failoverctl status did not answer {where}")
+    return doc
 
 
 def roles(doc: dict[str, Any]) -> dict[str, str]:
@@ -89,27 +87,10 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, step: float 
 def wait_redundant(lab: Lab, timeout: float = 60.0) -> str:
     """Until one node is active with the VIP and a writable primary, and the other a passive,
     eligible replica whose WAL receiver streams from it; the active node's name."""
-
-    def ready() -> str | None:
-        try:
-            doc = cluster_status(lab)
-        except (ScenarioError, subprocess.TimeoutExpired):
-            return None
-        r = roles(doc)
-        active = [n for n, role in r.items() if role == "active"]
-        if len(active) != 1 or doc.get("exit_code") != 0:
-            return None
-        if lab.vip_holders() != active:
-            return None
-        states = lab.database_states()
-        if states.get(active[0]) != "primary":
-            return None
-        if states.get(other(active[0])) != "replica (streaming)":
-            return None
-        return active[0]
-
-    node: str = wait_until("an active node and an eligible passive", ready, timeout, step=0.5)
-    return node
+    try:
+        return lab.wait_redundant(timeout)
+    except LabError as e:
+        raise ScenarioError(str(e)) from None
 
 
 @dataclass
