@@ -618,17 +618,19 @@ class Lab:
             raise LabError(
                 "the lab is not up: `lab/lab up --mode MODE` brings it up in a replication mode"
             )
-        self._switch_replication_mode(wanted, timeout)
+        if not self._switch_replication_mode(wanted, timeout):
+            return 0.0
         took = time.monotonic() - self._t0
         self._step(f"replication {wanted} in {took:.1f} s")
         return took
 
-    def _switch_replication_mode(self, wanted: SyncMode, timeout: float) -> None:
+    def _switch_replication_mode(self, wanted: SyncMode, timeout: float) -> bool:
+        """Switch to ``wanted`` (set_replication_mode); False when the lab already runs it."""
         if wanted == self.replication_mode and all(
             self._configured_mode(n) == wanted for n in NODES
         ):
             self._step(f"replication already {wanted}")
-            return
+            return False
         active = self.wait_redundant(timeout)
         self._write_replication_mode(wanted)
         for node in NODES:
@@ -638,6 +640,7 @@ class Lab:
             self._start(node, "failoverd")
             now_active = self.wait_redundant(timeout)
             self._step(f"{node:<5} failoverd restarted ({wanted}); {now_active} active")
+        return True
 
     def _write_replication_mode(self, mode: SyncMode) -> None:
         path = self.root / MODE_FILE
