@@ -15,6 +15,7 @@ the lab directory (default ``/var/tmp/failoverd-lab``)::
 
     /var/tmp/failoverd-lab/                 0755 root
       flzk/   zoo.cfg zookeeper.log zookeeper.pid   (data on tmpfs: /dev/shm/<root name>-zookeeper)
+      replication-mode                      the daemons' [replication] mode (below)
       fln1/   failoverd.toml failoverd.log failoverd.pid   the daemon, config from
                                                             lab/templates/failoverd.toml
               app.log app.pid app.fault                     the donations app on 127.0.0.1:8080
@@ -33,12 +34,22 @@ again, even when it is down. So after ``crash(node)``, ``restore_link(node)`` an
 only what the daemon does not own; bringing the database back is the daemon's job.
 ``start_component(node, "postgres")`` starts it by hand when a test wants that.
 
+Replication mode. Both daemons run with the same ``[replication] mode`` (async, sync or
+strict; the lab's default is sync), and the lab keeps it in one place, ``replication-mode`` in
+its directory, from which every config is written. ``up(replication_mode=M)`` starts the lab in
+M; ``set_replication_mode(M)`` switches a running lab: both configs rewritten, then a rolling
+restart of the daemons, the passive first, each time until one node is active and the other
+streams from it again, so a test or the benchmark can compare modes in one lab.
+
 The API, for tests, the benchmark and the demo (``lab/lab`` is its command line)::
 
     lab = Lab(root=Path("/var/tmp/failoverd-lab"))
-    lab.up() -> seconds            lab.down() -> seconds           lab.is_up()
+    lab.up(replication_mode=None) -> seconds       lab.down() -> seconds       lab.is_up()
+    lab.replication_mode           lab.set_replication_mode(mode) -> seconds
     lab.status() -> LabStatus      (.render(): what `lab/lab status` prints)
     lab.wait_healthy(timeout)      until `failoverctl status` says HEALTHY
+    lab.wait_redundant(timeout)    until one active, one passive streaming from it; the active
+    lab.cluster_status(via=None)   `failoverctl status --json` (+ exit_code), None if no answer
     lab.exec(ns, argv, timeout)    lab.failoverctl(node, *args)     lab.http(ns, method, url, body)
     lab.query(node, sql, dbname=)  lab.zk_command("srvr", ns=)
     lab.vip_holders()              lab.writable_primaries()         lab.database_state(node)
@@ -66,18 +77,23 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failoverd.config import SYNC_MODES, SyncMode
 from lab.process import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = REPO / "lab" / "roles"
 DEFAULT_ROOT = Path("/var/tmp/failoverd-lab")
-DEFAULT_VENV = REPO / ".venv"
+# The virtual environment supplies the interpreter and the dependencies; the code of failoverd
+# and of the lab is always this checkout's (PYTHONPATH in _env), even when the environment holds
+# an editable install of another checkout (a git worktree sharing the main one's .venv).
+DEFAULT_VENV = Path(os.environ.get("LAB_VENV") or REPO / ".venv")
 
 SWITCH = "flsw"
 BRIDGE = "br0"
@@ -109,6 +125,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ZK_MIN_SESSION_MS = 1000
 ZK_MAX_SESSION_MS = 10000
 INITIAL_PRIMARY = "fln1"
+LAB_REPLICATION_MODE: SyncMode = "sync"  # until up(replication_mode=) or a switch says otherwise
+MODE_FILE = "replication-mode"
 
 NODE_COMPONENTS = ("postgres", "app", "squid", "sshd", "failoverd")
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -123,6 +141,14 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class LabError(RuntimeError):
     """A lab step failed; the message says which and carries the role script's output."""
+
+
+def parse_replication_mode(text: str) -> SyncMode:
+    """``text`` as a ``[replication] mode``; ValueError naming the modes otherwise."""
+    for mode in SYNC_MODES:
+        if mode == text:
+            return mode
+    raise ValueError(f"unknown replication mode {text!r} (one of {', '.join(SYNC_MODES)})")
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -251,6 +277,7 @@ class LabStatus:
     databases: dict[str, str]  # node -> "primary", "replica (streaming)", "down", ...
     links: dict[str, str]  # node -> "up" / "down" / "absent"
     partitioned: list[str]  # nodes with the blackhole route to ZooKeeper
+    replication_mode: str = LAB_REPLICATION_MODE
     failoverctl: str = ""
     failoverctl_code: int | None = None
     failoverctl_from: str | None = None
@@ -308,6 +335,7 @@ class LabStatus:
         lines.append(f"VIP {VIP} on: {', '.join(self.vip_holders) or 'nobody'}")
         dbs = ", ".join(f"{n} {self.databases.get(n, 'down')}" for n in NODES)
         lines.append(f"PostgreSQL: {dbs}")
+        lines.append(f"Replication: {self.replication_mode}")
         if self.failoverctl_from is not None:
             lines.append("")
             lines.append(
@@ -382,10 +410,20 @@ class Lab:
     def failoverctl_bin(self) -> Path:
         return self.venv / "bin" / "failoverctl"
 
+    def fence_command(self, node: str) -> str:
+        """The forced command the node's sshd runs for its peer's key: ``fence-self`` with the
+        node's own config, from this checkout."""
+        config = self.config_path(node)
+        return f"/usr/bin/env PYTHONPATH={REPO} {self.failoverd_bin} fence-self -c {config}"
+
     # -- life cycle ---------------------------------------------------------------------------
 
-    def up(self) -> float:
+    def up(self, *, replication_mode: str | None = None) -> float:
         """Bring up whatever is not running (idempotent); returns the seconds it took.
+
+        ``replication_mode`` (async, sync, strict) is the daemons' ``[replication] mode``;
+        None keeps the lab's (``replication_mode``). A different mode on a lab whose daemons
+        already run is switched to once everything is up (``set_replication_mode``).
 
         Order: configs (checked with ``failoverd check-config``), network; then in parallel
         ZooKeeper, the databases (fln1's primary, then fln2's replica from a base backup), the
@@ -403,6 +441,14 @@ class Lab:
                 "(`lab/lab down` clears it)"
             )
         self._prepare_dirs()
+        switch_to: SyncMode | None = None
+        if replication_mode is not None:
+            wanted = parse_replication_mode(replication_mode)
+            if wanted != self.replication_mode:
+                if any(self.pid(n, "failoverd") is not None for n in NODES):
+                    switch_to = wanted  # daemons run the old configs: restart them, later
+                else:
+                    self._write_replication_mode(wanted)
         with ThreadPoolExecutor(max_workers=12) as pool:
             configs = [
                 pool.submit(self._role, n, "failoverd", "config", netns=False) for n in NODES
@@ -418,8 +464,10 @@ class Lab:
             self._gather([zk, dbs])
             daemons = [pool.submit(self._start, n, "failoverd") for n in NODES]
             self._gather([*others, *sshds, *daemons])
+        if switch_to is not None:
+            self._switch_replication_mode(switch_to, timeout=120.0)
         took = time.monotonic() - self._t0
-        self._step(f"up in {took:.1f} s")
+        self._step(f"up in {took:.1f} s (replication {self.replication_mode})")
         return took
 
     def down(self) -> float:
@@ -498,6 +546,116 @@ class Lab:
             time.sleep(0.2)
         raise LabError(f"cluster not healthy within {timeout:g} s; last status:\n{last}")
 
+    def cluster_status(self, via: str | None = None) -> dict[str, Any] | None:
+        """``failoverctl status --json`` from ``via``'s namespace, or the first node that
+        answers (the host cannot reach ZooKeeper), with the command's exit code as
+        ``exit_code``; None when none answers."""
+        for node in [self._node(via)] if via else list(NODES):
+            try:
+                proc = self.failoverctl(node, "status", "--json", timeout=15.0)
+            except subprocess.TimeoutExpired:
+                continue
+            if proc.stdout.strip().startswith("{"):
+                doc: dict[str, Any] = json.loads(proc.stdout)
+                doc["exit_code"] = proc.returncode
+                return doc
+        return None
+
+    def redundant(self) -> str | None:
+        """The active node when the cluster is redundant, None otherwise: ``failoverctl
+        status`` healthy (one node active, the other an eligible passive), the VIP on the
+        active node only, its database the primary and the peer's a replica that streams."""
+        doc = self.cluster_status()
+        if doc is None or doc.get("exit_code") != 0:
+            return None
+        active = [m["node"] for m in doc.get("members", []) if m.get("role") == "active"]
+        if len(active) != 1 or self.vip_holders() != active:
+            return None
+        states = self.database_states()
+        passive = next(n for n in NODES if n != active[0])
+        if states.get(active[0]) != "primary" or states.get(passive) != "replica (streaming)":
+            return None
+        return str(active[0])
+
+    def wait_redundant(self, timeout: float = 60.0) -> str:
+        """Until the cluster is redundant (``redundant``); the active node. LabError after
+        ``timeout`` seconds."""
+        node = wait_for(self.redundant, timeout, step=0.5)
+        if node is None:
+            raise LabError(
+                f"timed out after {timeout:g} s waiting for an active node and an eligible "
+                "passive streaming from it"
+            )
+        return node
+
+    # -- replication mode ---------------------------------------------------------------------
+
+    @property
+    def replication_mode(self) -> SyncMode:
+        """The daemons' ``[replication] mode``: what ``up(replication_mode=)`` or
+        ``set_replication_mode`` last chose, kept in the lab directory (the one place the
+        configs take it from); LAB_REPLICATION_MODE before either, and after ``down``."""
+        try:
+            text = (self.root / MODE_FILE).read_text().strip()
+        except OSError:
+            return LAB_REPLICATION_MODE
+        return parse_replication_mode(text)
+
+    def set_replication_mode(self, mode: str, timeout: float = 120.0) -> float:
+        """Run the lab's cluster in ``mode`` (async, sync, strict) from now on; returns the
+        seconds it took, 0 when it already does.
+
+        Both nodes' configs are rewritten, then the daemons restart one at a time, the passive
+        first, and each time the lab waits (up to ``timeout``) for one active node and one
+        passive streaming from it. The active's restart is a clean stop (SIGTERM: it steps
+        down, stops PostgreSQL cleanly and releases the lease with its final LSN), so the peer
+        takes over with nothing lost and the old active comes back as its replica: the active
+        node changes. LabError when the lab is not up or does not settle."""
+        wanted = parse_replication_mode(mode)
+        self._t0 = time.monotonic()
+        self._require_root()
+        if not self.is_up():
+            raise LabError(
+                "the lab is not up: `lab/lab up --mode MODE` brings it up in a replication mode"
+            )
+        if not self._switch_replication_mode(wanted, timeout):
+            return 0.0
+        took = time.monotonic() - self._t0
+        self._step(f"replication {wanted} in {took:.1f} s")
+        return took
+
+    def _switch_replication_mode(self, wanted: SyncMode, timeout: float) -> bool:
+        """Switch to ``wanted`` (set_replication_mode); False when the lab already runs it."""
+        if wanted == self.replication_mode and all(
+            self._configured_mode(n) == wanted for n in NODES
+        ):
+            self._step(f"replication already {wanted}")
+            return False
+        active = self.wait_redundant(timeout)
+        self._write_replication_mode(wanted)
+        for node in NODES:
+            self._role(node, "failoverd", "config", netns=False)
+        for node in (next(n for n in NODES if n != active), active):
+            self._stop(node, "failoverd")
+            self._start(node, "failoverd")
+            now_active = self.wait_redundant(timeout)
+            self._step(f"{node:<5} failoverd restarted ({wanted}); {now_active} active")
+        return True
+
+    def _write_replication_mode(self, mode: SyncMode) -> None:
+        path = self.root / MODE_FILE
+        path.with_suffix(".tmp").write_text(f"{mode}\n")
+        path.with_suffix(".tmp").replace(path)
+
+    def _configured_mode(self, node: str) -> str | None:
+        """The ``[replication] mode`` the node's config file says, None without one."""
+        try:
+            config = tomllib.loads(self.config_path(node).read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        mode = config.get("replication", {}).get("mode")
+        return mode if isinstance(mode, str) else None
+
     def is_up(self) -> bool:
         """Every namespace exists and every component runs."""
         return all(self._ns_exists(ns) for ns in NAMESPACES) and all(
@@ -522,6 +680,7 @@ class Lab:
             databases=self.database_states(),
             links={n: self._link_state(n) for n in NODES},
             partitioned=[n for n in NODES if self._partitioned(n)],
+            replication_mode=self.replication_mode,
         )
         if failoverctl:
             for node in NODES:
@@ -921,6 +1080,8 @@ class Lab:
             "HOME": "/root",
             "REPO": str(REPO),
             "VENV": str(self.venv),
+            "PYTHONPATH": str(REPO),
+            "LAB_VENV": str(self.venv),  # the daemons' power switch is lab/lab
         }
         if component == "network":
             env["LAB_HOSTS"] = " ".join(f"{n}={a}" for n, a in ADDRESSES.items())
@@ -963,6 +1124,9 @@ class Lab:
             "VIP_IFACE": IFACE,
             "METRICS_ENABLED": "true" if _daemon_serves_metrics() else "false",
             "METRICS_PORT": str(METRICS_PORT),
+            "REPLICATION_MODE": self.replication_mode,
+            # sshd gives a forced command a clean environment: name the checkout there too.
+            "FENCE_COMMAND": self.fence_command(ns),
         }
         return env
 
@@ -1143,7 +1307,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="bring up whatever is not running (idempotent)")
+    p = sub.add_parser("up", help="bring up whatever is not running (idempotent)")
+    p.add_argument(
+        "--mode",
+        choices=SYNC_MODES,
+        help="[replication] mode of both daemons (default: the lab's, "
+        f"{LAB_REPLICATION_MODE} on a new lab); a running lab is switched to it",
+    )
+    p = sub.add_parser(
+        "mode",
+        help="print the replication mode, or switch a running lab to MODE (both configs "
+        "rewritten, the daemons restarted one at a time, the passive first)",
+    )
+    p.add_argument("mode", nargs="?", choices=SYNC_MODES)
+    p.add_argument("--timeout", type=float, default=120.0, help="per restart (default 120 s)")
     sub.add_parser("down", help="stop everything, delete the namespaces and the lab directory")
     p = sub.add_parser("status", help="what runs where, VIP, databases, failoverctl status")
     p.add_argument("--json", action="store_true", help="machine-readable (no failoverctl)")
@@ -1179,7 +1356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "up":
-                lab.up()
+                lab.up(replication_mode=args.mode)
+            case "mode":
+                if args.mode is not None:
+                    lab.set_replication_mode(args.mode, timeout=args.timeout)
+                print(lab.replication_mode)
             case "down":
                 lab.down()
             case "status":
@@ -1236,6 +1417,7 @@ def _status_json(st: LabStatus) -> dict[str, Any]:
         "databases": st.databases,
         "links": st.links,
         "partitioned": st.partitioned,
+        "replication_mode": st.replication_mode,
     }
 
 

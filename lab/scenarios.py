@@ -6,6 +6,10 @@ the outage from the fault to the first write acknowledged after it, split-brain 
 ordering of acknowledgements, acknowledged writes missing from the surviving primary, and the
 takeover's phases from failoverd's own history record. ``restore`` brings the faulty node back
 as a streaming replica, so scenarios can run back to back (the tests and bench/failover.py).
+
+``steady`` runs the workload without a fault: latency and donations per second alone, so the
+cost of a replication mode is measured without a failover in the way. Every scenario takes a
+number of writers (lab/workload.py: one is the paced probe, N are closed-loop writers).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from failoverd.clock import boottime, walltime
 from lab.cluster import ZK_NS, Lab, LabError
-from lab.workload import Verdict, analyze, read_jsonl
+from lab.workload import JsonlFollower, Verdict, analyze, read_jsonl
 
 NODES = ("fln1", "fln2")
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +59,11 @@ def other(node: str) -> str:
 
 def cluster_status(lab: Lab, via: str | None = None) -> dict[str, Any]:
     """``failoverctl status --json`` from a node's namespace (the host cannot reach ZooKeeper)."""
-    for node in [via] if via else list(NODES):
-        proc = lab.failoverctl(node, "status", "--json", timeout=15)
-        if proc.stdout.strip().startswith("{"):
-            doc: dict[str, Any] = json.loads(proc.stdout)
-            doc["exit_code"] = proc.returncode
-            return doc
-    raise ScenarioError("failoverctl status answered from neither node")
+    doc = lab.cluster_status(via)
+    if doc is None:
+        where = f"from {via}" if via else "from either node"
+        raise ScenarioError(f"failoverctl status did not answer {where}")
+    return doc
 
 
 def roles(doc: dict[str, Any]) -> dict[str, str]:
@@ -89,27 +91,10 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, step: float 
 def wait_redundant(lab: Lab, timeout: float = 60.0) -> str:
     """Until one node is active with the VIP and a writable primary, and the other a passive,
     eligible replica whose WAL receiver streams from it; the active node's name."""
-
-    def ready() -> str | None:
-        try:
-            doc = cluster_status(lab)
-        except (ScenarioError, subprocess.TimeoutExpired):
-            return None
-        r = roles(doc)
-        active = [n for n, role in r.items() if role == "active"]
-        if len(active) != 1 or doc.get("exit_code") != 0:
-            return None
-        if lab.vip_holders() != active:
-            return None
-        states = lab.database_states()
-        if states.get(active[0]) != "primary":
-            return None
-        if states.get(other(active[0])) != "replica (streaming)":
-            return None
-        return active[0]
-
-    node: str = wait_until("an active node and an eligible passive", ready, timeout, step=0.5)
-    return node
+    try:
+        return lab.wait_redundant(timeout)
+    except LabError as e:
+        raise ScenarioError(str(e)) from None
 
 
 @dataclass
@@ -151,6 +136,11 @@ class ScenarioResult:
             "split_brain_samples": self.verdict.split_brain_samples,
             "epoch_order_violations": len(self.verdict.epoch_order_violations),
             "phases_s": self.phases_s,
+            "writers": self.verdict.writers,
+            "latency_p50_s": self.verdict.latency_p50_s,
+            "latency_p99_s": self.verdict.latency_p99_s,
+            "donations_per_s": self.verdict.rate_per_s,
+            "donations_per_s_outside_outage": self.verdict.rate_outside_outage_per_s,
             "redundant_s": self.redundant_s,
             "healed_to_redundant_s": self.healed_to_redundant_s,
             "notes": self.notes,
@@ -158,9 +148,9 @@ class ScenarioResult:
 
 
 class Workload:
-    """The client and sampler as a process inside ``flcli``."""
+    """The client and sampler as a process inside ``flcli``, with ``writers`` writers."""
 
-    def __init__(self, lab: Lab, out: Path, duration: float) -> None:
+    def __init__(self, lab: Lab, out: Path, duration: float, writers: int = 1) -> None:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         os.chmod(out, 0o755)
@@ -170,16 +160,18 @@ class Workload:
         python = lab.venv / "bin" / "python"
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", "flcli", str(python), "-m", "lab.workload",
-             "--out", str(out), "--duration", str(duration)],
+             "--out", str(out), "--duration", str(duration), "--writers", str(writers)],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=(out / "workload.log").open("w"),
             stderr=subprocess.STDOUT,
         )  # fmt: skip
+        self._acks = JsonlFollower(out / "acks.jsonl")
         wait_until("the client to start", (out / "ready").exists, 20, step=0.05)
 
     def acks(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.out / "acks.jsonl")
+        """Every answer recorded so far (read incrementally: the list grows between calls)."""
+        return self._acks.read()
 
     def stop(self) -> None:
         (self.out / "stop").write_text("")
@@ -272,10 +264,19 @@ def takeover_phases(lab: Lab, via: str, fault_wall: float) -> dict[str, float]:
 
 
 def run(
-    lab: Lab, scenario: str, workdir: Path, *, takeover_timeout: float | None = None
+    lab: Lab,
+    scenario: str,
+    workdir: Path,
+    *,
+    takeover_timeout: float | None = None,
+    writers: int = 1,
+    traffic_before: float = 0.0,
+    traffic_after: float = 1.0,
 ) -> ScenarioResult:
     """One scenario on a redundant cluster; leaves the faulty node as the fault left it (but
-    for faults that end by themselves: zk-down, freeze)."""
+    for faults that end by themselves: zk-down, freeze). The fault comes once at least ten
+    writes are acknowledged and ``traffic_before`` seconds have passed; the client goes on
+    ``traffic_after`` seconds past the takeover (late acknowledgements show there)."""
     if scenario not in FAULTS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
     if takeover_timeout is None:
@@ -288,16 +289,19 @@ def run(
     if takeovers and isinstance(takeovers[-1].get("time"), int | float):
         since = walltime() - float(takeovers[-1]["time"])
         time.sleep(max(0.0, LAB_MIN_FAILOVER_INTERVAL + 0.5 - since))
-    workload = Workload(lab, workdir / scenario, duration=takeover_timeout + 30)
+    duration = traffic_before + takeover_timeout + traffic_after + 30
+    workload = Workload(lab, workdir / scenario, duration=duration, writers=writers)
     notes: list[str] = []
     try:
         # Normal traffic first, so the outage is measured against a working site.
+        started = time.monotonic()
         wait_until(
             "acknowledged writes before the fault",
             lambda: sum(1 for a in workload.acks() if a.get("ok")) >= 10,
             15,
             step=0.1,
         )
+        time.sleep(max(0.0, started + traffic_before - time.monotonic()))
         before = [int(a["epoch"]) for a in workload.acks() if a.get("ok")]
         old_epoch = max(before) if before else -1
         fault_at, fault_wall = boottime(), walltime()
@@ -315,7 +319,7 @@ def run(
             wait_until("the service to be back", taken_over, takeover_timeout, step=0.05)
         except ScenarioError as e:
             notes.append(str(e))
-        time.sleep(1.0)  # traffic after the takeover: late acknowledgements would show here
+        time.sleep(traffic_after)  # late acknowledgements would show here
     finally:
         workload.stop()
     healed_at: float | None = None
@@ -344,6 +348,30 @@ def run(
         fault_at=fault_at,
         healed_at=healed_at,
     )
+
+
+def steady(lab: Lab, workdir: Path, seconds: float, *, writers: int = 1) -> ScenarioResult:
+    """The workload for ``seconds`` on a redundant cluster and no fault: latency, donations per
+    second and split-brain samples, and every acknowledged donation looked for on the primary
+    afterwards. A node that failed over under the load is noted, not hidden."""
+    active = wait_redundant(lab)
+    workload = Workload(lab, workdir / "steady", duration=seconds + 30, writers=writers)
+    try:
+        time.sleep(seconds)
+    finally:
+        workload.stop()
+    notes: list[str] = []
+    primary = wait_redundant(lab, timeout=30)
+    if primary != active:
+        notes.append(f"the active moved from {active} to {primary} under the load")
+    try:
+        ids: set[str] | None = surviving_ids(lab, primary)
+    except LabError as e:
+        ids = None
+        notes.append(f"could not read the primary: {e}")
+    samples = read_jsonl(workload.out / "samples.jsonl")
+    verdict = analyze(workload.acks(), samples, None, ids)
+    return ScenarioResult("steady", active, primary, verdict, notes=notes)
 
 
 def restore(lab: Lab, result: ScenarioResult, timeout: float = 60.0) -> float:

@@ -1,10 +1,23 @@
 """The failover tests' client and sampler, run inside the lab's client namespace `flcli`.
 
-The client posts a donation with a fresh client-generated id through the VIP every
-``--interval`` seconds (short timeouts, bounded in count and time) and records every answer; the
-sampler records, every ``--interval`` too, which nodes hold the VIP and which PostgreSQL accepts
-writes. Both write JSON lines; ``analyze`` turns them into the verdicts the tests assert:
-client-observed outage, split-brain samples, epoch ordering of acknowledgements, lost writes.
+The client posts donations, each with a fresh client-generated id, through the VIP (short
+timeouts, bounded in count and time) and records every answer with when it was sent and when
+it came back. It takes a number of writers:
+
+- one writer (``--writers 1``, the default) is the paced probe the failover tests and the
+  README's outage table use: a donation every ``--interval`` seconds whether or not the last
+  one was answered, so the outage is resolved to the interval and the load stays light;
+- N writers (``--writers N``, or one with ``--interval 0``) are N threads in a closed loop, each
+  posting its next donation as soon as it has the answer to the last: the load the site can
+  take, so latency and donations per second show what a replication mode costs. A writer whose
+  request failed waits ``RETRY_AFTER`` before the next, as a client would, so a node answering
+  503 at once is not hammered during an outage.
+
+The sampler records, every ``--interval``, which nodes hold the VIP and which PostgreSQL accepts
+writes. Both write JSON lines; ``analyze`` turns them into the verdicts the tests assert
+(client-observed outage, split-brain samples, epoch ordering of acknowledgements, lost writes)
+and what the benchmark reports (latency percentiles, donations per second over the whole run and
+outside the outage).
 
 Times are CLOCK_BOOTTIME seconds, which every namespace shares, so the test process can place
 its fault on the same time line.
@@ -17,12 +30,13 @@ import contextlib
 import http.client
 import itertools
 import json
+import math
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +49,8 @@ from failoverd.clock import boottime
 VIP = "10.77.0.100"
 NODES = {"fln1": "10.77.0.11", "fln2": "10.77.0.12"}
 FRESH = 0.5  # seconds: how recent a "writable" answer must be to count in a sample
+RETRY_AFTER = 0.05  # seconds a closed-loop writer waits after a failed request
+MAX_POSTS_PER_S = 1000  # bound on a closed-loop writer's count: duration x this
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -66,26 +82,80 @@ def post_donation(host: str, timeout: float) -> dict[str, Any]:
 
 
 def run_client(
-    out: Path, host: str, interval: float, duration: float, timeout: float, stop: threading.Event
+    out: Path,
+    host: str,
+    interval: float,
+    duration: float,
+    timeout: float,
+    stop: threading.Event,
+    writers: int = 1,
 ) -> None:
-    count = int(duration / interval)
-    started = boottime()
+    """Post donations for ``duration`` seconds (or until ``stop``), one JSON line per answer:
+    paced by ``interval`` with one writer, N closed-loop writers otherwise (module docstring)."""
     lock = threading.Lock()
-    with out.open("a") as f, ThreadPoolExecutor(max_workers=32) as pool:
+    with out.open("a") as f:
 
-        def one() -> None:
-            rec = post_donation(host, timeout)
+        def record(rec: dict[str, Any]) -> None:
             with lock:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
 
+        if writers == 1 and interval > 0:
+            _paced(record, host, interval, duration, timeout, stop)
+            return
+        threads = [
+            threading.Thread(
+                target=_closed_loop,
+                args=(k, record, host, duration, timeout, stop),
+                name=f"writer-{k}",
+                daemon=True,
+            )
+            for k in range(writers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=duration + timeout + 5)
+
+
+def _paced(
+    record: Callable[[dict[str, Any]], None],
+    host: str,
+    interval: float,
+    duration: float,
+    timeout: float,
+    stop: threading.Event,
+) -> None:
+    """A donation every ``interval`` seconds, answered or not (requests may overlap)."""
+    count = int(duration / interval)
+    started = boottime()
+    with ThreadPoolExecutor(max_workers=32) as pool:
         for k in range(count):
             if stop.is_set():
                 break
-            pool.submit(one)
+            pool.submit(lambda: record(post_donation(host, timeout) | {"writer": 0}))
             delay = started + (k + 1) * interval - boottime()
             if delay > 0:
                 stop.wait(delay)
+
+
+def _closed_loop(
+    writer: int,
+    record: Callable[[dict[str, Any]], None],
+    host: str,
+    duration: float,
+    timeout: float,
+    stop: threading.Event,
+) -> None:
+    """One writer: the next donation as soon as the last is answered, for ``duration``."""
+    deadline = boottime() + duration
+    for _ in range(int(duration * MAX_POSTS_PER_S) + 1):
+        if stop.is_set() or boottime() >= deadline:
+            return
+        rec = post_donation(host, timeout) | {"writer": writer}
+        record(rec)
+        if not rec["ok"]:
+            stop.wait(RETRY_AFTER)
 
 
 # -- the sampler -----------------------------------------------------------------------------------
@@ -199,6 +269,16 @@ class Verdict:
     lost: list[str] = field(default_factory=list)
     nodes_after: list[str] = field(default_factory=list)
     served_after: str | None = None  # the node of the first acknowledgement under a new epoch
+    # Of acknowledged donations, from sent to answered; None without any.
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    # Acknowledged donations per second, over the run (first sent to last answer), and over
+    # the run less the outage window (the fault to the first acknowledgement after it, or to
+    # the end of the run when none came); the two are equal without a fault.
+    rate_per_s: float | None = None
+    rate_outside_outage_per_s: float | None = None
+    run_s: float = 0.0
+    writers: int = 0  # distinct writers seen in the records
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -211,13 +291,97 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+class JsonlFollower:
+    """The records of a JSON-lines file another process appends to, read incrementally: each
+    ``read()`` parses only complete lines written since the last (a busy closed-loop client
+    writes thousands, and the scenarios poll them every 50 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.records: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self.records
+        complete = chunk.rfind(b"\n") + 1
+        for line in chunk[:complete].splitlines():
+            with contextlib.suppress(ValueError):
+                self.records.append(json.loads(line))
+        self.offset += complete
+        return self.records
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The ``q``-th percentile (0 < q <= 100) by nearest rank: the smallest value with at least
+    q % of the values at or below it; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
 def analyze(
+    acks: Sequence[Mapping[str, Any]],
+    samples: Sequence[Mapping[str, Any]],
+    fault_at: float | None,
+    surviving_ids: set[str] | None,
+) -> Verdict:
+    """The verdict on one run's records, from any number of writers. ``fault_at`` None: a run
+    without a fault (no outage, nothing served "after")."""
+    ok = [a for a in acks if a.get("ok")]
+    latencies = [a["done"] - a["sent"] for a in ok]
+    start = min((a["sent"] for a in acks), default=0.0)
+    end = max((a["done"] for a in acks), default=0.0)
+    run_s = max(0.0, end - start)
+    if fault_at is None:
+        verdict = _without_fault(ok, acks, samples, surviving_ids)
+        window = (end, end)
+    else:
+        verdict = _with_fault(ok, acks, samples, fault_at, surviving_ids)
+        window = (fault_at, end if verdict.outage_s is None else fault_at + verdict.outage_s)
+    # The outage window, clipped to the run.
+    lo, hi = max(window[0], start), min(window[1], end)
+    outage_in_run = max(0.0, hi - lo)
+    outside = sum(1 for a in ok if not lo <= a["done"] <= hi) if outage_in_run else len(ok)
+    verdict.latency_p50_s = percentile(latencies, 50)
+    verdict.latency_p99_s = percentile(latencies, 99)
+    verdict.rate_per_s = len(ok) / run_s if run_s > 0 else None
+    rest = run_s - outage_in_run
+    verdict.rate_outside_outage_per_s = outside / rest if rest > 0 else None
+    verdict.run_s = run_s
+    verdict.writers = len({a.get("writer", 0) for a in acks})
+    return verdict
+
+
+def _without_fault(
+    ok: Sequence[Mapping[str, Any]],
+    acks: Sequence[Mapping[str, Any]],
+    samples: Sequence[Mapping[str, Any]],
+    surviving_ids: set[str] | None,
+) -> Verdict:
+    return Verdict(
+        acknowledged=len(ok),
+        failed=len(acks) - len(ok),
+        outage_s=None,
+        split_brain_samples=_split_brain(samples),
+        epoch_order_violations=_epoch_order_violations(ok),
+        lost=_lost(ok, surviving_ids),
+    )
+
+
+def _with_fault(
+    ok: Sequence[Mapping[str, Any]],
     acks: Sequence[Mapping[str, Any]],
     samples: Sequence[Mapping[str, Any]],
     fault_at: float,
     surviving_ids: set[str] | None,
 ) -> Verdict:
-    ok = [a for a in acks if a.get("ok")]
     # Service is back when a write is acknowledged under a newer epoch than any before the fault
     # (a failing node may still acknowledge a few writes while it shuts down gracefully).
     before = [int(a["epoch"]) for a in ok if a["done"] < fault_at]
@@ -228,7 +392,24 @@ def analyze(
         if a["sent"] >= fault_at and int(a["epoch"]) > old_epoch
     )
     outage = (recovered[0][0] - fault_at) if recovered else None
-    split = sum(1 for s in samples if len(s["vip"]) > 1 or len(s["writable"]) > 1)
+    return Verdict(
+        acknowledged=len(ok),
+        failed=len(acks) - len(ok),
+        outage_s=outage,
+        split_brain_samples=_split_brain(samples),
+        epoch_order_violations=_epoch_order_violations(ok),
+        lost=_lost(ok, surviving_ids),
+        nodes_after=sorted({str(a["node"]) for a in ok if a["sent"] >= fault_at}),
+        served_after=recovered[0][1] if recovered else None,
+    )
+
+
+def _split_brain(samples: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for s in samples if len(s["vip"]) > 1 or len(s["writable"]) > 1)
+
+
+def _epoch_order_violations(ok: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A write of epoch e acknowledged after the first acknowledgement of a later epoch."""
     violations = []
     by_epoch: dict[int, list[float]] = {}
     for a in ok:
@@ -241,17 +422,14 @@ def analyze(
                 f"a write of epoch {e} was acknowledged {overlap:.3f} s "
                 f"after the first acknowledgement of epoch {later}"
             )
-    lost = sorted(a["id"] for a in ok if surviving_ids is not None and a["id"] not in surviving_ids)
-    return Verdict(
-        acknowledged=len(ok),
-        failed=len(acks) - len(ok),
-        outage_s=outage,
-        split_brain_samples=split,
-        epoch_order_violations=violations,
-        lost=lost,
-        nodes_after=sorted({str(a["node"]) for a in ok if a["sent"] >= fault_at}),
-        served_after=recovered[0][1] if recovered else None,
-    )
+    return violations
+
+
+def _lost(ok: Sequence[Mapping[str, Any]], surviving_ids: set[str] | None) -> list[str]:
+    """Acknowledged ids the surviving primary does not have (none known: nothing counted)."""
+    if surviving_ids is None:
+        return []
+    return sorted(a["id"] for a in ok if a["id"] not in surviving_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=0.5, help="per request")
     parser.add_argument("--vip", default=VIP)
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=1,
+        help="1: one donation every --interval (the paced probe); N: N closed-loop writers",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -281,7 +465,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     sampler.start()
     (args.out / "ready").write_text(str(boottime()))
-    run_client(args.out / "acks.jsonl", args.vip, args.interval, args.duration, args.timeout, stop)
+    if args.writers < 1:
+        parser.error("--writers must be at least 1")
+    run_client(
+        args.out / "acks.jsonl",
+        args.vip,
+        args.interval,
+        args.duration,
+        args.timeout,
+        stop,
+        writers=args.writers,
+    )
     stop.set()
     sampler.join(timeout=5)
     return 0

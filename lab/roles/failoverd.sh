@@ -22,6 +22,7 @@
 #   SSH_PORT           sshd port of both nodes (default 22); SSH_DIR (default $LAB_DIR/ssh)
 #   APP_PORT           the app (default 8080); SQUID_PORT: Squid (default 80)
 #   METRICS_ENABLED    true|false (default false); METRICS_PORT (default 9641)
+#   REPLICATION_MODE   [replication] mode: async|sync|strict (default sync)
 #   LOG_LEVEL          debug|info|warning|error (default info)
 #   STOP_TIMEOUT       seconds from SIGTERM to SIGKILL in `stop` (default 10)
 set -euo pipefail
@@ -45,6 +46,7 @@ APP_PORT=${APP_PORT:-8080}
 SQUID_PORT=${SQUID_PORT:-80}
 METRICS_ENABLED=${METRICS_ENABLED:-false}
 METRICS_PORT=${METRICS_PORT:-9641}
+REPLICATION_MODE=${REPLICATION_MODE:-sync}
 LOG_LEVEL=${LOG_LEVEL:-info}
 CONFIG=$LAB_DIR/failoverd.toml
 PIDFILE=$LAB_DIR/failoverd.pid
@@ -66,13 +68,13 @@ config() {
     REPO_DIR=$REPO
     render "$TEMPLATES/failoverd.toml" "$CONFIG" NODE ADDR PEER PEER_ADDR CLUSTER CHROOT \
         ZK_HOSTS_TOML VIP VIP_IFACE PG_PORT PG_DB PG_DATA PG_BIN SSH_PORT SSH_DIR APP_PORT \
-        SQUID_PORT METRICS_ENABLED METRICS_PORT LAB_ROOT REPO_DIR
+        SQUID_PORT METRICS_ENABLED METRICS_PORT REPLICATION_MODE LAB_ROOT REPO_DIR
     local out
     if ! out=$("$VENV/bin/failoverd" check-config "$CONFIG" 2>&1); then
         printf '%s\n' "$out" >&2
         die "failoverd check-config $CONFIG failed"
     fi
-    say "wrote $CONFIG (checked)"
+    say "wrote $CONFIG (checked, replication $REPLICATION_MODE)"
 }
 
 started_since() { tail -c "+$(($1 + 1))" "$LOG" 2>/dev/null | grep -q '"event": "started"'; }

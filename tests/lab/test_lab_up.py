@@ -170,6 +170,7 @@ def test_generated_configs_pass_check_config(lab: Lab) -> None:
         assert f'node = "{node}"' in proc.stdout
         assert '"10.77.0.5:2181"' in proc.stdout
         assert 'dbname = "donations"' in proc.stdout
+        assert 'mode = "sync"' in proc.stdout  # the lab's default replication mode
 
 
 def test_fln1_is_primary_and_fln2_streams_from_it(lab: Lab) -> None:
@@ -284,13 +285,39 @@ def test_up_again_changes_nothing(lab: Lab) -> None:
     assert took < 5.0, f"a second up took {took:.1f} s"
 
 
+def test_a_running_lab_switches_replication_mode_with_a_rolling_restart(lab: Lab) -> None:
+    """Both configs rewritten, both daemons restarted, the cluster redundant again; asking
+    for the mode it already runs changes nothing."""
+    assert lab.replication_mode == "sync"
+    lab.wait_redundant(timeout=60.0)
+    before = {n: lab.pid(n, "failoverd") for n in NODES}
+    took = lab.set_replication_mode("async")
+    assert took < 90.0, f"the switch took {took:.1f} s"
+    assert lab.replication_mode == "async"
+    for node in NODES:
+        assert 'mode = "async"' in lab.config_path(node).read_text()
+        assert lab.pid(node, "failoverd") not in (None, before[node])
+    assert lab.redundant() is not None
+    assert lab.set_replication_mode("async") == 0.0
+    proc = subprocess.run(
+        [str(REPO / "lab" / "lab"), "--root", str(lab.root), "-q", "mode"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "async\n"), proc.stderr
+    assert "Replication: async" in lab.status(failoverctl=False).render()
+
+
 def test_sshd_runs_only_the_forced_fence_command_for_the_peers_key(lab: Lab) -> None:
     """Last before down: once `fence-self` exists, this really fences fln2."""
     ssh_dir = lab.ssh_dir("fln1")
     keys = (lab.ssh_dir("fln2") / "authorized_keys").read_text()
-    assert keys.startswith(
-        f'command="{lab.failoverd_bin} fence-self -c {lab.config_path("fln2")}"'
-    ), keys
+    assert keys.startswith(f'command="{lab.fence_command("fln2")}"'), keys
+    assert lab.fence_command("fln2").endswith(
+        f"{lab.failoverd_bin} fence-self -c {lab.config_path('fln2')}"
+    )
     assert "no-pty" in keys and "no-port-forwarding" in keys
     assert len(keys.splitlines()) == 1
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from lab.workload import analyze
+from pathlib import Path
+
+from lab.workload import JsonlFollower, analyze, percentile
 
 
 def ack(i: int, sent: float, ok: bool = True, epoch: int = 1, node: str = "fln1") -> dict:
@@ -54,3 +56,127 @@ def test_lost_writes_are_acknowledged_ids_missing_from_the_survivor() -> None:
     acks = [ack(1, 1.0), ack(2, 2.0), ack(3, 3.0, ok=False)]
     assert analyze(acks, [], 0.0, {"id1"}).lost == ["id2"]
     assert analyze(acks, [], 0.0, {"id1", "id2"}).lost == []
+
+
+# -- N writers: latency, throughput, and the verdicts above on an interleaved history ----------
+
+
+def closed_loop_history(
+    writers: int, latency: float, fault_at: float, back_at: float, end: float
+) -> list[dict]:
+    """What N closed-loop writers record: each posts as soon as it has its last answer; fln1
+    (epoch 1) acknowledges until the fault, fln2 (epoch 2) from ``back_at``; in between every
+    request fails at once and the writer waits 0.05 s."""
+    records: list[dict] = []
+    for w in range(writers):
+        t = w * latency / writers  # the writers are out of step
+        n = 0
+        while t < end:
+            if t < fault_at or t >= back_at:
+                node, epoch = ("fln1", 1) if t < fault_at else ("fln2", 2)
+                records.append(
+                    {"id": f"w{w}-{n}", "writer": w, "sent": t, "done": t + latency,
+                     "ok": True, "node": node, "epoch": epoch}
+                )  # fmt: skip
+                t += latency
+            else:
+                records.append(
+                    {"id": f"w{w}-{n}", "writer": w, "sent": t, "done": t + 0.001, "ok": False}
+                )
+                t += 0.001 + 0.05
+            n += 1
+    return sorted(records, key=lambda r: r["done"])  # the order they reach the file
+
+
+def test_n_writers_keep_the_outage_epoch_order_and_lost_verdicts() -> None:
+    acks = closed_loop_history(writers=8, latency=0.02, fault_at=10.0, back_at=12.5, end=20.0)
+    assert len({a["writer"] for a in acks}) == 8
+    ids = {a["id"] for a in acks if a["ok"]}
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=ids)
+    assert v.writers == 8
+    # Back at 12.5 s: seen by the first post after it (a retry at most 51 ms on), 20 ms later.
+    assert v.outage_s is not None and 2.5 <= v.outage_s <= 2.5 + 0.051 + 0.02
+    assert v.served_after == "fln2" and v.epoch_order_violations == [] and v.lost == []
+
+
+def test_an_acknowledged_id_missing_from_the_survivor_is_lost_whichever_writer_sent_it() -> None:
+    acks = closed_loop_history(writers=4, latency=0.02, fault_at=10.0, back_at=12.5, end=20.0)
+    ok = [a for a in acks if a["ok"]]
+    # The last writes of writer 3 before the crash never reached the replica.
+    missing = sorted(a["id"] for a in ok if a["writer"] == 3 and 9.95 <= a["done"] < 10.0)
+    assert missing
+    survivors = {a["id"] for a in ok} - set(missing)
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=survivors)
+    assert v.lost == missing
+    # A failed request's id is never "lost": nothing was promised.
+    failed = next(a["id"] for a in acks if not a["ok"])
+    assert failed not in v.lost
+
+
+def test_latency_percentiles_are_of_acknowledged_donations_only() -> None:
+    acks = [
+        {"id": f"id{i}", "writer": i % 4, "sent": float(i), "done": i + (i + 1) / 1000,
+         "ok": True, "node": "fln1", "epoch": 1}
+        for i in range(100)
+    ]  # fmt: skip  # latencies 1 ms .. 100 ms
+    acks.append({"id": "slow-failure", "writer": 0, "sent": 50.0, "done": 55.0, "ok": False})
+    v = analyze(acks, [], fault_at=None, surviving_ids=None)
+    assert v.latency_p50_s is not None and abs(v.latency_p50_s - 0.050) < 1e-9
+    assert v.latency_p99_s is not None and abs(v.latency_p99_s - 0.099) < 1e-9
+    assert (v.acknowledged, v.failed) == (100, 1)
+
+
+def test_donations_per_second_over_the_run_and_outside_the_outage() -> None:
+    # 4 writers, 20 ms each: 200 acknowledged per second while the site serves; 2.5 s out of 20.
+    acks = closed_loop_history(writers=4, latency=0.02, fault_at=10.0, back_at=12.5, end=20.0)
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    ok = sum(1 for a in acks if a["ok"])
+    assert v.run_s is not None and abs(v.run_s - 20.0) < 0.1
+    assert v.rate_per_s is not None and abs(v.rate_per_s - ok / v.run_s) < 1e-9
+    assert v.outage_s is not None
+    assert v.rate_outside_outage_per_s is not None
+    assert abs(v.rate_outside_outage_per_s - 200.0) < 2.0
+    assert v.rate_per_s < 0.9 * v.rate_outside_outage_per_s
+
+
+def test_without_a_fault_both_rates_agree_and_nothing_is_an_outage() -> None:
+    acks = closed_loop_history(writers=2, latency=0.01, fault_at=99.0, back_at=99.0, end=5.0)
+    v = analyze(acks, [], fault_at=None, surviving_ids={a["id"] for a in acks})
+    assert v.outage_s is None and v.served_after is None and v.lost == []
+    assert v.rate_per_s is not None and abs(v.rate_per_s - 200.0) < 2.0
+    assert v.rate_outside_outage_per_s == v.rate_per_s
+
+
+def test_a_service_that_never_comes_back_counts_the_rest_of_the_run_as_outage() -> None:
+    acks = closed_loop_history(writers=2, latency=0.01, fault_at=4.0, back_at=99.0, end=8.0)
+    v = analyze(acks, [], fault_at=4.0, surviving_ids=None)
+    assert v.outage_s is None
+    assert v.rate_outside_outage_per_s is not None
+    assert abs(v.rate_outside_outage_per_s - 200.0) < 3.0  # the 4 s before the fault
+
+
+def test_no_records_no_figures() -> None:
+    v = analyze([], [], fault_at=None, surviving_ids=set())
+    assert (v.latency_p50_s, v.rate_per_s, v.rate_outside_outage_per_s) == (None, None, None)
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
+    values = [float(v) for v in range(100, 0, -1)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (
+        50.0,
+        99.0,
+        100.0,
+    )
+
+
+def test_the_follower_reads_only_complete_new_lines(tmp_path: Path) -> None:
+    path = tmp_path / "acks.jsonl"
+    follower = JsonlFollower(path)
+    assert follower.read() == []
+    path.write_text('{"id": "a"}\n{"id": "b"}\n{"id"')
+    assert [r["id"] for r in follower.read()] == ["a", "b"]
+    with path.open("a") as f:
+        f.write(': "c"}\n')
+    assert [r["id"] for r in follower.read()] == ["a", "b", "c"]
