@@ -973,27 +973,6 @@ class Lab:
             (self.node_dir(node) / OWNED_MARKER).touch()
         self._start(node, name)
 
-    def rejoin(self, node: str, timeout: float = 120.0) -> None:
-        """Rebuild the node's database as a streaming replica of the current primary, then
-        restart its daemon. A fenced ex-primary may have diverged: failoverd leaves it stopped
-        and says it must rejoin; this does what pg_rewind would, the slow sure way (a fresh
-        base backup from the peer)."""
-        node = self._node(node)
-        peer = next(n for n in NODES if n != node)
-        self._stop(node, "failoverd")
-        self._stop(node, "postgres")
-        data = self.pg_data_dir(node)
-        if data.exists():
-            shutil.rmtree(data)
-        self._role(
-            node,
-            "postgres",
-            "start",
-            timeout=timeout,
-            extra_env={"PG_ROLE": "replica", "PEER_ADDR": ADDRESSES[peer]},
-        )
-        self._start(node, "failoverd")
-
     # -- internals ----------------------------------------------------------------------------
 
     def _step(self, text: str) -> None:

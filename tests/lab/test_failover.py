@@ -5,7 +5,7 @@ with the node and epoch that served it; a sampler records which nodes hold the V
 PostgreSQL accepts writes. Each scenario asserts the outcome, that no sample saw two VIP holders
 or two writable primaries, that no write of epoch e was acknowledged after the first of epoch
 e+1, and counts acknowledged writes missing from the surviving primary (none allowed on a
-step-down; the lab replicates asynchronously, so a crash may lose a few).
+step-down; the lab replicates synchronously, so none on a crash either).
 
 Then the fault is healed as the world would heal it (the node powered on, the app restarted,
 the route back) and nothing else is done: failoverd must bring the old active back as a replica
@@ -19,14 +19,17 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from failoverd.clock import boottime
 from lab import scenarios
-from lab.cluster import Lab
+from lab.cluster import ADDRESSES, CHROOT, REPO, ZK_NS, ZK_PORT, Lab
+from lab.workload import analyze
 
 pytestmark = pytest.mark.lab
 
@@ -165,9 +168,10 @@ def test_zookeeper_down_for_30_s_heals_without_a_command(lab: Lab, workdir: Path
 
 
 def test_a_diverged_ex_primary_is_rewound(lab: Lab, workdir: Path) -> None:
-    """The active, cut off from its peer, acknowledges writes the passive never gets, then is
-    cut off from ZooKeeper too: it self-fences, the passive takes over without them. Back, the
-    old active's history has forked: it is rewound (pg_rewind), not started as it is."""
+    """The active, cut off from its peer, writes WAL the passive never gets (commits that wait
+    for it in sync mode, and are never acknowledged), then is cut off from ZooKeeper too: it
+    self-fences, the passive takes over without them. Back, the old active's history has
+    forked: it is rewound (pg_rewind), not started as it is."""
     active = scenarios.wait_redundant(lab)
     passive = scenarios.other(active)
     since = time.time()
@@ -200,8 +204,11 @@ def test_a_rewind_that_cannot_work_falls_back_to_a_clone(lab: Lab, workdir: Path
     active = scenarios.wait_redundant(lab)
     passive = scenarios.other(active)
     lab.partition_nodes()
-    lab.query(active, "CREATE TABLE IF NOT EXISTS diverged (v int)")
-    lab.query(active, "INSERT INTO diverged SELECT generate_series(1, 1000)")
+    # WAL the passive never gets, written by hand (not acknowledged to any client): the cut-off
+    # primary would hold a synchronous commit until it dropped its standby.
+    local = "SET synchronous_commit = local; "
+    lab.query(active, local + "CREATE TABLE IF NOT EXISTS diverged (v int)")
+    lab.query(active, local + "INSERT INTO diverged SELECT generate_series(1, 1000)")
     lab.partition_from_zk(active)
     scenarios.wait_until(
         f"{passive} to be active",
@@ -384,3 +391,171 @@ def test_each_daemon_serves_metrics_on_its_address(lab: Lab) -> None:
         expected = "1.0" if node == active else "0.0"
         assert f'failoverd_is_active{{cluster="lab",node="{node}"}} {expected}' in str(text), text
         assert "failoverd_check_latency_seconds_bucket" in str(text)
+
+
+# -- zero loss: managed synchronous replication (the lab runs in sync mode) ---------------------
+
+
+class SyncWatch:
+    """``lab/syncwatch.py`` in flcli: the sync record against what the active's PostgreSQL
+    waits for, bracketed so that a violation is one whatever the timing."""
+
+    def __init__(self, lab: Lab, out: Path, duration: float) -> None:
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(out.parent, 0o755)
+        python = lab.venv / "bin" / "python"
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", "flcli", str(python), "-m", "lab.syncwatch", "--out", str(out),
+             "--zk", f"{ADDRESSES[ZK_NS]}:{ZK_PORT}", "--chroot", CHROOT,
+             "--duration", str(duration)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=(out.parent / "syncwatch.log").open("w"),
+        )  # fmt: skip
+        scenarios.wait_until("the sync watcher's first sample", out.exists, 20, step=0.1)
+
+    def stop(self) -> list[dict[str, object]]:
+        self.out.with_suffix(".stop").write_text("")
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+
+
+def sync_standby(lab: Lab) -> str | None:
+    """The standby the sync record names at the current epoch (None: none)."""
+    doc = scenarios.cluster_status(lab)
+    return doc["replication"]["sync_standby"]  # type: ignore[no-any-return]
+
+
+def stop_node_database(lab: Lab, node: str) -> None:
+    """The passive's daemon and PostgreSQL stopped, as for maintenance on that node."""
+    lab.stop_component(node, "failoverd")
+    lab.stop_component(node, "postgres")
+
+
+def acked_between(acks: list[dict[str, object]], start: float, end: float) -> int:
+    return sum(1 for a in acks if a.get("ok") and start <= float(a["done"]) <= end)  # type: ignore[arg-type]
+
+
+def test_the_sync_record_never_names_a_standby_postgresql_is_not_waiting_for(
+    lab: Lab, workdir: Path
+) -> None:
+    """The passive stopped and started twice under write load, watched from outside: the record
+    is cleared before PostgreSQL stops waiting, and set only once it waits; writes go on."""
+    assert lab.replication_mode == "sync"
+    active = scenarios.wait_redundant(lab)
+    passive = scenarios.other(active)
+    assert sync_standby(lab) == passive
+    watch = SyncWatch(lab, workdir / "sync" / "samples.jsonl", duration=240)
+    workload = scenarios.Workload(lab, workdir / "load", duration=240, writers=4)
+    windows: list[tuple[float, float]] = []
+    try:
+        for _ in range(2):
+            stopped_at = boottime()
+            stop_node_database(lab, passive)
+            scenarios.wait_until("the standby dropped", lambda: sync_standby(lab) is None, 20)
+            time.sleep(2.0)  # writes on one leg
+            windows.append((stopped_at, boottime()))
+            lab.start_component(passive, "failoverd")  # it starts its PostgreSQL as a replica
+            scenarios.wait_redundant(lab, timeout=60)
+            assert sync_standby(lab) == passive
+    finally:
+        workload.stop()
+        samples = watch.stop()
+    violations = [s for s in samples if s.get("violation")]
+    assert violations == [], violations[:5]
+    checked = [s for s in samples if s.get("violation") is False]
+    assert len(checked) > 50, f"{len(checked)} bracketed samples naming a standby"
+    assert any(s.get("record") and s["record"][0] is None for s in samples)  # type: ignore[index]
+    acks = workload.acks()
+    for start, end in windows:
+        # sync_drop_after (2 s) after the stop, commits go through on the active alone.
+        assert acked_between(acks, start + 4.0, end) > 0, (start, end)
+
+
+def test_a_crash_under_concurrent_writes_loses_no_acknowledged_donation(
+    lab: Lab, workdir: Path
+) -> None:
+    assert lab.replication_mode == "sync"
+    result = scenarios.run(lab, "crash", workdir, writers=8)
+    print(report(result))
+    assert_safe(result)
+    assert result.verdict.lost == [], report(result)
+    assert result.outage_s is not None and result.outage_s < OUTAGE_BOUND["crash"], report(result)
+    heals(lab, result)
+
+
+def test_strict_mode_waits_for_the_standby_and_goes_on_when_it_is_back(
+    lab: Lab, workdir: Path
+) -> None:
+    lab.set_replication_mode("strict")
+    try:
+        active = scenarios.wait_redundant(lab)
+        passive = scenarios.other(active)
+        workload = scenarios.Workload(lab, workdir / "load", duration=120, writers=4)
+        try:
+            time.sleep(1.0)
+            stopped_at = boottime()
+            stop_node_database(lab, passive)
+            time.sleep(6.0)  # three times sync_drop_after: strict never drops
+            assert sync_standby(lab) == passive
+            waited_until = boottime()
+            lab.start_component(passive, "failoverd")
+            scenarios.wait_redundant(lab, timeout=60)
+            back_at = boottime()
+            scenarios.wait_until(
+                "writes after the standby came back",
+                lambda: acked_between(workload.acks(), back_at, boottime()) > 0,
+                20,
+            )
+        finally:
+            workload.stop()
+        acks = workload.acks()
+        # In flight when it stopped, a commit may still have made it; none a second later.
+        assert acked_between(acks, stopped_at + 1.0, waited_until) == 0
+        assert acked_between(acks, back_at, boottime()) > 0
+    finally:
+        lab.set_replication_mode("sync")
+
+
+def test_a_standby_dropped_for_lagging_is_not_promoted_automatically_after_a_crash(
+    lab: Lab, workdir: Path
+) -> None:
+    """Dropped, it lacks what the active acknowledged alone since: after the crash it waits,
+    status says why and which command decides, and promote --force promotes it."""
+    active = scenarios.wait_redundant(lab)
+    passive = scenarios.other(active)
+    workload = scenarios.Workload(lab, workdir / "load", duration=120, writers=2)
+    try:
+        time.sleep(1.0)
+        lab.signal_postgres(passive, signal.SIGSTOP)  # it lags: commits wait on it
+        try:
+            scenarios.wait_until("the standby dropped", lambda: sync_standby(lab) is None, 20)
+            time.sleep(1.0)  # the active acknowledges on its own
+            crashed_at = boottime()
+            lab.crash(active)
+        finally:
+            lab.signal_postgres(passive, signal.SIGCONT)
+        time.sleep(10.0)  # the session expires after 2 s; the lease is free long enough
+        assert lab.vip_holders() == [], lab.vip_holders()
+        doc = scenarios.cluster_status(lab, via=passive)
+        record = next(m for m in doc["members"] if m["node"] == passive)
+        assert record["reason_code"] == "not_sync_standby", record
+        warning = next(w for w in doc["warnings"] if w.startswith(f"operator needed on {passive}"))
+        assert f"promote {passive} --force" in warning, warning
+        forced = lab.failoverctl(passive, "promote", passive, "--force", "--yes", timeout=60)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "MAY BE LOST" in forced.stdout, forced.stdout
+        scenarios.wait_until(
+            "writes on the forced primary",
+            lambda: acked_between(workload.acks(), crashed_at, boottime()) > 0,
+            20,
+        )
+    finally:
+        workload.stop()
+        # Powered on again, the old active finds the forced one leading and rejoins it.
+        result = scenarios.ScenarioResult("crash", active, passive, analyze([], [], None, None))
+        scenarios.restore(lab, result, timeout=HEAL_BOUND)
