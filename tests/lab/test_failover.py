@@ -498,8 +498,8 @@ def test_strict_mode_waits_for_the_standby_and_goes_on_when_it_is_back(
         workload = scenarios.Workload(lab, workdir / "load", duration=120, writers=4)
         try:
             time.sleep(1.0)
-            stopped_at = boottime()
             stop_node_database(lab, passive)
+            stopped_at = boottime()  # its PostgreSQL is down: from here on, nothing may commit
             time.sleep(6.0)  # three times sync_drop_after: strict never drops
             assert sync_standby(lab) == passive
             waited_until = boottime()
@@ -514,7 +514,7 @@ def test_strict_mode_waits_for_the_standby_and_goes_on_when_it_is_back(
         finally:
             workload.stop()
         acks = workload.acks()
-        # In flight when it stopped, a commit may still have made it; none a second later.
+        # Answered just after the stop, a commit may have made it before; none a second later.
         assert acked_between(acks, stopped_at + 1.0, waited_until) == 0
         assert acked_between(acks, back_at, boottime()) > 0
     finally:
