@@ -33,6 +33,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FailoverPolicy",
+    "FailsafeConfig",
     "FencingConfig",
     "HooksConfig",
     "Member",
@@ -155,6 +156,20 @@ class FencingConfig:
 
 
 @dataclass(frozen=True)
+class FailsafeConfig:
+    """The direct peer channel for pledges: an active cut off from ZooKeeper but not from its
+    peer keeps serving while the peer promises not to take the lease (DESIGN, "ZooKeeper
+    trouble"). Messages carry an HMAC over the shared secret in secret_file (mode 0600)."""
+
+    enabled: bool = False
+    secret_file: Path | None = None
+    port: int = 9642
+    pledge_ttl: float = 2.0
+    pledge_margin: float = 0.2
+    store_dir: Path = Path("/run/failoverd")  # granted pledges, kept across daemon restarts
+
+
+@dataclass(frozen=True)
 class Timings:
     """Seconds. The loader derives self_fence_after (0.5 x session_timeout) and
     roundtrip_timeout (self_fence_after / 4) when they are not given; the class defaults below
@@ -262,6 +277,7 @@ class Config:
     metrics: MetricsConfig
     hooks: HooksConfig
     replication: ReplicationConfig = ReplicationConfig()
+    failsafe: FailsafeConfig = FailsafeConfig()
 
     @property
     def self_member(self) -> Member:
@@ -305,6 +321,8 @@ _POSTGRES_KEYS: Final = _keys(PostgresConfig)
 _REPLICATION_KEYS: Final = _keys(ReplicationConfig)
 _METRICS_KEYS: Final = _keys(MetricsConfig)
 _HOOKS_KEYS: Final = _keys(HooksConfig)
+_FAILSAFE_KEYS: Final = _keys(FailsafeConfig)
+FAILSAFE_SECRET_MIN_BYTES: Final = 32
 _CHECK_COMMON_KEYS: Final = ("type", "interval", "timeout", "rise", "fall", "slow_after")
 _CHECK_TYPE_KEYS: Final[dict[CheckType, tuple[str, ...]]] = {
     "http": ("url", "expect_status"),
@@ -628,6 +646,61 @@ def _chroot_error(chroot: str) -> str | None:
     if any(part in ("", ".", "..") for part in chroot[1:].split("/")):
         return f"must not contain empty, '.' or '..' path components, got {chroot!r}"
     return None
+
+
+def _read_failsafe(top: _Table, timings: Timings) -> FailsafeConfig:
+    t = top.table("failsafe")
+    t.reject_unknown(_FAILSAFE_KEYS)
+    d = FailsafeConfig()
+    enabled = t.boolean("enabled", d.enabled)
+    secret_file = t.optional_path("secret_file")
+    ttl = t.number("pledge_ttl", d.pledge_ttl)
+    margin = t.number("pledge_margin", d.pledge_margin)
+    if enabled and secret_file is None:
+        t.problem("secret_file", "required when the failsafe is enabled")
+    elif enabled and secret_file is not None:
+        _check_secret_file(t, secret_file)
+    if t.ok("pledge_ttl", "pledge_margin") and margin >= ttl / 2:
+        t.problem(
+            "pledge_margin",
+            f"must be below half of pledge_ttl ({_num(margin)} >= {_num(ttl)} / 2): the active "
+            "would hold each pledge for less time than it takes to renew it",
+        )
+    if enabled and t.ok("pledge_ttl") and ttl <= timings.loop_interval * 4:
+        t.problem(
+            "pledge_ttl",
+            f"must be above 4 x timings.loop_interval ({_num(ttl)} <= 4 x "
+            f"{_num(timings.loop_interval)}): a pledge must outlive several renewals",
+        )
+    return FailsafeConfig(
+        enabled=enabled,
+        secret_file=secret_file,
+        port=t.port("port", d.port),
+        pledge_ttl=ttl,
+        pledge_margin=margin,
+        store_dir=t.path("store_dir", d.store_dir),
+    )
+
+
+def _check_secret_file(t: _Table, path: Path) -> None:
+    """The shared secret: readable, only by its owner, long enough; never shown."""
+    try:
+        st = path.stat()
+        size = len(path.read_bytes().strip())
+    except OSError as exc:
+        t.problem("secret_file", f"cannot read {path}: {exc.strerror or exc}")
+        return
+    if st.st_mode & 0o077:
+        t.problem(
+            "secret_file",
+            f"{path} is readable by others (mode {st.st_mode & 0o777:o}): chmod 600 it",
+        )
+    if size < FAILSAFE_SECRET_MIN_BYTES:
+        t.problem(
+            "secret_file",
+            f"{path} holds {size} bytes; at least {FAILSAFE_SECRET_MIN_BYTES} are needed "
+            "(e.g. head -c 32 /dev/urandom | base64 > FILE)",
+        )
 
 
 def _read_credentials(t: _Table, path: Path) -> tuple[str, str] | None:
@@ -1017,6 +1090,7 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
         metrics=_read_metrics(top),
         hooks=_read_hooks(top),
         replication=_read_replication(top, postgres),
+        failsafe=_read_failsafe(top, timings),
     )
 
 
@@ -1149,4 +1223,5 @@ def effective_config_toml(cfg: Config) -> str:
         _toml_table(lines, header, check, _check_keys(check.type))
     _toml_table(lines, "[metrics]", cfg.metrics, _METRICS_KEYS)
     _toml_table(lines, "[hooks]", cfg.hooks, _HOOKS_KEYS)
+    _toml_table(lines, "[failsafe]", cfg.failsafe, _FAILSAFE_KEYS)
     return "\n".join(lines) + "\n"

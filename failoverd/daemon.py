@@ -72,6 +72,9 @@ def settings_from(cfg: Config) -> Settings:
         power_fence=cfg.fencing.power_command is not None,
         replication=ReplicationMode(cfg.replication_mode),
         sync_drop_after=cfg.replication.sync_drop_after,
+        failsafe=cfg.failsafe.enabled,
+        pledge_ttl=cfg.failsafe.pledge_ttl,
+        pledge_margin=cfg.failsafe.pledge_margin,
     )
 
 

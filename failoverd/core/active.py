@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, demoting, policy, starting, sync
+from failoverd.core import context, demoting, failsafe, policy, promoting, starting, sync
 from failoverd.core.model import (
     AddVip,
     ClearSwitchover,
@@ -34,7 +34,29 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
                 f"starting its own database again failed ({done.result.detail}); trying again "
                 f"in {st.s.fence_retry_after:g} s",
             )
+    if done is not None and done.kind == "AcquireLease":
+        r = done.result
+        if r.ok and r.epoch is not None and r.epoch > st.state.epoch:
+            st.set(epoch=r.epoch, highest_epoch=max(st.state.highest_epoch, r.epoch))
+            promoting.begin(st, r.epoch)  # records the epoch; VIP and primary stay up
+            return
+        st.decide("lease_not_retaken", f"re-taking the lease failed: {r.detail}")
+    if not st.zk_fresh():
+        # Only a live pledge gets here (the stepper self-fences otherwise): nothing current to
+        # decide on, so serve and wait for ZooKeeper.
+        if st.obs.shutdown_requested:
+            demoting.begin(st, "shutdown", "stopping: stepping down without ZooKeeper")
+            return
+        left = (failsafe.pledge_deadline(st) or st.obs.now) - st.obs.now
+        st.decide(
+            "serving_on_pledge",
+            f"active (epoch {st.state.epoch}) without a ZooKeeper round-trip: serving on "
+            f"{st.s.peer}'s pledge ({max(0.0, left):.1f} s left)",
+        )
+        return
     if st.lease_lost():
+        if failsafe.retake_lease(st):
+            return
         demoting.begin(st, "lease_lost", "demoted: lease lost")
         return
     if st.obs.shutdown_requested:

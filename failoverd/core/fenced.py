@@ -25,7 +25,9 @@ def self_fence(st: context.Ctx) -> None:
         reason = st.decide(
             "self_fenced",
             f"self-fenced: no ZooKeeper round-trip {since} "
-            f"(self_fence_after {st.s.self_fence_after:g} s) while "
+            f"(self_fence_after {st.s.self_fence_after:g} s)"
+            + (f" and no live pledge from {st.s.peer}" if st.s.failsafe else "")
+            + " while "
             + (f"{was.value}" if was is not None else "serving")
             + (
                 " (paused: pause does not suspend self-fencing)"

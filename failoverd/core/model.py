@@ -292,6 +292,17 @@ class RejoinFacts:
 
 
 @dataclass(frozen=True)
+class Pledge:
+    """The peer's promise, over the failsafe channel, not to take the lease before its own
+    receipt time + ``ttl``. Counted here from our send time ``sent_at`` (earlier than its
+    receipt): the active may serve without ZooKeeper until sent_at + ttl - pledge_margin."""
+
+    epoch: int  # the epoch of the lease we held when we asked
+    sent_at: float  # our boottime when the request left
+    ttl: float
+
+
+@dataclass(frozen=True)
 class Observation:
     now: float  # boottime
     wall_now: float  # wall clock, only to compare cross-host deadlines
@@ -303,6 +314,12 @@ class Observation:
     results: tuple[ActionResult, ...] = ()
     shutdown_requested: bool = False
     vip_present: bool | None = None  # the VIP is on this node's interface (None: not looked)
+    # The failsafe channel. Active: the latest pledge the peer granted us. Passive: until when
+    # (our boottime, kept across restarts) we promised the peer not to take the lease, and for
+    # which epoch's active the channel grants pledges now (None: it grants none).
+    pledge: Pledge | None = None
+    pledged_until: float | None = None
+    granting: int | None = None
 
 
 @dataclass(frozen=True)
@@ -448,6 +465,22 @@ class ClearRejoinRequest(Action):
 
 
 @dataclass(frozen=True)
+class AskPledge(Action):
+    """Ask the peer for a pledge for ``epoch`` (fire-and-forget: a granted one shows up as
+    ``Observation.pledge``; none granted, none shows up)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SetGranting(Action):
+    """Let the failsafe channel grant pledges to the active of ``epoch`` (None: to nobody).
+    Once it answers, no pledge is granted that ``Observation.pledged_until`` does not count."""
+
+    epoch: int | None
+
+
+@dataclass(frozen=True)
 class SetSyncStandby(Action):
     """Set ``synchronous_standby_names`` to ``names`` (quoted; () clears it) with
     ``synchronous_commit = on`` (ALTER SYSTEM, reload); ok once the server reports the value."""
@@ -479,6 +512,7 @@ SEQUENCING: tuple[type[Action], ...] = (
     StartPrimary,
     SetSyncStandby,
     RecordSync,
+    SetGranting,
 )
 """Actions that change the cluster; one at a time is in flight."""
 
@@ -506,6 +540,10 @@ class Settings:
     replication: ReplicationMode = ReplicationMode.ASYNC  # the config's default is sync
     # sync: a named standby that leaves commits waiting this long is dropped (strict: never)
     sync_drop_after: float = 5.0
+    # [failsafe]: pledges let an active cut off from ZooKeeper (but not from its peer) serve on
+    failsafe: bool = False
+    pledge_ttl: float = 2.0
+    pledge_margin: float = 0.2  # clock rates differ: the active counts its pledge this much short
 
     @property
     def peer_stale_after(self) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, policy, promoting, starting
+from failoverd.core import context, failsafe, policy, promoting, starting
 from failoverd.core.model import (
     AcquireLease,
     ClearRejoinRequest,
@@ -251,6 +251,8 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
             f"lease free; retrying takeover in {st.state.retry_after - st.obs.now:.1f} s"
             + ("" if last_try is None else f" (last attempt: {last_try.text})"),
         )
+        return
+    if failsafe.stop_granting_before_taking(st):
         return
     sw = context.valid_switchover(st)
     if sw is not None and sw.target not in (None, st.s.node):

@@ -9,6 +9,7 @@ from failoverd.core import (
     active,
     context,
     demoting,
+    failsafe,
     fenced,
     passive,
     paused,
@@ -42,6 +43,8 @@ def step(settings: Settings, state: State, obs: Observation) -> Step:
     st.obs = without_stale_database(st.obs, st.state.db_changed_at)
     dispatch(st, result)
     remove_stray_vip(st)
+    if not st.state.exit:
+        failsafe.maybe_ask(st)
     if st.state.exit and st.state.pending is not None:
         # The runner cancels queued actions when the daemon exits: a self-fence's StopDatabase
         # must not be the one dropped. Stay until it answers (bounded by action_timeout).
@@ -143,9 +146,20 @@ def dispatch(st: context.Ctx, result: context.Done | None) -> None:
     c = st.cluster
 
     # Self-fence comes before everything else, pause included: a node that may serve and
-    # cannot prove its session is alive must be down before that session can expire.
-    if not st.zk_fresh() and must_prove_session(st):
+    # cannot prove its session is alive (nor hold its peer's pledge) must be down before that
+    # session can expire (or the pledge lapse).
+    if not failsafe.may_serve(st) and must_prove_session(st):
         fenced.self_fence(st)
+        return
+    if result is not None and result.kind == "SetGranting":
+        failsafe.on_result(st, result)
+        result = None
+    if (
+        role in (Role.PASSIVE, Role.FENCED)
+        and result is None
+        and not (c is not None and c.paused)
+        and failsafe.manage_granting(st)
+    ):
         return
 
     # Paused: only observe and publish. A paused daemon that is stopped leaves everything as is,

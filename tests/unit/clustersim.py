@@ -35,6 +35,7 @@ from failoverd.core import (
     Action,
     ActionResult,
     AddVip,
+    AskPledge,
     CheckStatus,
     ClearRejoinRequest,
     ClearSwitchover,
@@ -53,6 +54,7 @@ from failoverd.core import (
     Observation,
     PeerDb,
     PeerProbe,
+    Pledge,
     Position,
     Promote,
     Publish,
@@ -65,6 +67,7 @@ from failoverd.core import (
     ReplicationMode,
     RewindDatabase,
     Role,
+    SetGranting,
     SetSyncStandby,
     Settings,
     StandbyStatus,
@@ -90,7 +93,12 @@ WRITE_RATE = 400  # WAL bytes per second written through the VIP
 BACKGROUND_RATE = 4  # WAL bytes per second a primary writes anyway (checkpoints)
 
 
-def settings_for(node: str, mode: ReplicationMode = ReplicationMode.ASYNC) -> Settings:
+PLEDGE_TTL = 3.0
+
+
+def settings_for(
+    node: str, mode: ReplicationMode = ReplicationMode.ASYNC, *, failsafe: bool = False
+) -> Settings:
     return Settings(
         node=node,
         peer=other(node),
@@ -105,6 +113,9 @@ def settings_for(node: str, mode: ReplicationMode = ReplicationMode.ASYNC) -> Se
         version="sim",
         replication=mode,
         sync_drop_after=2.0,
+        failsafe=failsafe,
+        pledge_ttl=PLEDGE_TTL,
+        pledge_margin=0.3,
     )
 
 
@@ -282,6 +293,12 @@ class Node:
     fence_broken: bool = False  # fence-self fails on this node (reached, but failed)
     worker_free_at: dict[str, float] = field(default_factory=dict)  # worker -> busy until
     wal_gone: bool = False  # the WAL this node needs to rewind or follow is gone from its peer
+    # The failsafe channel, served by the daemon process: whom it grants to (lost with the
+    # process), the pledge it was granted last, and until when it promised (kept in a file
+    # under /run: across daemon restarts, not across a reboot, after which it waits one ttl).
+    granting: int | None = None
+    pledge: Pledge | None = None
+    pledged_until: float | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +314,12 @@ class SafetyError(AssertionError):
 
 class Sim:
     def __init__(
-        self, rng: random.Random, *, managed: bool = True, mode: ReplicationMode | None = None
+        self,
+        rng: random.Random,
+        *,
+        managed: bool = True,
+        mode: ReplicationMode | None = None,
+        failsafe: bool | None = None,
     ) -> None:
         self.rng = rng
         self.now = 0.0
@@ -307,6 +329,7 @@ class Sim:
             modes = (ReplicationMode.ASYNC, ReplicationMode.SYNC, ReplicationMode.STRICT)
             mode = rng.choice((*modes, ReplicationMode.SYNC))
         self.mode = mode if managed else ReplicationMode.ASYNC
+        self.failsafe = rng.random() < 0.5 if failsafe is None else failsafe
         # An operator forced a promotion: from then on a loss is the operator's choice.
         self.forced = False
         self.judge_every_loss = False
@@ -317,7 +340,7 @@ class Sim:
         self.nodes = {
             # Production runs the daemon under systemd: its watchdog and ExecStopPost are part
             # of the safety argument (DESIGN, "Timing and safety").
-            n: Node(n, settings_for(n, self.mode), systemd=True)
+            n: Node(n, settings_for(n, self.mode, failsafe=self.failsafe), systemd=True)
             for n in NODES
         }
         self.acked: list[tuple[int, int, int]] = []  # (epoch, tli, lsn) acknowledged writes
@@ -442,6 +465,8 @@ class Sim:
         node.db_snapshot = DatabaseStatus(DbRole.UNKNOWN)
         node.probe = PeerProbe(PeerDb.UNKNOWN, 0.0)
         node.checks = ()
+        node.granting = None  # the channel lives in the process; its promises in a file
+        node.pledge = None
         self.say(f"{node.name}: daemon starts")
 
     def _daemon_died(self, node: Node, *, abnormal: bool) -> None:
@@ -728,11 +753,17 @@ class Sim:
             results=tuple(node.results),
             shutdown_requested=node.shutdown,
             vip_present=node.vip,
+            pledge=node.pledge if self.failsafe else None,
+            pledged_until=node.pledged_until if self.failsafe else None,
+            granting=node.granting if self.failsafe else None,
         )
 
     # -- the adapters -------------------------------------------------------------------------
 
     def _launch(self, node: Node, action: Action) -> None:
+        if isinstance(action, AskPledge):
+            self._ask_pledge(node, action)
+            return
         if isinstance(action, Publish):
             if self.reaches_zk(node) and self.zk.alive(node.client.sid):
                 assert node.client.sid is not None
@@ -871,6 +902,9 @@ class Sim:
             return self._clone(node, a)
         if isinstance(a, StartReplica):
             return self._start_replica(node, a)
+        if isinstance(a, SetGranting):
+            node.granting = a.epoch
+            return ActionResult(a.id, ok=True)
         if isinstance(a, SetSyncStandby):
             if not self.managed:
                 return ActionResult(a.id, ok=True)
@@ -880,6 +914,18 @@ class Sim:
             self.say(f"{node.name}: synchronous_standby_names = {a.names}")
             return ActionResult(a.id, ok=True)
         raise AssertionError(f"unexpected action {a}")
+
+    def _ask_pledge(self, node: Node, a: AskPledge) -> None:
+        """One datagram there and back within the step: the peer's daemon answers if it runs
+        and grants to that epoch; it records its promise before it answers."""
+        peer = self.nodes[other(node.name)]
+        if not self.reaches_peer(node) or peer.daemon != "running" or peer.granting != a.epoch:
+            return
+        if self.flaky and self.rng.random() < 0.05:
+            return  # a datagram lost
+        until = self.now + PLEDGE_TTL
+        peer.pledged_until = max(peer.pledged_until or until, until)
+        node.pledge = Pledge(a.epoch, self.now, PLEDGE_TTL)
 
     def _fence_peer(self, node: Node, a: FencePeer) -> ActionResult:
         if not self.reaches_peer(node):
@@ -1052,6 +1098,8 @@ class Sim:
         self.say(f"HEAL {name}: boots")
         node.host_up = True
         node.start_at = self.now + RESTART_SEC
+        # /run is gone with the reboot: the channel assumes a pledge given just before it.
+        node.pledged_until = self.now + PLEDGE_TTL
 
     def kill_daemon(self, name: str) -> None:
         node = self.nodes[name]

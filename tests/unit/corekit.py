@@ -43,6 +43,7 @@ from failoverd.core import (
     Observation,
     PeerDb,
     PeerProbe,
+    Pledge,
     Position,
     Promote,
     Publish,
@@ -158,6 +159,9 @@ class Obs:
         self._results: list[ActionResult] = []
         self._shutdown = False
         self._vip: bool | None = None
+        self._pledge: Pledge | None = None
+        self._pledged_until: float | None = None
+        self._granting: int | None = None
 
     # -- ZooKeeper connection ---------------------------------------------------------------
 
@@ -377,6 +381,17 @@ class Obs:
         self._shutdown = True
         return self
 
+    def pledge(self, epoch: int, sent_at: float, ttl: float = 2.0) -> Obs:
+        """The peer granted us a pledge for ``epoch``, asked at ``sent_at``."""
+        self._pledge = Pledge(epoch, sent_at, ttl)
+        return self
+
+    def promised(self, until: float | None, granting: int | None) -> Obs:
+        """We promised the peer not to take the lease before ``until``; we grant to ``granting``."""
+        self._pledged_until = until
+        self._granting = granting
+        return self
+
     def build(self) -> Observation:
         cluster = None
         if self._cluster:
@@ -405,6 +420,9 @@ class Obs:
             results=tuple(self._results),
             shutdown_requested=self._shutdown,
             vip_present=self._vip,
+            pledge=self._pledge,
+            pledged_until=self._pledged_until,
+            granting=self._granting,
         )
 
 

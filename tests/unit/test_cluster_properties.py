@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 
+import clustersim
 from clustersim import DT, NODES, Nemesis, SafetyError, Sim, run_random, run_to_health
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -104,3 +105,88 @@ def test_the_loss_checker_catches_what_async_mode_loses() -> None:
             assert "without the acknowledged write" in str(e), str(e).splitlines()[0]
             losses += 1
     assert losses > 0
+
+
+# -- the failsafe: ZooKeeper trouble is not downtime ------------------------------------------
+
+
+def settled(failsafe: bool = True) -> tuple[Sim, str]:
+    """A redundant cluster (no faults, flaky actions off) and its active node."""
+    sim = Sim(random.Random(7), managed=True, mode=ReplicationMode.SYNC, failsafe=failsafe)
+    sim.flaky = False
+    for _ in range(int(30 / DT)):
+        sim.advance()
+    active = next(n for n in NODES if sim.nodes[n].state.role is Role.ACTIVE)
+    return sim, active
+
+
+def serve_for(sim: Sim, seconds: float) -> tuple[set[str], int]:
+    """Run ``seconds``: who held the VIP at some point, and how many writes were acknowledged."""
+    holders: set[str] = set()
+    acked = len(sim.acked)
+    for _ in range(int(seconds / DT)):
+        sim.advance()
+        holders.update(sim.vip_holders())
+    return holders, len(sim.acked) - acked
+
+
+def test_a_whole_zookeeper_outage_is_not_an_outage_of_the_site() -> None:
+    sim, active = settled()
+    sim.set_zk(False)
+    holders, acked = serve_for(sim, 60.0)
+    assert holders == {active}, "\n".join(sim.log[-40:])
+    assert acked > 0.5 * 60 / DT, acked  # writes acknowledged throughout
+    assert sim.nodes[active].state.role is Role.ACTIVE
+    sim.set_zk(True)
+    holders, _ = serve_for(sim, 30.0)
+    assert holders == {active}
+    assert clustersim.converged(sim) is None, clustersim.converged(sim)
+
+
+def test_without_the_failsafe_a_zookeeper_outage_stops_the_site() -> None:
+    """The same outage with the failsafe off: the active self-fences (the test above means
+    something)."""
+    sim, active = settled(failsafe=False)
+    sim.set_zk(False)
+    serve_for(sim, 30.0)
+    assert sim.vip_holders() == []
+    assert sim.nodes[active].state.role is Role.FENCED
+
+
+def test_the_active_cut_off_from_zookeeper_alone_serves_on_and_retakes_the_lease() -> None:
+    sim, active = settled()
+    epoch = sim.zk.epoch
+    sim.set_zk_link(active, False)
+    holders, acked = serve_for(sim, 40.0)  # its session expires after 10 s
+    assert holders == {active}, "\n".join(sim.log[-40:])
+    assert acked > 0.5 * 40 / DT, acked
+    assert sim.zk.lease is None  # expired: nobody holds it, the passive keeps its word
+    sim.set_zk_link(active, True)
+    holders, _ = serve_for(sim, 20.0)
+    assert holders == {active}, "\n".join(sim.log[-40:])
+    assert sim.zk.lease is not None and sim.zk.lease[0] == active
+    assert sim.zk.epoch == epoch + 1
+    assert clustersim.converged(sim) is None, clustersim.converged(sim)
+
+
+def test_the_active_cut_off_from_zookeeper_and_its_peer_is_replaced() -> None:
+    sim, active = settled()
+    passive = clustersim.other(active)
+    sim.set_zk_link(active, False)
+    sim.set_peer_link(False)
+    for _ in range(int(40 / DT)):
+        sim.advance()
+    assert not sim.nodes[active].vip
+    assert sim.vip_holders() == [passive], "\n".join(sim.log[-40:])
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=seeds)
+def test_never_two_actives_with_the_failsafe_under_zookeeper_trouble(seed: int) -> None:
+    kinds = ("zk_cut", "zk_cut", "zk_down", "peer_cut", "pause", "crash", "freeze_daemon")
+    rng = random.Random(seed)
+    sim = Sim(rng, managed=rng.random() < 0.85, failsafe=True)
+    nemesis = Nemesis(sim, rng, kinds)
+    for i in range(int(200 / DT)):
+        nemesis.step(inject=i * DT > 15.0)
+        sim.advance()

@@ -21,6 +21,7 @@ from failoverd.config import (
     Config,
     ConfigError,
     FailoverPolicy,
+    FailsafeConfig,
     FencingConfig,
     HooksConfig,
     Member,
@@ -127,7 +128,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         comment = " ".join(above)
         assert "default" in comment or "required" in comment, f"line {i + 1}: {line}"
     sections = {"cluster", "members", "vip", "fencing", "timings", "failover", "postgres"}
-    sections |= {"checks", "metrics", "hooks", "replication"}
+    sections |= {"checks", "metrics", "hooks", "replication", "failsafe"}
     every_key = {
         f.name
         for cls in (
@@ -140,6 +141,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
             FailoverPolicy,
             PostgresConfig,
             ReplicationConfig,
+            FailsafeConfig,
             CheckConfig,
             MetricsConfig,
             HooksConfig,

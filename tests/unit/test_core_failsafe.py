@@ -1,0 +1,132 @@
+"""The failsafe in the core: pledges keep an active serving without ZooKeeper, never beyond
+them, and the passive never takes the lease while a pledge it gave can still be held."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from corekit import SETTINGS, Node, Obs, state_of
+from test_core_scenarios import crashed
+
+from failoverd.core import AcquireLease, AskPledge, PeerDb, Role, SetGranting, ZkState
+
+FAILSAFE = dataclasses.replace(SETTINGS, failsafe=True, pledge_ttl=2.0, pledge_margin=0.2)
+SFA = FAILSAFE.self_fence_after
+
+
+def active() -> Node:
+    return Node(FAILSAFE, state=state_of(Role.ACTIVE, 3, next_id=10))
+
+
+def cut_off(t: float, last_roundtrip: float) -> Obs:
+    """The active, its ZooKeeper connection suspended since ``last_roundtrip``."""
+    return (
+        Obs(t, FAILSAFE)
+        .lease_mine(3)
+        .db_primary(lsn=9000, recorded_epoch=3)
+        .peer_member(Role.PASSIVE, eligible=True)
+        .peer_db(PeerDb.REPLICA)
+        .roundtrip_at(last_roundtrip)
+        .zk(ZkState.SUSPENDED, changed_at=last_roundtrip + 1.0)
+    )
+
+
+def test_an_active_in_zookeeper_trouble_asks_for_pledges_and_serves_on_them() -> None:
+    n1 = active()
+    seen = n1.see(cut_off(100.0, 98.0)).expect(Role.ACTIVE, None, "AskPledge")
+    assert seen.one(AskPledge).epoch == 3
+    # Past self_fence_after since the last round-trip, but pledged: serving on.
+    pledged = cut_off(100.0 + SFA, 98.0).pledge(3, sent_at=99.0 + SFA)
+    n1.see(pledged).expect(Role.ACTIVE, "serving_on_pledge", "AskPledge")
+
+
+def test_no_pledge_and_no_round_trip_is_a_self_fence() -> None:
+    n1 = active()
+    lapsed = cut_off(100.0 + SFA, 98.0).pledge(3, sent_at=98.0 + SFA - 2.0 + 0.1)
+    n1.see(lapsed).expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    assert "no live pledge" in n1.state.reason.text
+
+
+def test_a_pledge_for_another_epoch_counts_for_nothing() -> None:
+    n1 = active()
+    other = cut_off(100.0 + SFA, 98.0).pledge(2, sent_at=99.0 + SFA)
+    n1.see(other).expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+
+
+def test_a_failing_active_asks_for_no_pledge() -> None:
+    n1 = active()
+    seen = n1.see(cut_off(100.0, 98.0).check_failing())
+    assert "AskPledge" not in seen.did
+
+
+def test_no_pledge_is_asked_while_zookeeper_answers() -> None:
+    n1 = active()
+    obs = Obs(100.0, FAILSAFE).lease_mine(3).db_primary(lsn=9000, recorded_epoch=3)
+    seen = n1.see(obs.peer_member(Role.PASSIVE, eligible=True).peer_db(PeerDb.REPLICA))
+    assert "AskPledge" not in seen.did
+
+
+def test_session_lost_under_a_pledge_the_active_retakes_the_free_lease_while_serving() -> None:
+    n1 = active()
+    lost = (
+        Obs(120.0, FAILSAFE)
+        .lease_free(3)
+        .db_primary(lsn=9000, recorded_epoch=3)
+        .peer_member(Role.PASSIVE, eligible=True)
+        .peer_db(PeerDb.REPLICA)
+        .pledge(3, sent_at=119.5)
+    )
+    seen = n1.see(lost).expect(Role.ACTIVE, "retaking_lease", "AcquireLease", "AskPledge")
+    assert seen.one(AcquireLease).expected_epoch == 3
+    assert "RemoveVip" not in seen.did
+
+
+def test_session_lost_without_a_pledge_steps_down_as_before() -> None:
+    n1 = active()
+    lost = Obs(120.0, FAILSAFE).lease_free(3).db_primary(lsn=9000, recorded_epoch=3)
+    n1.see(lost.peer_member(Role.PASSIVE, eligible=True).peer_db(PeerDb.REPLICA)).expect(
+        Role.DEMOTING, "lease_lost", "RemoveVip"
+    )
+
+
+# -- the passive's side -----------------------------------------------------------------------
+
+
+def passive() -> Node:
+    n1 = Node(FAILSAFE)
+    n1.see(Obs(99.0, FAILSAFE).lease_peer(3).peer_member(Role.ACTIVE, lsn=5000))
+    return n1
+
+
+def test_the_passive_grants_pledges_to_the_active_it_sees() -> None:
+    n1 = passive()
+    seen = n1.see(Obs(100.0, FAILSAFE).lease_peer(3).peer_member(Role.ACTIVE, lsn=5000))
+    seen.expect(Role.PASSIVE, "failsafe_granting", "SetGranting")
+    assert seen.one(SetGranting).epoch == 3
+
+
+def test_a_free_lease_is_not_taken_while_the_peer_serves_on_our_pledge() -> None:
+    n1 = passive()
+    promised = crashed(110.0).promised(until=111.5, granting=3)
+    promised.s = FAILSAFE
+    seen = n1.see(promised).expect(Role.PASSIVE, "pledge_pending")
+    assert "AcquireLease" not in seen.did and "FencePeer" not in seen.did
+
+
+def test_once_the_pledges_lapse_granting_stops_before_the_lease_is_taken() -> None:
+    n1 = passive()
+    lapsed = crashed(112.0).promised(until=111.5, granting=3)
+    lapsed.s = FAILSAFE
+    seen = n1.see(lapsed).expect(Role.PASSIVE, "failsafe_stop_granting", "SetGranting")
+    assert seen.one(SetGranting).epoch is None
+    stopped = crashed(112.2).promised(until=111.5, granting=None)
+    stopped.s = FAILSAFE
+    n1.see(stopped.answer(n1.state)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+
+def test_a_pledge_granted_before_the_stop_is_waited_out() -> None:
+    """The stop answered, and a last pledge had gone out just before it: wait for it too."""
+    n1 = passive()
+    late = crashed(112.0).promised(until=113.9, granting=None)
+    late.s = FAILSAFE
+    n1.see(late).expect(Role.PASSIVE, "pledge_pending")
