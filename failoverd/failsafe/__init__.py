@@ -16,19 +16,26 @@ epoch the core names (``SetGranting``), keeps what it promised across restarts, 
     stats.py     counts for the metrics
 """
 
+from failoverd.failsafe.channel import FailsafeChannel
+from failoverd.failsafe.client import AskOutcome, PledgeClient
 from failoverd.failsafe.errors import FailsafeError
 from failoverd.failsafe.protocol import MAX_DATAGRAM, Kind, Message, Refused, ReplayGuard
 from failoverd.failsafe.secret import Secret, read_secret
+from failoverd.failsafe.server import PledgeServer
 from failoverd.failsafe.stats import ASK_RESULTS, FailsafeStats
 from failoverd.failsafe.store import PromiseStore, StoredPromise, read_boot_id, restored_until
 
 __all__ = [
     "ASK_RESULTS",
     "MAX_DATAGRAM",
+    "AskOutcome",
+    "FailsafeChannel",
     "FailsafeError",
     "FailsafeStats",
     "Kind",
     "Message",
+    "PledgeClient",
+    "PledgeServer",
     "PromiseStore",
     "Refused",
     "ReplayGuard",
