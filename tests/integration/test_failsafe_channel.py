@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from failoverd.clock import boottime
-from failoverd.config import Config, parse_config
 from failoverd.core import Pledge
 from failoverd.failsafe import (
     FailsafeChannel,
@@ -31,37 +30,24 @@ from failoverd.failsafe import (
     PledgeServer,
     PromiseStore,
     Refused,
-    Secret,
 )
 from failoverd.failsafe.protocol import MAX_DATAGRAM, decode, encode, new_nonce
 from failoverd.failsafe.server import REPLAY_CAPACITY, replay_retention
+from tests.integration.failsafe_kit import (
+    ACTIVE,
+    KEY,
+    PASSIVE,
+    TTL,
+    RecordingLog,
+    channel_config,
+    free_udp_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
-ACTIVE, PASSIVE = "127.0.0.21", "127.0.0.22"
-KEY = Secret(b"failsafe-test-secret-" * 2)
-TTL = 2.0
 BOUND = 0.3  # min(0.3, TTL / 4)
 SLACK = 0.15  # scheduling on two shared cores
-
-
-class RecordingLog:
-    """Stands in for the structlog logger: every call kept as (level, event, fields)."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _record(self, level: str) -> Callable[..., None]:
-        def log(event: str, **fields: Any) -> None:
-            self.lines.append((level, event, fields))
-
-        return log
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        return self._record(level)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [f for _, e, f in self.lines if e == name]
 
 
 def make_server(
@@ -109,15 +95,6 @@ def passive(tmp_path: Path) -> Iterator[PledgeServer]:
 @pytest.fixture
 def active(passive: PledgeServer) -> PledgeClient:
     return client_for(passive.port)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 2.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 def test_loopback_addresses_are_usable() -> None:
@@ -518,37 +495,6 @@ def test_the_real_answer_after_forged_ones_is_believed(silent_peer: socket.socke
 
 
 # -- the daemon's channel ---------------------------------------------------------------------
-
-
-def channel_config(tmp_path: Path, node: str, port: int) -> Config:
-    key = tmp_path / "failsafe.key"
-    if not key.exists():
-        key.write_bytes(KEY.key + b"\n")
-        key.chmod(0o600)
-    text = (
-        f'node = "{node}"\n[cluster]\nname = "prod"\nzookeeper_hosts = ["127.0.0.1:1"]\n'
-        'chroot = "/failoverd/prod"\n'
-        f'[[members]]\nname = "n1"\naddress = "{ACTIVE}"\n'
-        f'[[members]]\nname = "n2"\naddress = "{PASSIVE}"\n'
-        f'[failsafe]\nenabled = true\nsecret_file = "{key}"\nport = {port}\n'
-        f'pledge_ttl = {TTL}\nstore_dir = "{tmp_path / node}"\n'
-    )
-    return parse_config(text, tmp_path / f"{node}.toml")
-
-
-def free_udp_port() -> int:
-    """A port free on both addresses (the channel listens on the same port on each node)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind((ACTIVE, 0))
-            port = int(a.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                try:
-                    b.bind((PASSIVE, port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no free UDP port on both addresses")
 
 
 @pytest.fixture
