@@ -47,7 +47,8 @@ from tests.integration.failsafe_kit import (
 pytestmark = pytest.mark.integration
 
 BOUND = 0.3  # min(0.3, TTL / 4)
-SLACK = 0.15  # scheduling on two shared cores
+SLACK = 0.2  # scheduling on two shared cores
+PATIENT = 1.0  # the wait of clients whose bound is not under test: loaded machines are slow
 
 
 def make_server(
@@ -77,6 +78,7 @@ def client_for(port: int, **kw: Any) -> PledgeClient:
         "ttl": TTL,
         "bind_address": ACTIVE,
         "log": RecordingLog(),
+        "timeout": PATIENT,
     }
     options.update(kw)
     return PledgeClient(**options)
@@ -169,7 +171,8 @@ def test_after_set_granting_none_no_pledge_and_pledged_until_counts_every_one_gi
     passive.set_granting(None)
     returned_at = boottime()
     until = passive.pledged_until
-    time.sleep(0.3)
+    # Asks go on after it returned, until the passive has refused a few of them.
+    refused = wait_until(lambda: passive.refusals.counts().get("not_granting", 0) >= 4, 5.0)
     stop.set()
     for t in threads:
         t.join()
@@ -182,8 +185,9 @@ def test_after_set_granting_none_no_pledge_and_pledged_until_counts_every_one_gi
     assert all(p.sent_at < returned_at for p in pledges)
     # ...and the promise did not move since.
     assert passive.pledged_until == until
-    assert passive.granted == len(pledges)
-    assert passive.refusals.counts().get("not_granting", 0) > 0
+    # A pledge answered after its asker gave up counts on the passive only: never fewer there.
+    assert passive.granted >= len(pledges)
+    assert refused
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -388,7 +392,7 @@ def silent_peer() -> Iterator[socket.socket]:
 def test_the_asker_never_waits_past_its_bound_when_the_peer_is_silent(
     silent_peer: socket.socket,
 ) -> None:
-    client = client_for(silent_peer.getsockname()[1])
+    client = client_for(silent_peer.getsockname()[1], timeout=None)  # the default bound
     assert client.timeout == BOUND
     started = time.monotonic()
     got = client.ask(7)
@@ -401,8 +405,8 @@ def test_the_asker_never_waits_past_its_bound_when_the_peer_is_silent(
 
 
 def test_the_bound_is_a_quarter_of_a_short_ttl() -> None:
-    assert client_for(1, ttl=0.8).timeout == pytest.approx(0.2)
-    assert client_for(1, ttl=10.0).timeout == 0.3
+    assert client_for(1, ttl=0.8, timeout=None).timeout == pytest.approx(0.2)
+    assert client_for(1, ttl=10.0, timeout=None).timeout == 0.3
 
 
 def test_no_listener_is_known_at_once(silent_peer: socket.socket) -> None:
@@ -411,7 +415,7 @@ def test_no_listener_is_known_at_once(silent_peer: socket.socket) -> None:
     started = time.monotonic()
     got = client_for(port).ask(7)
     assert got.result == "unanswered"
-    assert time.monotonic() - started < BOUND
+    assert time.monotonic() - started < BOUND  # well before even the default bound
 
 
 def answering_peer(
@@ -464,7 +468,7 @@ def test_forged_answers_are_refused_and_do_not_cut_the_wait_short(
             encode(KEY.key, replace(req, sender="n2", recipient="n1")),
         ] * 20
 
-    client = client_for(silent_peer.getsockname()[1])
+    client = client_for(silent_peer.getsockname()[1], timeout=None)
     peer = answering_peer(silent_peer, flood)
     started = time.monotonic()
     got = client.ask(7)
@@ -554,7 +558,7 @@ def test_an_ask_while_one_is_in_flight_is_dropped(tmp_path: Path) -> None:
             assert n1.ask(5)
             assert not n1.ask(5)  # in flight: dropped, and ask returned at once
             assert not n1.ask(6)
-            assert time.monotonic() - started < 0.05
+            assert time.monotonic() - started < 0.1  # at once: the bound is 0.3 s
             assert wait_until(lambda: n1.stats().asks.get("unanswered") == 1)
             assert n1.ask(5)  # free again
             assert wait_until(lambda: n1.stats().asks.get("unanswered") == 2)

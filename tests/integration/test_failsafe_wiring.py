@@ -100,7 +100,7 @@ def test_ask_pledge_returns_at_once_and_the_pledge_shows_up_later(
     try:
         started = time.monotonic()
         runner.submit(AskPledge(1, R, epoch=9))
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < 0.1
         assert wait_until(lambda: n1.observed()[0] is not None)
         pledge = n1.observed()[0]
         assert pledge is not None and pledge.epoch == 9
@@ -120,7 +120,7 @@ def test_ask_pledge_never_blocks_the_loop_even_when_the_peer_is_silent(tmp_path:
             started = time.monotonic()
             for i in range(20):  # a tick's worth each, the first one still in flight
                 runner.submit(AskPledge(i, R, epoch=3))
-            assert time.monotonic() - started < 0.05
+            assert time.monotonic() - started < 0.1  # at once: the bound is 0.3 s
             assert wait_until(lambda: n1.stats().asks.get("unanswered") == 1)
             assert n1.stats().asks["dropped"] == 19
         finally:
@@ -257,17 +257,20 @@ def test_daemons_run_with_the_failsafe_on_and_stop_cleanly(
             )
             daemons[node] = DaemonProcess(path)
 
-        def roles() -> set[str]:
-            return {e["role"] for d in daemons.values() for e in d.events() if "role" in e}
+        def settled() -> bool:
+            """Each daemon's latest role, one active and one passive."""
+            latest = []
+            for d in daemons.values():
+                roles = [e["role"] for e in d.events() if "role" in e]
+                latest.append(roles[-1] if roles else None)
+            return sorted(r or "" for r in latest) == ["active", "passive"]
 
         # One active, one passive: start-up (and the channel's, before ZooKeeper) is over.
-        assert wait_until(lambda: {"active", "passive"} <= roles(), 20), [
-            d.log.read_text()[-2000:] for d in daemons.values()
-        ]
+        assert wait_until(settled, 20), [d.log.read_text()[-2000:] for d in daemons.values()]
         for node, d in daemons.items():
             started = [e for e in d.events() if e.get("event") == "failsafe_started"]
             listening = [e for e in d.events() if e.get("event") == "failsafe_listening"]
-            assert started and started[0]["port"] == port
+            assert started and started[0]["port"] == port, d.log.read_text()[-3000:]
             assert listening and listening[0]["address"] == NODES[node]
             assert (tmp_path / "run" / node / f"failsafe-t-{node}.json").exists()
         for d in daemons.values():
