@@ -43,6 +43,7 @@ from failoverd.core import (
     step,
     supervision_role,
 )
+from failoverd.failsafe import FailsafeChannel, FailsafeError
 from failoverd.metrics import Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.stoppost import role_file_path, write_role
@@ -103,7 +104,12 @@ class Daemon:
         self._wake = threading.Event()
         self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
         self._shutdown = threading.Event()
-        self.runner = ActionRunner(cfg, self.zk, self.log, self._on_result, clock=clock)
+        # The failsafe's peer channel ([failsafe]); None when disabled, and then the
+        # observation's pledge, pledged_until and granting stay None.
+        self.failsafe = FailsafeChannel(cfg, self.log, clock) if cfg.failsafe.enabled else None
+        self.runner = ActionRunner(
+            cfg, self.zk, self.log, self._on_result, clock=clock, failsafe=self.failsafe
+        )
         self.checks = CheckRunner(
             build_checks(cfg),
             self.log,
@@ -146,9 +152,11 @@ class Daemon:
                 self.metrics.serve(self.cfg.metrics.listen_address, self.cfg.metrics.port)
             except MetricsError as e:
                 raise StartupError(str(e)) from e
+        self._start_failsafe()
         try:
             self.zk.start(timeout=self.cfg.timings.start_timeout)
         except ZkUnreachable as e:
+            self._close_failsafe()
             self.metrics.close()
             raise StartupError(f"ZooKeeper unreachable: {e}") from e
         try:
@@ -157,16 +165,13 @@ class Daemon:
             self.zk.add_listener(self._wake.set)
             self.zk.claim_member(self._initial_status(), wait=self.zk.negotiated_timeout + 1.0)
         except DuplicateNode as e:
-            self.zk.close()
-            self.metrics.close()
+            self._close_started()
             raise StartupError(f"refusing to start: {e}") from e
         except LeaseError as e:
-            self.zk.close()
-            self.metrics.close()
+            self._close_started()
             raise StartupError(f"ZooKeeper: {e}") from e
         except StartupError:
-            self.zk.close()
-            self.metrics.close()
+            self._close_started()
             raise
         self.log.info(
             "started",
@@ -183,6 +188,39 @@ class Daemon:
                     "rewind_impossible", reason=unable, data_dir=str(self.cfg.postgres.data_dir)
                 )
         self.checks.start()
+
+    def _start_failsafe(self) -> None:
+        """Before ZooKeeper, like metrics: an unusable secret, store or port fails with little
+        to clean up. The channel reads the secret here, once; messages never show it."""
+        if self.failsafe is None:
+            return
+        try:
+            self.failsafe.start()
+        except FailsafeError as e:
+            self.failsafe.close()
+            self.metrics.close()
+            key = "failsafe" if e.key is None else f"failsafe.{e.key}"
+            raise StartupError(
+                f"{self.cfg.path}: {key}: {e} (the failsafe is enabled: fix this or set "
+                "[failsafe] enabled = false)"
+            ) from e
+        fs = self.cfg.failsafe
+        self.log.info(
+            "failsafe_started",
+            port=fs.port,
+            peer=self.cfg.peer.name,
+            pledge_ttl_s=fs.pledge_ttl,
+            store=str(fs.store_dir),
+        )
+
+    def _close_failsafe(self) -> None:
+        if self.failsafe is not None:
+            self.failsafe.close()
+
+    def _close_started(self) -> None:
+        self.zk.close()
+        self._close_failsafe()
+        self.metrics.close()
 
     def _check_session_timeout(self) -> None:
         t = self.cfg.timings
@@ -274,6 +312,9 @@ class Daemon:
         if self.cfg.postgres is not None:
             database = database_status(snap.facts.get(self._postgres_check or ""))
             peer = peer_probe(snap.facts.get(PEER_DB))
+        pledge, pledged_until, granting = (
+            (None, None, None) if self.failsafe is None else self.failsafe.observed()
+        )
         return Observation(
             now=now,
             wall_now=self.wall(),
@@ -289,6 +330,9 @@ class Daemon:
             results=tuple(results),
             shutdown_requested=self._shutdown.is_set(),
             vip_present=self._vip_present(),
+            pledge=pledge,
+            pledged_until=pledged_until,
+            granting=granting,
         )
 
     def _vip_present(self) -> bool | None:
@@ -309,6 +353,8 @@ class Daemon:
         result = step(self.settings, before, obs)
         self.state = result.state
         self.metrics.update(before, result, obs)
+        if self.failsafe is not None:
+            self.metrics.update_failsafe(self.failsafe.stats())
         # Each decision once, by its reason code, also one superseded within the step.
         previous = before.reason.code
         for decision in result.decisions:
@@ -364,14 +410,23 @@ class Daemon:
         self._notify_error = error
 
     def _sleep_until_next(self) -> None:
-        """Sleep one interval, but wake at the self-fence deadline and on any report."""
+        """Sleep one interval, but wake at the self-fence deadline, when the pledge this node
+        holds lapses, when its own promise to the peer lapses, and on any report."""
         now = self.clock()
         timeout = self.cfg.timings.loop_interval
+        deadlines: list[float] = []
         sent = self.zk.status().last_roundtrip_sent_at
         if sent is not None:
-            until_fence = sent + self.settings.self_fence_after - now
-            if until_fence > 0:
-                timeout = min(timeout, until_fence + 0.001)
+            deadlines.append(sent + self.settings.self_fence_after)
+        if self.failsafe is not None:
+            pledge, pledged_until, _ = self.failsafe.observed()
+            if pledge is not None:
+                deadlines.append(pledge.sent_at + pledge.ttl - self.settings.pledge_margin)
+            if pledged_until is not None:
+                deadlines.append(pledged_until)
+        for deadline in deadlines:
+            if deadline > now:
+                timeout = min(timeout, deadline - now + 0.001)
         self._wake.wait(timeout)
         self._wake.clear()
 
@@ -388,6 +443,7 @@ class Daemon:
         finally:
             self.checks.stop()
             self.runner.close()
+            self._close_failsafe()
             self.zk.close()
             self.notifier.close()
             self.metrics.close()

@@ -10,6 +10,10 @@ durations ``_seconds``, and every series carries ``node`` and ``cluster`` labels
 not apply (replication lag on a primary, a round-trip that never succeeded) are NaN rather than a
 misleading zero. Counters whose first increment matters to an alert (``increase()`` needs a
 sample before the increment) are created at zero for every known label value.
+
+The failsafe channel counts what it refused, granted and received on its own threads; the
+daemon hands a snapshot of those counts (``FailsafeStats``, pure values) to ``update_failsafe``
+each tick, and the counters move by the difference.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from failoverd.core import (
     ZkState,
     eligibility,
 )
+from failoverd.failsafe.protocol import Refused
+from failoverd.failsafe.stats import ASK_RESULTS, FailsafeStats
 from failoverd.status import sync_standby
 
 __all__ = [
@@ -94,6 +100,7 @@ class Metrics:
         self._fence_ids: dict[int, None] = {}  # FencePeer actions whose result is still due
         self._counted: dict[int, None] = {}  # fence result ids already counted (insertion order)
         self._drop_ids: dict[int, None] = {}  # RecordSync drops whose result is still due
+        self._failsafe_seen = FailsafeStats()  # the counts already added to the counters
         r = self.registry
         base = _BASE
 
@@ -285,6 +292,49 @@ class Metrics:
             registry=r,
         )
 
+        # -- the failsafe ([failsafe]) ---------------------------------------------------------
+        self.failsafe_refused = Counter(
+            "failoverd_failsafe_refused",
+            "Failsafe channel messages this node refused, by reason (bad_mac, replay, "
+            "wrong_cluster, wrong_node, wrong_epoch, malformed, oversized, not_granting); a "
+            "refused message changed nothing.",
+            (*base, "reason"),
+            registry=r,
+        )
+        self.failsafe_granted = Counter(
+            "failoverd_failsafe_pledges_granted",
+            "Pledges this node granted its peer: promises not to take the lease for pledge_ttl.",
+            base,
+            registry=r,
+        )
+        self.failsafe_received = Counter(
+            "failoverd_failsafe_pledges_received",
+            "Pledges the peer granted this node.",
+            base,
+            registry=r,
+        )
+        self.failsafe_asks = Counter(
+            "failoverd_failsafe_asks",
+            "Pledge requests of this node by how they ended: pledged, refused (signed no), "
+            "unanswered (no valid answer within the bound), dropped (one still in flight).",
+            (*base, "result"),
+            registry=r,
+        )
+        self.failsafe_pledged_remaining = Gauge(
+            "failoverd_failsafe_pledged_until_remaining_seconds",
+            "Seconds until this node's promise not to take the lease lapses (0: none live; "
+            "NaN: failsafe disabled).",
+            base,
+            registry=r,
+        )
+        self.failsafe_pledge_remaining = Gauge(
+            "failoverd_failsafe_pledge_remaining_seconds",
+            "Seconds the latest pledge granted to this node still covers, from its send time "
+            "less pledge_margin (0: none live; NaN: failsafe disabled).",
+            base,
+            registry=r,
+        )
+
         # Known label values exist from the start: increase() sees the first event, and
         # dashboards show every role and state.
         for kind in FAILOVER_KINDS:
@@ -295,6 +345,13 @@ class Metrics:
         for outcome in FenceOutcome:
             self.fences.labels(self.node, self.cluster, outcome.value)
         self.sync_dropped.labels(self.node, self.cluster)
+        if settings.failsafe:
+            for reason in Refused:
+                self.failsafe_refused.labels(self.node, self.cluster, reason.value)
+            for result in ASK_RESULTS:
+                self.failsafe_asks.labels(self.node, self.cluster, result)
+            self.failsafe_granted.labels(self.node, self.cluster)
+            self.failsafe_received.labels(self.node, self.cluster)
         self._set_enum(
             self.replication_mode, (x.value for x in ReplicationMode), settings.replication.value
         )
@@ -320,6 +377,8 @@ class Metrics:
             self.lag_bytes,
             self.replay_lag_bytes,
             self.lag_seconds,
+            self.failsafe_pledged_remaining,
+            self.failsafe_pledge_remaining,
         ):
             g.labels(self.node, self.cluster).set(_NAN)
 
@@ -393,6 +452,7 @@ class Metrics:
 
         self._update_checks(obs)
         self._update_database(state, obs)
+        self._update_pledges(obs)
 
         # Every decision of the step (one may be taken and superseded within a step, e.g. a
         # blocked fence followed by the retry wait), except a repeat of the standing one.
@@ -406,6 +466,37 @@ class Metrics:
         self._update_events(step, obs)
         self._update_fences(step, obs.results)
         self._update_sync_drops(step, obs.results)
+
+    def _update_pledges(self, obs: Observation) -> None:
+        if not self.settings.failsafe:
+            return  # NaN since the start
+        promised = 0.0
+        if obs.pledged_until is not None:
+            promised = max(0.0, obs.pledged_until - obs.now)
+        held = 0.0
+        if obs.pledge is not None:
+            p = obs.pledge
+            held = max(0.0, p.sent_at + p.ttl - self.settings.pledge_margin - obs.now)
+        self._one(self.failsafe_pledged_remaining, promised)
+        self._one(self.failsafe_pledge_remaining, held)
+
+    def update_failsafe(self, stats: FailsafeStats) -> None:
+        """Move the failsafe counters to ``stats``, the channel's counts since it started."""
+        seen = self._failsafe_seen
+        for reason, n in stats.refused.items():
+            more = n - seen.refused.get(reason, 0)
+            if more > 0:
+                self.failsafe_refused.labels(self.node, self.cluster, reason).inc(more)
+        for result, n in stats.asks.items():
+            more = n - seen.asks.get(result, 0)
+            if more > 0:
+                self.failsafe_asks.labels(self.node, self.cluster, result).inc(more)
+        if stats.granted > seen.granted:
+            self.failsafe_granted.labels(self.node, self.cluster).inc(stats.granted - seen.granted)
+        if stats.received > seen.received:
+            more = stats.received - seen.received
+            self.failsafe_received.labels(self.node, self.cluster).inc(more)
+        self._failsafe_seen = stats
 
     def _update_checks(self, obs: Observation) -> None:
         for c in obs.local.checks:

@@ -4,6 +4,10 @@ The loop never blocks on an action: sequencing actions run on one worker (the co
 one in flight), hooks on another so a slow hook cannot delay a promotion, and every result goes
 through ``on_result`` to become part of the next observation.
 
+Failsafe pledges: ``AskPledge`` is handed to the channel's own asker and returns at once (a pledge
+granted shows up in a later observation); ``SetGranting`` runs in order with the other
+sequencing actions, and its result comes only once the channel grants under the new setting.
+
 The VIP has a worker of its own. A self-fence removes the VIP while something else may still be
 running (a ZooKeeper call waiting out its timeout, a database stop): queued behind it, the
 removal could come after the peer took over. Address changes stay in order among themselves.
@@ -26,6 +30,7 @@ from failoverd.core import (
     Action,
     ActionResult,
     AddVip,
+    AskPledge,
     ClearRejoinRequest,
     ClearSwitchover,
     CloneDatabase,
@@ -40,11 +45,13 @@ from failoverd.core import (
     RemoveVip,
     RewindDatabase,
     RunHook,
+    SetGranting,
     SetSyncStandby,
     StartPrimary,
     StartReplica,
     StopDatabase,
 )
+from failoverd.failsafe import FailsafeChannel, FailsafeError
 from failoverd.zk import LeaseError, ZkCluster
 
 DATABASE_ACTIONS = (
@@ -67,9 +74,11 @@ class ActionRunner:
         log: Any,
         on_result: Callable[[ActionResult], None],
         clock: Callable[[], float] = boottime,
+        failsafe: FailsafeChannel | None = None,
     ) -> None:
         self.cfg = cfg
         self.zk = zk
+        self.failsafe = failsafe  # None: [failsafe] disabled
         self.log = log
         self.on_result = on_result
         self.clock = clock
@@ -90,6 +99,9 @@ class ActionRunner:
             self.zk.clear_rejoin(action.node)
         elif isinstance(action, RecordEvent):
             self.zk.append_history(_event_record(action, self.cfg.node))
+        elif isinstance(action, AskPledge):
+            if self.failsafe is not None:  # dropped, not queued, while one is in flight
+                self.failsafe.ask(action.epoch)
         elif isinstance(action, RunHook):
             self._hooks.submit(self._run, action)
         elif isinstance(action, AddVip | RemoveVip):
@@ -140,6 +152,8 @@ class ActionRunner:
             return ActionResult(action.id, ok=True, detail="switchover request cleared")
         if isinstance(action, RecordSync):
             return self._record_sync(action)
+        if isinstance(action, SetGranting):
+            return self._set_granting(action)
         if isinstance(action, RunHook):
             return run_hook(
                 action,
@@ -180,6 +194,20 @@ class ActionRunner:
             return ActionResult(action.id, ok=False, detail=str(e))
         named = record.standby if record.standby is not None else "none"
         return ActionResult(action.id, ok=True, detail=f"sync = {named} at epoch {record.epoch}")
+
+    def _set_granting(self, action: SetGranting) -> ActionResult:
+        """Returns once the channel grants under the new setting (no grant of the old one can
+        still be under way), so a result of None means ``pledged_until`` is final."""
+        whom = "none" if action.epoch is None else f"epoch {action.epoch}"
+        if self.failsafe is None:
+            # Granting nothing is what a disabled channel does; granting something it cannot.
+            ok = action.epoch is None
+            return ActionResult(action.id, ok=ok, detail=f"failsafe disabled: granting {whom}")
+        try:
+            self.failsafe.set_granting(action.epoch)
+        except FailsafeError as e:
+            return ActionResult(action.id, ok=False, detail=str(e))
+        return ActionResult(action.id, ok=True, detail=f"granting pledges to {whom}")
 
     def _database(self, db: LocalDatabase, action: Action) -> ActionResult:
         timeout = self.cfg.timings.action_timeout

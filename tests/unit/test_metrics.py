@@ -25,6 +25,7 @@ from failoverd.core import (
     LocalHealth,
     Observation,
     PeerDb,
+    Pledge,
     Reason,
     RecordEvent,
     RecordSync,
@@ -36,6 +37,7 @@ from failoverd.core import (
     ZkState,
     ZkStatus,
 )
+from failoverd.failsafe import ASK_RESULTS, FailsafeStats, Refused
 from failoverd.metrics import FAILOVER_KINDS, STEPDOWN_KINDS, Metrics, MetricsError
 
 CLUSTER = "prod"
@@ -473,6 +475,64 @@ def test_a_dropped_standby_counts_once_its_record_is_written(m: Metrics) -> None
     feed(m, active, step_of(active, record(11, None, "sync_dropped")), bare())
     feed(m, active, step_of(active), bare(results=(ActionResult(11, ok=True),)))
     assert value(m, "failoverd_sync_dropped_total") == 2
+
+
+# --------------------------------------------------------------------------------------------
+# The failsafe
+# --------------------------------------------------------------------------------------------
+
+FAILSAFE = replace(SETTINGS, failsafe=True, pledge_ttl=2.0, pledge_margin=0.2)
+
+
+def test_without_the_failsafe_its_gauges_are_nan_and_its_counters_absent(m: Metrics) -> None:
+    feed(m, State(), step_of(State()), bare(pledged_until=None))
+    for name in (
+        "failoverd_failsafe_pledged_until_remaining_seconds",
+        "failoverd_failsafe_pledge_remaining_seconds",
+    ):
+        got = value(m, name)
+        assert got is not None and math.isnan(got)
+    assert value(m, "failoverd_failsafe_refused_total", reason="bad_mac") is None
+    assert value(m, "failoverd_failsafe_pledges_granted_total") is None
+
+
+def test_failsafe_counters_exist_at_zero_and_move_by_the_channel_counts() -> None:
+    m = Metrics(FAILSAFE, CLUSTER)
+    for reason in Refused:
+        assert value(m, "failoverd_failsafe_refused_total", reason=reason.value) == 0
+    for result in ASK_RESULTS:
+        assert value(m, "failoverd_failsafe_asks_total", result=result) == 0
+    assert value(m, "failoverd_failsafe_pledges_granted_total") == 0
+    assert value(m, "failoverd_failsafe_pledges_received_total") == 0
+
+    first = FailsafeStats(refused={"bad_mac": 2}, granted=3, asks={"pledged": 1})
+    m.update_failsafe(first)
+    m.update_failsafe(first)  # the same counts seen again on the next tick
+    later = FailsafeStats(
+        refused={"bad_mac": 2, "replay": 1}, granted=5, received=4, asks={"pledged": 4}
+    )
+    m.update_failsafe(later)
+    assert value(m, "failoverd_failsafe_refused_total", reason="bad_mac") == 2
+    assert value(m, "failoverd_failsafe_refused_total", reason="replay") == 1
+    assert value(m, "failoverd_failsafe_pledges_granted_total") == 5
+    assert value(m, "failoverd_failsafe_pledges_received_total") == 4
+    assert value(m, "failoverd_failsafe_asks_total", result="pledged") == 4
+
+
+def test_failsafe_gauges_say_how_long_each_promise_still_binds() -> None:
+    m = Metrics(FAILSAFE, CLUSTER)
+    feed(m, State(), step_of(State()), bare(now=100.0))
+    assert value(m, "failoverd_failsafe_pledged_until_remaining_seconds") == 0
+    assert value(m, "failoverd_failsafe_pledge_remaining_seconds") == 0
+    obs = bare(now=100.0, pledged_until=101.5, pledge=Pledge(epoch=3, sent_at=99.5, ttl=2.0))
+    feed(m, State(), step_of(State()), obs)
+    assert value(m, "failoverd_failsafe_pledged_until_remaining_seconds") == pytest.approx(1.5)
+    # The active counts from its send time, less the margin: 99.5 + 2.0 - 0.2 - 100.
+    assert value(m, "failoverd_failsafe_pledge_remaining_seconds") == pytest.approx(1.3)
+    lapsed = bare(now=200.0, pledged_until=101.5, pledge=Pledge(epoch=3, sent_at=99.5, ttl=2.0))
+    feed(m, State(), step_of(State()), lapsed)
+    assert value(m, "failoverd_failsafe_pledged_until_remaining_seconds") == 0
+    assert value(m, "failoverd_failsafe_pledge_remaining_seconds") == 0
 
 
 # --------------------------------------------------------------------------------------------
