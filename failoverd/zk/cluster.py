@@ -92,7 +92,8 @@ class ZkCluster:
         return self._session.roundtrip_failures
 
     def roundtrip(self, deadline: float) -> None:
-        """Keep one cheap read in flight (non-blocking, every tick); see ``Session.roundtrip``."""
+        """Keep one ``sync`` in flight (non-blocking, every tick): its success proves contact
+        with a quorum at about its send time; see ``Session.roundtrip``."""
         self._session.roundtrip(deadline)
 
     def add_listener(self, callback: Callable[[], None]) -> None:

@@ -1,5 +1,6 @@
 """The ZooKeeper session: the kazoo client, the negotiated timeout, the connection state, the
-listeners and the liveness round-trip; plus the helpers every blocking call shares.
+listeners and the liveness round-trip (a quorum-proof ``sync``); plus the helpers every blocking
+call shares.
 
 The session's lock is the adapter's one lock: the watches (``view.py``) take the same one, so a
 connection change and the snapshot it affects are updated together.
@@ -244,9 +245,20 @@ class Session:
         return self._rt_failures
 
     def roundtrip(self, deadline: float) -> None:
-        """Keep one cheap read in flight; its success proves the session alive at send time.
+        """Keep one ``sync`` in flight; its success proves a quorum knew the session alive at
+        about its send time.
 
-        Non-blocking, called every tick. An outstanding read older than ``deadline`` seconds is
+        Why a sync and not a read: a follower cut off from its leader keeps answering reads and
+        pings for syncLimit x tickTime, while the leader's side expires the session after T. A
+        sync is forwarded to the leader and answered only once the leader has answered it, so
+        through a cut-off follower it never succeeds. A leader cut off from its followers does
+        answer it, until it notices the lost quorum (syncLimit x tickTime); the other side needs
+        as long to elect a new leader, which gives every session a fresh T: the self-fence still
+        comes first. What remains is how late the leader hears of the session's activity, about
+        one tickTime (``failoverd.quorum``). A sync writes nothing: one request per tick, like
+        the read it replaces, where a write would be a transaction on every server.
+
+        Non-blocking, called every tick. An outstanding sync older than ``deadline`` seconds is
         abandoned (counted as failed, its late answer ignored) so a new one can be sent.
         """
         now = self.clock()
@@ -262,7 +274,7 @@ class Session:
             token = self._rt_token
             self._rt_outstanding = (token, now)
         try:
-            result = self.client.exists_async(self.path("epoch"))
+            result = self.client.sync_async(self.path("epoch"))
         except KAZOO_ERRORS as exc:
             with self.lock:
                 if self._rt_outstanding is not None and self._rt_outstanding[0] == token:
