@@ -45,8 +45,13 @@ from failoverd.core import (
 )
 from failoverd.metrics import Metrics, MetricsError
 from failoverd.notify import Notifier
+from failoverd.quorum import assess
 from failoverd.stoppost import role_file_path, write_role
 from failoverd.zk import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
+from failoverd.zk.fourletter import read_conf
+
+CONF_TIMEOUT = 1.0
+"""Seconds for each server's answer to ``conf`` at start-up (failoverd.quorum)."""
 
 
 class StartupError(Exception):
@@ -153,6 +158,7 @@ class Daemon:
             raise StartupError(f"ZooKeeper unreachable: {e}") from e
         try:
             self._check_session_timeout()
+            self._check_ensemble()
             self.zk.ensure_layout()
             self.zk.add_listener(self._wake.set)
             self.zk.claim_member(self._initial_status(), wait=self.zk.negotiated_timeout + 1.0)
@@ -183,6 +189,34 @@ class Daemon:
                     "rewind_impossible", reason=unable, data_dir=str(self.cfg.postgres.data_dir)
                 )
         self.checks.start()
+
+    def _check_ensemble(self) -> None:
+        """Ask every server's ``conf`` and judge the ensemble's timing against ours (refused
+        when a session could expire before the self-fence); log what was found."""
+        t = self.cfg.timings
+        found = assess(
+            read_conf(self.cfg.cluster.zookeeper_hosts, CONF_TIMEOUT),
+            requested_timeout=t.session_timeout,
+            self_fence_after=t.self_fence_after,
+            negotiated_timeout=self.zk.negotiated_timeout,
+        )
+        self.log.info(
+            "zookeeper_ensemble",
+            servers_answered=found.answered,
+            servers_asked=found.asked,
+            tick_time_s=found.tick_time,
+            sync_limit=found.sync_limit,
+            follower_read_window_s=found.follower_read_window,
+            session_timeout_s=found.session_timeout,
+            self_fence_margin_s=round(found.margin, 3),
+            note="; ".join(f.text for f in found.findings if f.level == "note"),
+        )
+        for f in found.findings:
+            if f.level == "warning":
+                self.log.warning("zookeeper_ensemble_warning", key=f.key, problem=f.text)
+        for f in found.findings:
+            if f.level == "error":
+                raise StartupError(f"{self.cfg.path}: {f.key}: {f.text}")
 
     def _check_session_timeout(self) -> None:
         t = self.cfg.timings

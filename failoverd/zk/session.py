@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
 from failoverd.core import ZkState, ZkStatus
 from failoverd.zk.errors import ZkOperationFailed, ZkUnreachable
+from failoverd.zk.fourletter import four_letter, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +134,11 @@ class Session:
             return None
         wanted = f"sid={session:#x},"
         for hostport in self.hosts:
-            host, _, port = hostport.rpartition(":")
             try:
-                chunks: list[bytes] = []
-                with socket.create_connection((host, int(port)), timeout=1.0) as sock:
-                    sock.sendall(b"cons")
-                    for _ in range(MAX_LOOP):
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            break
-                        chunks.append(chunk)
+                host, port = split_host_port(hostport)
+                answer = four_letter(host, port, "cons", timeout=1.0)
             except (OSError, ValueError):
                 continue
-            answer = b"".join(chunks).decode(errors="replace")
             for line in answer.splitlines():
                 if wanted in line:
                     match = re.search(r"[,(]to=(\d+)", line)

@@ -10,6 +10,8 @@ the cut. Timings: T = 4 s, self_fence_after = 2 s (the default 0.5 T), tickTime 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from kazoo.client import KazooClient
 from failoverd.clock import boottime
 from failoverd.core import ClusterView
 from failoverd.zk import ZkCluster
+from lab.loopback import BIN, DaemonProcess, write_config
+from lab.process import wait_for
 
 from .conftest import MakeCluster
 from .ensemble import Ensemble, EnsembleTiming, QuorumServer
@@ -234,3 +238,39 @@ def test_round_trip_writes_nothing(follower_ensemble: Ensemble, make_cluster: Ma
     assert len({s for s in sent if s is not None}) >= 20  # one round-trip after another
     assert holder.roundtrip_failures == failures
     assert proposals() == before
+
+
+def test_start_up_and_check_config_say_what_they_learnt_of_the_ensemble(
+    follower_ensemble: Ensemble, tmp_path: Path
+) -> None:
+    ensemble = follower_ensemble
+    hosts = [s.hosts for s in ensemble.servers.values()]
+    config = write_config(tmp_path / "n1.toml", "n1", hosts[0], "/failoverd/quorum", session=T)
+    config.write_text(config.read_text().replace(f'["{hosts[0]}"]', json.dumps(hosts)))
+    checked = subprocess.run(
+        [str(BIN / "failoverd"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        "3 of 3 ensemble servers: tickTime 0.1 s, syncLimit 50: a follower cut off from the "
+        "leader answers reads for 5 s, which the round-trip's sync does not trust"
+    ) in checked.stderr
+    daemon = DaemonProcess(config)
+    try:
+        seen = wait_for(
+            lambda: [e for e in daemon.events() if e.get("event") == "zookeeper_ensemble"], 20
+        )
+        assert seen, daemon.log.read_text()[-3000:]
+        found = seen[0]
+        assert found["servers_answered"] == 3 and found["servers_asked"] == 3
+        assert found["tick_time_s"] == TICK and found["sync_limit"] == 50
+        assert found["follower_read_window_s"] == pytest.approx(5.0)
+        assert found["session_timeout_s"] == T and found["self_fence_margin_s"] == T / 2
+        daemon.stop()
+        assert daemon.proc.returncode == 0
+    finally:
+        daemon.kill()
