@@ -134,12 +134,12 @@ def run(config_path: str, log_level: str) -> None:
     cfg = _load(config_path)
     logmod.configure(log_level)
     daemon = Daemon(cfg)
+    daemon.install_signal_handlers()  # first: SIGTERM while waiting for ZooKeeper is a clean stop
     try:
-        daemon.start()
+        started = daemon.start()
     except StartupError as e:
         _fail(str(e), EXIT_STARTUP)
-    daemon.install_signal_handlers()
-    sys.exit(daemon.run())
+    sys.exit(daemon.run() if started else 0)
 
 
 @failoverd_main.command("fence-self")

@@ -72,6 +72,16 @@ class ZkCluster:
         """Connect; raise ZkUnreachable naming the hosts if no session within ``timeout``."""
         self._session.start(timeout)
 
+    def connect(self, wait: float, *, quiet: bool = True) -> bool:
+        """Start connecting unless under way and wait up to ``wait`` s: True once there is a
+        session. kazoo keeps trying meanwhile; never raises for want of an answer."""
+        return self._session.connect(wait, quiet=quiet)
+
+    @property
+    def last_connect_error(self) -> str | None:
+        """The latest failed connection attempt as kazoo described it, None before any."""
+        return self._session.last_connect_error
+
     @property
     def negotiated_timeout(self) -> float:
         """The session timeout (seconds) the server granted: what T really is."""

@@ -37,6 +37,28 @@ _STATE_MAP = {
 }
 
 
+class _ConnectionNoise(logging.Filter):
+    """kazoo says ``Connection dropped: ...`` at WARNING for every failed attempt on every
+    host. Before the first session the daemon reports its wait itself, at growing intervals;
+    meanwhile these are only remembered (``quiet``). Every other record passes."""
+
+    PREFIXES = ("Connection dropped", "Connection time-out", "Failed connecting")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = False
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        if not message.startswith(self.PREFIXES):
+            return True
+        self.last = message.removeprefix("Connection dropped: ")
+        return not self.quiet
+
+
 class Session:
     """One kazoo client and what is known of its session; shared by every part of the adapter."""
 
@@ -69,12 +91,20 @@ class Session:
             max_jitter=0.2,
             max_delay=max(0.2, min(1.0, session_timeout / 4)),
         )
+        # kazoo logs through a logger of this session's own, so that its complaints about
+        # failed connection attempts can be counted and held back (``connect(quiet=True)``).
+        self._noise = _ConnectionNoise()
+        kazoo_log = logging.Logger("kazoo.client")
+        kazoo_log.parent = logging.getLogger("kazoo.client")
+        kazoo_log.addFilter(self._noise)
         self.client = KazooClient(
             hosts=",".join(self.hosts),
             timeout=session_timeout,
             auth_data=auth_data,
             connection_retry=retry,
+            logger=kazoo_log,
         )
+        self._live: threading.Event | None = None  # kazoo's "connected" event, once started
 
         self.lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
@@ -148,21 +178,40 @@ class Session:
 
     def start(self, timeout: float) -> None:
         """Connect; raise ZkUnreachable naming the hosts if no session within ``timeout``."""
+        if self.connect(timeout, quiet=False):
+            return
+        self._stop_connecting()
+        raise ZkUnreachable(
+            f"could not connect to ZooKeeper at {','.join(self.hosts)} within {timeout} s"
+            + (f" ({self._noise.last})" if self._noise.last else "")
+        )
+
+    def connect(self, wait: float, *, quiet: bool = True) -> bool:
+        """Start connecting unless under way, and wait up to ``wait`` s for the session: True
+        once there is one and its negotiated timeout is known, False while there is none yet.
+
+        Without an answer kazoo keeps trying every host, for ever, under the connection retry
+        above (its pause grows to at most one second): the caller decides how long to wait
+        and says so. ``quiet`` keeps kazoo's line per failed attempt out of the log (several a
+        second while no server answers); ``last_connect_error`` holds the latest.
+        """
         if self.closed:
             raise ZkOperationFailed("this ZkCluster was closed; make a new one")
         if self._started:
-            return
-        try:
-            self.client.start(timeout=timeout)
-        except KazooTimeoutError:
-            raise ZkUnreachable(
-                f"could not connect to ZooKeeper at {','.join(self.hosts)} within {timeout} s"
-            ) from None
-        except KAZOO_ERRORS as exc:
-            self.safe_stop()
-            raise ZkUnreachable(
-                f"could not connect to ZooKeeper at {','.join(self.hosts)}: {exc!r}"
-            ) from None
+            return True
+        self._noise.quiet = quiet
+        if self._live is None:
+            try:
+                self._live = self.client.start_async()
+            except KAZOO_ERRORS as exc:
+                self.safe_stop()
+                raise ZkUnreachable(
+                    f"could not connect to ZooKeeper at {','.join(self.hosts)}: {exc!r}"
+                ) from None
+        self._live.wait(wait)
+        if not self.client.connected:
+            return False
+        self._noise.quiet = False
         self._started = True
         with self.lock:
             if self.sid is None:  # the listener may have run before client_id was set
@@ -185,6 +234,22 @@ class Session:
             self.session_timeout,
             known / 1000,
         )
+        return True
+
+    @property
+    def last_connect_error(self) -> str | None:
+        """kazoo's latest complaint about a connection attempt, e.g. ``socket connection
+        error: Connection refused``; None before any."""
+        return self._noise.last
+
+    def _stop_connecting(self) -> None:
+        """Give up a connection under way (kazoo would retry for ever); it may start again."""
+        self._live = None
+        self._noise.quiet = False
+        try:
+            self.client.stop()
+        except Exception as exc:
+            log.warning("zookeeper client stop failed: %r", exc)
 
     def _session_id_now(self) -> int | None:
         cid = self.client.client_id
