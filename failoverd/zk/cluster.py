@@ -101,6 +101,11 @@ class ZkCluster:
         """Round-trips that failed or were abandoned at their deadline (for metrics)."""
         return self._session.roundtrip_failures
 
+    @property
+    def roundtrip_moves(self) -> int:
+        """Connections given up because a round-trip stalled on them (the session moved on)."""
+        return self._session.moves
+
     def roundtrip(self, deadline: float) -> None:
         """Keep one ``sync`` in flight (non-blocking, every tick): its success proves contact
         with a quorum at about its send time; see ``Session.roundtrip``."""

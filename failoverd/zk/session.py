@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -119,6 +120,7 @@ class Session:
         self._rt_outstanding: tuple[int, float] | None = None  # (token, send time)
         self._rt_last_ok: float | None = None
         self._rt_failures = 0
+        self._moves = 0
         # Called with the lock held on every connection state change, before listeners run:
         # the watches drop what died with the session and rebuild the view.
         self.on_state_locked: Callable[[ZkState], None] | None = None
@@ -316,9 +318,13 @@ class Session:
         the read it replaces, where a write would be a transaction on every server.
 
         Non-blocking, called every tick. An outstanding sync older than ``deadline`` seconds is
-        abandoned (counted as failed, its late answer ignored) so a new one can be sent.
+        abandoned (counted as failed, its late answer ignored) so a new one can be sent. The
+        server that let it stall while the connection looks fine has most likely lost its
+        leader: with other servers to go to, the connection is dropped so that the session
+        moves on (``_move_on``) while it is still alive.
         """
         now = self.clock()
+        stalled = False
         with self.lock:
             if self.closed or self.state != ZkState.CONNECTED:
                 return
@@ -327,9 +333,13 @@ class Session:
                     return
                 self._rt_outstanding = None
                 self._rt_failures += 1
+                stalled = True
             self._rt_token += 1
             token = self._rt_token
             self._rt_outstanding = (token, now)
+        if stalled and len(",".join(self.hosts).split(",")) > 1:
+            self._move_on(deadline)
+            return  # a sync sent now would only queue behind the stalled one
         try:
             result = self.client.sync_async(self.path("epoch"))
         except KAZOO_ERRORS as exc:
@@ -340,6 +350,37 @@ class Session:
             log.debug("zookeeper round-trip not sent: %r", exc)
             return
         result.rawlink(lambda res: self._roundtrip_done(token, now, res))
+
+    @property
+    def moves(self) -> int:
+        """Connections dropped because a round-trip stalled on them (for tests and metrics)."""
+        return self._moves
+
+    def _move_on(self, deadline: float) -> None:
+        """Leave a server that answers pings but not syncs: drop the connection, and kazoo
+        reconnects the same session to the next server, which revalidates it with the leader.
+
+        A follower cut off from its leader keeps a client for syncLimit x tickTime (20 s with
+        the stock settings, past any usual T): waiting for it to let go costs the session, and
+        the active its role, although two servers of three could serve both. kazoo has no call
+        for this, so its socket is shut down, as a server closing the connection would; the
+        requests in flight then fail with a connection loss, as on any reconnect.
+        """
+        with self.lock:
+            self._rt_outstanding = None  # the stalled sync dies with the connection
+        sock = getattr(getattr(self.client, "_connection", None), "_socket", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return
+        self._moves += 1
+        log.warning(
+            "zookeeper round-trip: no answer to a sync within %.2fs while the connection is up "
+            "(server cut off from its leader?): reconnecting the session to another server",
+            deadline,
+        )
 
     def _roundtrip_done(self, token: int, sent_at: float, result: Any) -> None:
         ok = result.exception is None

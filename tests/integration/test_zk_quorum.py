@@ -10,6 +10,7 @@ the cut. Timings: T = 4 s, self_fence_after = 2 s (the default 0.5 T), tickTime 
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import threading
@@ -274,3 +275,69 @@ def test_start_up_and_check_config_say_what_they_learnt_of_the_ensemble(
         assert daemon.proc.returncode == 0
     finally:
         daemon.kill()
+
+
+def serving(ensemble: Ensemble, session_id: int | None) -> QuorumServer | None:
+    """The server a session is connected to, by its ``cons``."""
+    assert session_id is not None
+    for server in ensemble.servers.values():
+        try:
+            if f"sid={session_id:#x}," in server.four_letter("cons"):
+                return server
+        except OSError:
+            continue
+    return None
+
+
+def test_a_stalled_round_trip_moves_the_session_to_a_server_that_reaches_the_leader(
+    follower_ensemble: Ensemble, make_cluster: MakeCluster
+) -> None:
+    """With all three servers configured, the session does not wait for the cut-off follower
+    to let go (syncLimit x tickTime = 5 s, past T): the first sync that stalls drops the
+    connection, kazoo reconnects the same session elsewhere, and round-trips resume before
+    self_fence_after: no self-fence, no failover."""
+    ensemble = follower_ensemble
+    leader = ensemble.leader()
+    everyone = ",".join(s.hosts for s in ensemble.servers.values())
+
+    class Hosts:  # make_cluster takes anything with ``hosts``
+        hosts = everyone
+
+    holder = None
+    for attempt in range(12):  # kazoo picks a server at random: until it is a follower
+        holder = make_cluster(Hosts(), f"n1-{attempt}", session_timeout=T, layout=attempt == 0)
+        on = serving(ensemble, holder.session_id)
+        if on is not None and on is not leader:
+            break
+        holder.close()
+    assert holder is not None and on is not None and on is not leader
+    holder.ensure_layout()
+    holder.wait_view(5.0)
+    peer = make_cluster(leader, "n2", session_timeout=T)
+    assert holder.acquire(0) == 1
+    session = holder.session_id
+
+    oks: list[float] = []
+
+    def tick() -> None:
+        holder.roundtrip(ROUNDTRIP_DEADLINE)
+        last = holder.status().last_roundtrip_sent_at
+        if last is not None and (not oks or last > oks[-1]):
+            oks.append(last)
+        time.sleep(0.05)
+
+    for _ in range(20):
+        tick()
+    ensemble.cut(on.sid)
+    cut_at = boottime()
+    for _ in range(int((T + 2) / 0.05)):
+        tick()
+        assert view_of(peer).lease is not None, "the lease expired: the session did not move"
+    gaps = [b - a for a, b in itertools.pairwise(oks) if b > cut_at - 0.5]
+    print(f"longest gap between good round-trips around the cut: {max(gaps):.3f} s")
+    assert holder.session_id == session
+    assert holder.roundtrip_moves >= 1
+    assert serving(ensemble, session) not in (None, on)
+    assert max(gaps) < SELF_FENCE_AFTER, gaps
+    lease = view_of(peer).lease
+    assert lease is not None and lease.node == holder.node and lease.epoch == 1
