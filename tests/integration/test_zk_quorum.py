@@ -5,7 +5,9 @@ test controls, one server is cut off from the other two while a client stays con
 A follower cut off from its leader keeps answering reads and pings for syncLimit x tickTime,
 while the leader's side expires the session after T and the peer takes the lease: a read is no
 proof of life. The round-trip's ``sync`` is forwarded to the leader, so it stops succeeding at
-the cut. Timings: T = 4 s, self_fence_after = 2 s (the default 0.5 T), tickTime 100 ms.
+the cut; with other servers configured, the session then moves to one that reaches the leader.
+Also: an isolated leader, the cost (no transaction), what start-up and check-config report.
+Timings: T = 4 s, self_fence_after = 2 s (the default 0.5 T), tickTime 100 ms.
 """
 
 from __future__ import annotations
