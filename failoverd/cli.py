@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import click
 
-from failoverd import __version__
+from failoverd import __version__, quorum
 from failoverd import log as logmod
 from failoverd.actions.postgres import rewind_readiness
 from failoverd.clock import boottime, walltime
@@ -44,6 +44,7 @@ from failoverd.switchover import (
     plan_switchover,
 )
 from failoverd.zk import LeaseError, ZkCluster, ZkUnreachable
+from failoverd.zk.fourletter import read_conf
 
 DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
 CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"
@@ -78,8 +79,17 @@ def failoverd_main() -> None:
 
 @failoverd_main.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False))
-def check_config(file: str) -> None:
-    """Print every problem in FILE and exit non-zero, or print the effective configuration."""
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="do not ask the ZooKeeper servers for their timing (the 'conf' four-letter word)",
+)
+def check_config(file: str, offline: bool) -> None:
+    """Print every problem in FILE and exit non-zero, or print the effective configuration.
+
+    Then, unless --offline, ask each ZooKeeper server for its timing and say whether a session
+    could expire before this node's self-fence (exit 2, as `failoverd run` would refuse it).
+    """
     cfg = _load(file)
     click.echo(effective_config_toml(cfg), nl=False)
     if cfg.postgres is not None:
@@ -88,6 +98,17 @@ def check_config(file: str) -> None:
         unable = rewind_readiness(cfg.postgres)
         if unable is not None:
             click.echo(f"warning: {cfg.path}: postgres.data_dir: {unable}", err=True)
+    if offline:
+        return
+    found = quorum.assess(
+        read_conf(cfg.cluster.zookeeper_hosts, timeout=1.0),
+        requested_timeout=cfg.timings.session_timeout,
+        self_fence_after=cfg.timings.self_fence_after,
+    )
+    for finding in found.findings:
+        click.echo(f"{finding.level}: {cfg.path}: {finding.key}: {finding.text}", err=True)
+    if found.refused:
+        sys.exit(EXIT_CONFIG)
 
 
 @failoverd_main.command("run")
@@ -113,12 +134,12 @@ def run(config_path: str, log_level: str) -> None:
     cfg = _load(config_path)
     logmod.configure(log_level)
     daemon = Daemon(cfg)
+    daemon.install_signal_handlers()  # first: SIGTERM while waiting for ZooKeeper is a clean stop
     try:
-        daemon.start()
+        started = daemon.start()
     except StartupError as e:
         _fail(str(e), EXIT_STARTUP)
-    daemon.install_signal_handlers()
-    sys.exit(daemon.run())
+    sys.exit(daemon.run() if started else 0)
 
 
 @failoverd_main.command("fence-self")

@@ -2,6 +2,12 @@
 
 It wakes every ``loop_interval``, at once when ZooKeeper or an action reports something, and at
 the self-fence deadline even if nothing else happens. Nothing here decides: the core does.
+
+Before the loop, start-up: no ZooKeeper is a state, not an exit. Until the first session the
+daemon takes no role and touches nothing; it keeps trying (kazoo's connection retry, its pause
+bounded by one second), says so in systemd's STATUS= and, at growing intervals, in the log, and
+stretches systemd's start timeout (EXTEND_TIMEOUT_USEC) while it does. READY=1 still means a
+session and a first full observation judged. SIGTERM while waiting exits cleanly.
 """
 
 from __future__ import annotations
@@ -46,8 +52,23 @@ from failoverd.core import (
 from failoverd.failsafe import FailsafeChannel, FailsafeError
 from failoverd.metrics import Metrics, MetricsError
 from failoverd.notify import Notifier
+from failoverd.quorum import assess
 from failoverd.stoppost import role_file_path, write_role
-from failoverd.zk import DuplicateNode, LeaseError, ZkCluster, ZkUnreachable
+from failoverd.zk import DuplicateNode, LeaseError, ZkCluster
+from failoverd.zk.fourletter import read_conf
+
+WAIT_SLICE = 0.2
+"""Seconds between two looks at the connection (and at SIGTERM) while waiting for ZooKeeper."""
+STATUS_EVERY = 10.0
+"""While waiting: STATUS= and EXTEND_TIMEOUT_USEC= this often (the STATUS says for how long)."""
+START_EXTENSION = 60.0
+"""Each EXTEND_TIMEOUT_USEC= gives systemd's start job this much more, from when it is sent:
+well over STATUS_EVERY, and after the wait it is the budget for the rest of the start (the
+previous life's member record, the first observation), as TimeoutStartSec= is without a wait."""
+LOG_EVERY_MAX = 60.0
+"""The wait is logged after start_timeout, then at doubling intervals up to this."""
+CONF_TIMEOUT = 1.0
+"""Seconds for each server's answer to ``conf`` at start-up (failoverd.quorum)."""
 
 
 class StartupError(Exception):
@@ -132,8 +153,12 @@ class Daemon:
 
     # -- start-up -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Connect and verify what only the running node can; StartupError says what is wrong."""
+    def start(self) -> bool:
+        """Connect and verify what only the running node can; StartupError says what is wrong.
+
+        Without ZooKeeper it waits, saying so, for as long as it takes (``wait_for_zookeeper``);
+        False when asked to stop meanwhile (everything is closed then: exit cleanly).
+        """
         path = self.cfg.path
         self._check_watchdog()
         if self.cfg.postgres is not None and self._postgres_check is None:
@@ -154,13 +179,23 @@ class Daemon:
                 raise StartupError(str(e)) from e
         self._start_failsafe()
         try:
-            self.zk.start(timeout=self.cfg.timings.start_timeout)
-        except ZkUnreachable as e:
+            connected = self.wait_for_zookeeper()
+        except LeaseError as e:
+            self.zk.close()
             self._close_failsafe()
             self.metrics.close()
-            raise StartupError(f"ZooKeeper unreachable: {e}") from e
+            raise StartupError(f"ZooKeeper: {e}") from e
+        if not connected:
+            self.zk.close()
+            self._close_failsafe()
+            self.runner.close()
+            self.notifier.close()
+            self.metrics.close()
+            self.log.info("exited", role=self.state.role.value, reason="stopped while waiting")
+            return False
         try:
             self._check_session_timeout()
+            self._check_ensemble()
             self.zk.ensure_layout()
             self.zk.add_listener(self._wake.set)
             self.zk.claim_member(self._initial_status(), wait=self.zk.negotiated_timeout + 1.0)
@@ -188,6 +223,82 @@ class Daemon:
                     "rewind_impossible", reason=unable, data_dir=str(self.cfg.postgres.data_dir)
                 )
         self.checks.start()
+        return True
+
+    def wait_for_zookeeper(self) -> bool:
+        """Until the first session: True once there is one, False when SIGTERM came first.
+
+        kazoo tries every host meanwhile, its pause bounded (``Session``); its line per failed
+        attempt is held back, and this says instead, after ``start_timeout`` and then at
+        doubling intervals up to LOG_EVERY_MAX, how long it has waited and the last error.
+        systemd hears it every STATUS_EVERY, with more time for the start job each time.
+        """
+        hosts = ",".join(self.cfg.cluster.zookeeper_hosts)
+        since = self.clock()
+        log_every = self.cfg.timings.start_timeout
+        next_log = next_status = since + log_every
+        reported = False
+        while not self._shutdown.is_set():
+            if self.zk.connect(WAIT_SLICE):
+                if reported:
+                    waited = self.clock() - since
+                    self.log.info("zookeeper_reachable", hosts=hosts, waited_s=round(waited, 1))
+                    self._notified(
+                        self.notifier.extend_timeout(
+                            START_EXTENSION, f"ZooKeeper answered after {waited:.0f} s: starting"
+                        )
+                    )
+                return True
+            now = self.clock()
+            error = self.zk.last_connect_error or "no answer yet"
+            if now >= next_status:
+                reported = True
+                status = (
+                    f"waiting for ZooKeeper at {hosts} for {now - since:.0f} s, taking no role: "
+                    f"{error}"
+                )
+                self._notified(self.notifier.extend_timeout(START_EXTENSION, status))
+                next_status = now + STATUS_EVERY
+            if now >= next_log:
+                log_every = min(2 * log_every, LOG_EVERY_MAX)
+                self.log.warning(
+                    "waiting_for_zookeeper",
+                    hosts=hosts,
+                    waited_s=round(now - since, 1),
+                    error=error,
+                    next_report_in_s=log_every,
+                    role=self.state.role.value,
+                )
+                next_log = now + log_every
+        return False
+
+    def _check_ensemble(self) -> None:
+        """Ask every server's ``conf`` and judge the ensemble's timing against ours (refused
+        when a session could expire before the self-fence); log what was found."""
+        t = self.cfg.timings
+        found = assess(
+            read_conf(self.cfg.cluster.zookeeper_hosts, CONF_TIMEOUT),
+            requested_timeout=t.session_timeout,
+            self_fence_after=t.self_fence_after,
+            negotiated_timeout=self.zk.negotiated_timeout,
+        )
+        self.log.info(
+            "zookeeper_ensemble",
+            servers_answered=found.answered,
+            servers_asked=found.asked,
+            tick_time_s=found.tick_time,
+            sync_limit=found.sync_limit,
+            follower_read_window_s=found.follower_read_window,
+            session_timeout_s=found.session_timeout,
+            self_fence_margin_s=round(found.margin, 3),
+            note="; ".join(f.text for f in found.findings if f.level == "note"),
+        )
+        for f in found.findings:
+            if f.level == "warning":
+                self.log.warning("zookeeper_ensemble_warning", key=f.key, problem=f.text)
+        for f in found.findings:
+            if f.level == "error":
+                raise StartupError(f"{self.cfg.path}: {f.key}: {f.text}")
 
     def _start_failsafe(self) -> None:
         """Before ZooKeeper, like metrics: an unusable secret, store or port fails with little

@@ -1,9 +1,11 @@
-"""A small sd_notify(3) client: tell systemd we are ready, alive, what we are doing, stopping.
+"""A small sd_notify(3) client: tell systemd we are ready, alive, what we are doing, that the
+start takes longer, stopping.
 
 The protocol is one datagram per message on the AF_UNIX socket named by ``NOTIFY_SOCKET`` (a
 filesystem path, or ``@name`` for the abstract namespace), newline-separated ``KEY=VALUE``
-fields: ``READY=1``, ``WATCHDOG=1``, ``STATUS=...``, ``STOPPING=1``. The kernel attaches the
-sender's credentials, so systemd (``NotifyAccess=main``) accepts only the main process's.
+fields: ``READY=1``, ``WATCHDOG=1``, ``STATUS=...``, ``EXTEND_TIMEOUT_USEC=...``,
+``STOPPING=1``. The kernel attaches the sender's credentials, so systemd (``NotifyAccess=main``)
+accepts only the main process's.
 
 ``WATCHDOG_USEC`` is the watchdog interval systemd expects pings within (``WatchdogSec=``); when
 ``WATCHDOG_PID`` is set it names the process meant to ping, and any other process must ignore it.
@@ -149,6 +151,11 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send(*_status_field(text))
+
+    def extend_timeout(self, seconds: float, status: str | None = None) -> bool:
+        """``EXTEND_TIMEOUT_USEC``: the current phase (here, the start) may take ``seconds``
+        more from now, beyond ``TimeoutStartSec=``; to be sent again before that runs out."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}", *_status_field(status))
 
     def stopping(self, status: str | None = None) -> bool:
         return self.send("STOPPING=1", *_status_field(status))

@@ -26,7 +26,9 @@ Modules, one concern each (Patroni's split: the snapshot types apart from the st
 
     errors     the exceptions callers see
     records    JSON codecs, strict on types
-    session    the kazoo client, negotiated timeout, connection state, listeners, round-trip
+    session    the kazoo client, negotiated timeout, connection state, listeners, and the
+               liveness round-trip (a sync, which only the leader answers)
+    fourletter four-letter words asked of each server: conf (timing), cons (negotiated timeout)
     view       the watches that build the immutable ``ClusterView``
     layout     the fixed nodes and the chroot's ACL
     lease      acquire and release (one transaction each), the epoch

@@ -72,6 +72,16 @@ class ZkCluster:
         """Connect; raise ZkUnreachable naming the hosts if no session within ``timeout``."""
         self._session.start(timeout)
 
+    def connect(self, wait: float, *, quiet: bool = True) -> bool:
+        """Start connecting unless under way and wait up to ``wait`` s: True once there is a
+        session. kazoo keeps trying meanwhile; never raises for want of an answer."""
+        return self._session.connect(wait, quiet=quiet)
+
+    @property
+    def last_connect_error(self) -> str | None:
+        """The latest failed connection attempt as kazoo described it, None before any."""
+        return self._session.last_connect_error
+
     @property
     def negotiated_timeout(self) -> float:
         """The session timeout (seconds) the server granted: what T really is."""
@@ -91,8 +101,14 @@ class ZkCluster:
         """Round-trips that failed or were abandoned at their deadline (for metrics)."""
         return self._session.roundtrip_failures
 
+    @property
+    def roundtrip_moves(self) -> int:
+        """Connections given up because a round-trip stalled on them (the session moved on)."""
+        return self._session.moves
+
     def roundtrip(self, deadline: float) -> None:
-        """Keep one cheap read in flight (non-blocking, every tick); see ``Session.roundtrip``."""
+        """Keep one ``sync`` in flight (non-blocking, every tick): its success proves contact
+        with a quorum at about its send time; see ``Session.roundtrip``."""
         self._session.roundtrip(deadline)
 
     def add_listener(self, callback: Callable[[], None]) -> None:

@@ -1,5 +1,6 @@
 """The ZooKeeper session: the kazoo client, the negotiated timeout, the connection state, the
-listeners and the liveness round-trip; plus the helpers every blocking call shares.
+listeners and the liveness round-trip (a quorum-proof ``sync``); plus the helpers every blocking
+call shares.
 
 The session's lock is the adapter's one lock: the watches (``view.py``) take the same one, so a
 connection change and the snapshot it affects are updated together.
@@ -23,6 +24,7 @@ from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
 from failoverd.core import ZkState, ZkStatus
 from failoverd.zk.errors import ZkOperationFailed, ZkUnreachable
+from failoverd.zk.fourletter import four_letter, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,28 @@ _STATE_MAP = {
     KazooState.SUSPENDED: ZkState.SUSPENDED,
     KazooState.LOST: ZkState.LOST,
 }
+
+
+class _ConnectionNoise(logging.Filter):
+    """kazoo says ``Connection dropped: ...`` at WARNING for every failed attempt on every
+    host. Before the first session the daemon reports its wait itself, at growing intervals;
+    meanwhile these are only remembered (``quiet``). Every other record passes."""
+
+    PREFIXES = ("Connection dropped", "Connection time-out", "Failed connecting")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = False
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        if not message.startswith(self.PREFIXES):
+            return True
+        self.last = message.removeprefix("Connection dropped: ")
+        return not self.quiet
 
 
 class Session:
@@ -68,12 +92,20 @@ class Session:
             max_jitter=0.2,
             max_delay=max(0.2, min(1.0, session_timeout / 4)),
         )
+        # kazoo logs through a logger of this session's own, so that its complaints about
+        # failed connection attempts can be counted and held back (``connect(quiet=True)``).
+        self._noise = _ConnectionNoise()
+        kazoo_log = logging.Logger("kazoo.client")
+        kazoo_log.parent = logging.getLogger("kazoo.client")
+        kazoo_log.addFilter(self._noise)
         self.client = KazooClient(
             hosts=",".join(self.hosts),
             timeout=session_timeout,
             auth_data=auth_data,
             connection_retry=retry,
+            logger=kazoo_log,
         )
+        self._live: threading.Event | None = None  # kazoo's "connected" event, once started
 
         self.lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
@@ -88,6 +120,7 @@ class Session:
         self._rt_outstanding: tuple[int, float] | None = None  # (token, send time)
         self._rt_last_ok: float | None = None
         self._rt_failures = 0
+        self._moves = 0
         # Called with the lock held on every connection state change, before listeners run:
         # the watches drop what died with the session and rebuild the view.
         self.on_state_locked: Callable[[ZkState], None] | None = None
@@ -133,19 +166,11 @@ class Session:
             return None
         wanted = f"sid={session:#x},"
         for hostport in self.hosts:
-            host, _, port = hostport.rpartition(":")
             try:
-                chunks: list[bytes] = []
-                with socket.create_connection((host, int(port)), timeout=1.0) as sock:
-                    sock.sendall(b"cons")
-                    for _ in range(MAX_LOOP):
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            break
-                        chunks.append(chunk)
+                host, port = split_host_port(hostport)
+                answer = four_letter(host, port, "cons", timeout=1.0)
             except (OSError, ValueError):
                 continue
-            answer = b"".join(chunks).decode(errors="replace")
             for line in answer.splitlines():
                 if wanted in line:
                     match = re.search(r"[,(]to=(\d+)", line)
@@ -155,21 +180,40 @@ class Session:
 
     def start(self, timeout: float) -> None:
         """Connect; raise ZkUnreachable naming the hosts if no session within ``timeout``."""
+        if self.connect(timeout, quiet=False):
+            return
+        self._stop_connecting()
+        raise ZkUnreachable(
+            f"could not connect to ZooKeeper at {','.join(self.hosts)} within {timeout} s"
+            + (f" ({self._noise.last})" if self._noise.last else "")
+        )
+
+    def connect(self, wait: float, *, quiet: bool = True) -> bool:
+        """Start connecting unless under way, and wait up to ``wait`` s for the session: True
+        once there is one and its negotiated timeout is known, False while there is none yet.
+
+        Without an answer kazoo keeps trying every host, for ever, under the connection retry
+        above (its pause grows to at most one second): the caller decides how long to wait
+        and says so. ``quiet`` keeps kazoo's line per failed attempt out of the log (several a
+        second while no server answers); ``last_connect_error`` holds the latest.
+        """
         if self.closed:
             raise ZkOperationFailed("this ZkCluster was closed; make a new one")
         if self._started:
-            return
-        try:
-            self.client.start(timeout=timeout)
-        except KazooTimeoutError:
-            raise ZkUnreachable(
-                f"could not connect to ZooKeeper at {','.join(self.hosts)} within {timeout} s"
-            ) from None
-        except KAZOO_ERRORS as exc:
-            self.safe_stop()
-            raise ZkUnreachable(
-                f"could not connect to ZooKeeper at {','.join(self.hosts)}: {exc!r}"
-            ) from None
+            return True
+        self._noise.quiet = quiet
+        if self._live is None:
+            try:
+                self._live = self.client.start_async()
+            except KAZOO_ERRORS as exc:
+                self.safe_stop()
+                raise ZkUnreachable(
+                    f"could not connect to ZooKeeper at {','.join(self.hosts)}: {exc!r}"
+                ) from None
+        self._live.wait(wait)
+        if not self.client.connected:
+            return False
+        self._noise.quiet = False
         self._started = True
         with self.lock:
             if self.sid is None:  # the listener may have run before client_id was set
@@ -192,6 +236,22 @@ class Session:
             self.session_timeout,
             known / 1000,
         )
+        return True
+
+    @property
+    def last_connect_error(self) -> str | None:
+        """kazoo's latest complaint about a connection attempt, e.g. ``socket connection
+        error: Connection refused``; None before any."""
+        return self._noise.last
+
+    def _stop_connecting(self) -> None:
+        """Give up a connection under way (kazoo would retry for ever); it may start again."""
+        self._live = None
+        self._noise.quiet = False
+        try:
+            self.client.stop()
+        except Exception as exc:
+            log.warning("zookeeper client stop failed: %r", exc)
 
     def _session_id_now(self) -> int | None:
         cid = self.client.client_id
@@ -244,12 +304,27 @@ class Session:
         return self._rt_failures
 
     def roundtrip(self, deadline: float) -> None:
-        """Keep one cheap read in flight; its success proves the session alive at send time.
+        """Keep one ``sync`` in flight; its success proves a quorum knew the session alive at
+        about its send time.
 
-        Non-blocking, called every tick. An outstanding read older than ``deadline`` seconds is
-        abandoned (counted as failed, its late answer ignored) so a new one can be sent.
+        Why a sync and not a read: a follower cut off from its leader keeps answering reads and
+        pings for syncLimit x tickTime, while the leader's side expires the session after T. A
+        sync is forwarded to the leader and answered only once the leader has answered it, so
+        through a cut-off follower it never succeeds. A leader cut off from its followers does
+        answer it, until it notices the lost quorum (syncLimit x tickTime); the other side needs
+        as long to elect a new leader, which gives every session a fresh T: the self-fence still
+        comes first. What remains is how late the leader hears of the session's activity, about
+        one tickTime (``failoverd.quorum``). A sync writes nothing: one request per tick, like
+        the read it replaces, where a write would be a transaction on every server.
+
+        Non-blocking, called every tick. An outstanding sync older than ``deadline`` seconds is
+        abandoned (counted as failed, its late answer ignored) so a new one can be sent. The
+        server that let it stall while the connection looks fine has most likely lost its
+        leader: with other servers to go to, the connection is dropped so that the session
+        moves on (``_move_on``) while it is still alive.
         """
         now = self.clock()
+        stalled = False
         with self.lock:
             if self.closed or self.state != ZkState.CONNECTED:
                 return
@@ -258,11 +333,15 @@ class Session:
                     return
                 self._rt_outstanding = None
                 self._rt_failures += 1
+                stalled = True
             self._rt_token += 1
             token = self._rt_token
             self._rt_outstanding = (token, now)
+        if stalled and len(",".join(self.hosts).split(",")) > 1:
+            self._move_on(deadline)
+            return  # a sync sent now would only queue behind the stalled one
         try:
-            result = self.client.exists_async(self.path("epoch"))
+            result = self.client.sync_async(self.path("epoch"))
         except KAZOO_ERRORS as exc:
             with self.lock:
                 if self._rt_outstanding is not None and self._rt_outstanding[0] == token:
@@ -271,6 +350,37 @@ class Session:
             log.debug("zookeeper round-trip not sent: %r", exc)
             return
         result.rawlink(lambda res: self._roundtrip_done(token, now, res))
+
+    @property
+    def moves(self) -> int:
+        """Connections dropped because a round-trip stalled on them (for tests and metrics)."""
+        return self._moves
+
+    def _move_on(self, deadline: float) -> None:
+        """Leave a server that answers pings but not syncs: drop the connection, and kazoo
+        reconnects the same session to the next server, which revalidates it with the leader.
+
+        A follower cut off from its leader keeps a client for syncLimit x tickTime (20 s with
+        the stock settings, past any usual T): waiting for it to let go costs the session, and
+        the active its role, although two servers of three could serve both. kazoo has no call
+        for this, so its socket is shut down, as a server closing the connection would; the
+        requests in flight then fail with a connection loss, as on any reconnect.
+        """
+        with self.lock:
+            self._rt_outstanding = None  # the stalled sync dies with the connection
+        sock = getattr(getattr(self.client, "_connection", None), "_socket", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return
+        self._moves += 1
+        log.warning(
+            "zookeeper round-trip: no answer to a sync within %.2fs while the connection is up "
+            "(server cut off from its leader?): reconnecting the session to another server",
+            deadline,
+        )
 
     def _roundtrip_done(self, token: int, sent_at: float, result: Any) -> None:
         ok = result.exception is None
