@@ -666,6 +666,14 @@ def _read_failsafe(top: _Table, timings: Timings) -> FailsafeConfig:
             f"must be below half of pledge_ttl ({_num(margin)} >= {_num(ttl)} / 2): the active "
             "would hold each pledge for less time than it takes to renew it",
         )
+    if enabled and t.ok("pledge_ttl") and ttl < timings.session_timeout:
+        t.problem(
+            "pledge_ttl",
+            f"must be at least timings.session_timeout ({_num(ttl)} < "
+            f"{_num(timings.session_timeout)}): an active whose daemon freezes while it serves on "
+            "a pledge is stopped by the watchdog and ExecStopPost, and that must be done before "
+            "the pledge lapses, as it must be before a session expires",
+        )
     if enabled and t.ok("pledge_ttl") and ttl <= timings.loop_interval * 4:
         t.problem(
             "pledge_ttl",

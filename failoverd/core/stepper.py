@@ -151,6 +151,21 @@ def dispatch(st: context.Ctx, result: context.Done | None) -> None:
     if not failsafe.may_serve(st) and must_prove_session(st):
         fenced.self_fence(st)
         return
+    if (
+        role is Role.PAUSED
+        and must_prove_session(st)
+        and st.lease_lost()
+        and not failsafe.pledged(st)
+    ):
+        # A round-trip proves a session, not the lease: one that expired while a pledge kept
+        # this paused node serving left it serving on nothing once the pledge lapsed.
+        st.decide(
+            "self_fenced",
+            "self-fenced: paused and serving, but the lease is no longer ours and no pledge "
+            f"from {st.s.peer} holds (pause does not suspend self-fencing)",
+        )
+        fenced.self_fence(st)
+        return
     if result is not None and result.kind == "SetGranting":
         failsafe.on_result(st, result)
         result = None

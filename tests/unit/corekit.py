@@ -437,7 +437,8 @@ def allowed_while_paused(
     """Paused means no side effect, but for two that protect the cluster:
 
     * a self-fence (``RemoveVip``, ``StopDatabase``, ``RunHook``) by a node without a fresh
-      round-trip, or by one stopping while serving that could not record so;
+      round-trip, by one whose session (and so its lease) is known lost, or by one stopping
+      while serving that could not record so;
     * stopping while serving: one ``ReleaseLease`` that records the node goes on serving.
     """
     did = names(actions)
@@ -445,6 +446,14 @@ def allowed_while_paused(
         return True
     deadline = core.roundtrip_deadline(settings, obs)
     stale = deadline is None or obs.now >= deadline
+    c = obs.cluster
+    lost = obs.zk.state is ZkState.LOST or (
+        obs.zk.state is ZkState.CONNECTED
+        and c is not None
+        and c.epoch >= after.epoch
+        and not (c.lease is not None and c.lease.mine and c.lease.epoch == after.epoch)
+    )
+    stale = stale or lost
     if after.role is Role.FENCED and after.reason.code == "self_fenced":
         fence = [n for n in did if n != "RunHook"]
         return (stale or obs.shutdown_requested) and fence in (
