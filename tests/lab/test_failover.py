@@ -28,7 +28,7 @@ import pytest
 
 from failoverd.clock import boottime
 from lab import scenarios
-from lab.cluster import ADDRESSES, CHROOT, REPO, ZK_NS, ZK_PORT, Lab
+from lab.cluster import CHROOT, REPO, ZK_HOSTS, Lab
 from lab.workload import analyze
 
 pytestmark = pytest.mark.lab
@@ -407,7 +407,7 @@ class SyncWatch:
         python = lab.venv / "bin" / "python"
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", "flcli", str(python), "-m", "lab.syncwatch", "--out", str(out),
-             "--zk", f"{ADDRESSES[ZK_NS]}:{ZK_PORT}", "--chroot", CHROOT,
+             "--zk", ZK_HOSTS, "--chroot", CHROOT,
              "--duration", str(duration)],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=(out.parent / "syncwatch.log").open("w"),
