@@ -263,32 +263,41 @@ def _plan_zk_leader(lab: Lab, active: str) -> Plan:
     return {"zk_server": lab.zk.wait_serving(), "sessions": lab.zk.sessions(NODES)}
 
 
-def _plan_isolated_follower(lab: Lab, active: str) -> Plan:
-    """The follower to isolate with the active: the one the active's session is on and the
-    passive's is not. The active's session is moved to a follower first when it is on the
-    leader, and the passive's to the leader when it shares the active's follower."""
+def isolation_plan(
+    leader: str, sessions: dict[str, str | None], active: str
+) -> tuple[str, dict[str, str]]:
+    """Pure: the follower to isolate with the active, and the session moves that puts the
+    active's session on it and the passive's off it: ``(follower, {node: server})``. The
+    active's own follower when it is on one; else a follower the passive is not on. A passive
+    sharing the chosen follower moves to the leader."""
     passive = other(active)
+    followers = [s for s in ZK_SERVERS if s != leader]
+    on = sessions.get(active)
+    follower = on if on in followers else next(f for f in followers if f != sessions.get(passive))
+    moves: dict[str, str] = {}
+    if on != follower:
+        moves[active] = str(follower)
+    if sessions.get(passive) == follower:
+        moves[passive] = leader
+    return str(follower), moves
+
+
+def _plan_isolated_follower(lab: Lab, active: str) -> Plan:
+    """``isolation_plan`` carried out: the sessions moved where the partition needs them."""
     leader = lab.zk.wait_serving()
     before = lab.zk.sessions(NODES)
-    followers = [s for s in ZK_SERVERS if s != leader]
-    on = before[active]
-    follower = on if on in followers else next(f for f in followers if f != before[passive])
-    moved: dict[str, str] = {}
-    if before[active] != follower:
-        lab.zk.move_session(active, follower)
-        moved[active] = follower
-    if before[passive] == follower:
-        lab.zk.move_session(passive, leader)
-        moved[passive] = leader
+    follower, moves = isolation_plan(leader, before, active)
+    for node, server in moves.items():
+        lab.zk.move_session(node, server)
     after = lab.zk.sessions(NODES)
-    if after[active] != follower or after[passive] == follower:
+    if after[active] != follower or after[other(active)] == follower:
         raise ScenarioError(f"sessions not where the partition needs them: {after}")
     return {
         "zk_server": follower,
         "leader": leader,
-        "third": next(f for f in followers if f != follower),
+        "third": next(s for s in ZK_SERVERS if s not in (leader, follower)),
         "sessions_before": before,
-        "moved": moved,
+        "moved": moves,
     }
 
 
