@@ -91,13 +91,16 @@ start() {
     spawn "$PIDFILE" "$LOG" java $ZK_JAVA_OPTS -cp "$ZK_CLASSPATH" \
         org.apache.zookeeper.server.quorum.QuorumPeerMain "$CONF"
     wait_until 30 ready_or_exited "$ready" || true
-    if ! "$ready"; then
+    # A member joining an ensemble may look ready a moment before it has synced with the
+    # leader (and then not): give a flap a few seconds to settle before calling it a failure.
+    if exited || ! wait_until 5 "$ready"; then
         tail -n 30 "$LOG" >&2 || true
-        stop_pid "$PIDFILE" "$MARKER" TERM 5 2>/dev/null || true
-        if [[ $ready == serving ]]; then
-            die "ZooKeeper did not serve on $ADDR:$ZK_PORT (log $LOG)"
+        if exited; then
+            die "ZooKeeper exited (log $LOG)"
         fi
-        die "ZooKeeper did not answer on $ADDR:$ZK_PORT (log $LOG)"
+        say "srvr said: $(four srvr | head -n 1)"
+        stop_pid "$PIDFILE" "$MARKER" TERM 5 2>/dev/null || true
+        die "ZooKeeper did not $ZK_WAIT on $ADDR:$ZK_PORT within 35 s (log $LOG)"
     fi
     if [[ $ready == serving ]]; then
         say "serving on $ADDR:$ZK_PORT, $(four srvr | sed -n 's/^Mode: //p') (pid" \
