@@ -5,7 +5,9 @@ what a replication mode costs in latency and donations per second.
                              [--seconds S] [--json]
 
 NAME is one of lab/scenarios.py's SCENARIOS (crash, app, postgres, squid, zk-partition, freeze,
-switchover, pause-partition, pg-freeze, zk-down), all of them (``all``), or ``steady``: no fault,
+switchover, pause-partition, pg-freeze, zk-down, and ZooKeeper trouble on the lab's three
+servers: zk-leader, zk-isolated-follower, zk-cut-active, zk-cut-both; the scenarios module says
+what each does and what is expected), all of them (``all``), or ``steady``: no fault,
 the workload alone for --seconds (default 20), so the cost of a mode is measured without a
 failover in the way. --runs defaults to 5 per fault scenario and 1 for steady.
 
@@ -22,15 +24,19 @@ at the end; a lab that was up is left as found, in its mode.
 After each run the fault is healed as the world would heal it (the crashed node powered on, the
 app restarted, ...) and nothing else is done: failoverd must bring the old active back as a
 streaming replica by itself, and the time that takes is measured, so runs follow each other on
-a redundant cluster. Prints min/median/max outage, time to redundancy and the median of each
-phase per scenario and mode, then per scenario a side-by-side table of the modes: outage median,
-acknowledged writes lost per run, latency p50/p99, donations per second. With --json, one JSON
-object per scenario and mode instead: {"scenario", "mode", "writers", "outages_s": [...],
+a redundant cluster. Prints min/median/max outage, time to redundancy, failovers the client saw,
+the longest time without an acknowledged write and the median of each phase per scenario and
+mode, then per scenario a side-by-side table of the modes: outage median, acknowledged writes
+lost per run, latency p50/p99, donations per second. With --json, one JSON object per scenario
+and mode instead: {"scenario", "mode", "writers", "outages_s": [...], "failovers": [...],
+"max_gap_s": [...], "failed_writes": [...], "split_brain_samples_per_run": [...],
 "redundant_s": [...], "healed_to_redundant_s": [...], "lost_acknowledged",
 "lost_acknowledged_per_run": [...], "split_brain_samples", "epoch_order_violations",
 "phases_s", "latency_p50_s": [...], "latency_p99_s": [...], "donations_per_s": [...],
-"donations_per_s_outside_outage": [...]} (lists: one value per run); steady's has no outage,
-redundancy or phases, and "seconds".
+"donations_per_s_outside_outage": [...], "faults": [...]} (lists: one value per run; failovers:
+changes of the node acknowledging writes; max_gap_s: the longest time without an acknowledged
+write; faults: what each run did, e.g. which ZooKeeper server it killed); steady's has no
+outage, redundancy or phases, and "seconds".
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ def run_scenario(
     writers: int = 1,
 ) -> dict[str, Any]:
     outages: list[float | None] = []
+    failovers: list[int] = []
+    gaps: list[float | None] = []
+    failed: list[int] = []
+    split_per_run: list[int] = []
+    faults: list[dict[str, Any]] = []
     redundant: list[float | None] = []
     healed: list[float | None] = []
     lost: list[int] = []
@@ -87,6 +98,11 @@ def run_scenario(
             traffic_after=after,
         )
         outages.append(result.outage_s)
+        failovers.append(result.verdict.failovers)
+        gaps.append(result.verdict.max_gap_s)
+        failed.append(result.verdict.failed)
+        split_per_run.append(result.verdict.split_brain_samples)
+        faults.append(result.fault)
         lost.append(len(result.verdict.lost))
         split += result.verdict.split_brain_samples
         violations += len(result.verdict.epoch_order_violations)
@@ -101,7 +117,10 @@ def run_scenario(
         healed.append(result.healed_to_redundant_s)
         say(
             f"{name} run {i}/{runs}: {result.active_before} -> {result.active_after}, "
-            f"outage {_seconds(result.outage_s)}, redundant after {_seconds(result.redundant_s)}"
+            f"outage {_seconds(result.outage_s)}, failovers {result.verdict.failovers}, "
+            f"longest without an ack {_seconds(result.verdict.max_gap_s)}, "
+            f"failed writes {result.verdict.failed}, "
+            f"redundant after {_seconds(result.redundant_s)}"
             f" ({_seconds(result.healed_to_redundant_s)} after the heal), "
             f"lost {len(result.verdict.lost)}, "
             f"split-brain samples {result.verdict.split_brain_samples}, "
@@ -113,6 +132,10 @@ def run_scenario(
         "scenario": name,
         "writers": writers,
         "outages_s": [_round(o) for o in outages],
+        "failovers": failovers,
+        "max_gap_s": [_round(g) for g in gaps],
+        "failed_writes": failed,
+        "split_brain_samples_per_run": split_per_run,
         "redundant_s": [_round(r) for r in redundant],
         "healed_to_redundant_s": [_round(h) for h in healed],
         "lost_acknowledged": sum(lost),
@@ -121,6 +144,7 @@ def run_scenario(
         "epoch_order_violations": violations,
         "phases_s": {k: round(statistics.median(v), 3) for k, v in phases.items()},
         **{k: [_round(v, 4) for v in vs] for k, vs in load.items()},
+        "faults": faults,
     }
 
 
@@ -213,6 +237,11 @@ def _median(values: Sequence[float | None]) -> str:
     return text + (f" ({missing} never)" if missing else "")
 
 
+def _max(values: Sequence[float | None]) -> str:
+    done = [v for v in values if v is not None]
+    return f"{max(done):.3f}" if done else "-"
+
+
 def _median_of(values: Sequence[float | None], scale: float = 1.0, fmt: str = "{:.1f}") -> str:
     done = [v for v in values if v is not None]
     return fmt.format(statistics.median(done) * scale) if done else "-"
@@ -224,16 +253,18 @@ def table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     modes = {r.get("mode") for r in rows}
-    head = ["scenario", "runs", "min", "median", "max", "redundant", "healed", "lost", "split"]
-    head += list(PHASES)
+    head = ["scenario", "runs", "min", "median", "max", "failovers", "max gap", "redundant"]
+    head += ["healed", "lost", "split", *PHASES]
     width = max(9, *(len(_label(r, modes)) for r in rows))
     lines = [f"{head[0]:>{width}}  " + "  ".join(f"{h:>9}" for h in head[1:])]
     for r in rows:
         done = [o for o in r["outages_s"] if o is not None]
-        stats = [min(done), statistics.median(done), max(done)] if done else [float("nan")] * 3
+        stats = [min(done), statistics.median(done), max(done)] if done else []
         cells = [
             str(len(r["outages_s"])),
-            *(f"{s:.3f}" for s in stats),
+            *((f"{s:.3f}" for s in stats) if stats else ["-"] * 3),  # no takeover: no outage
+            " ".join(str(n) for n in r.get("failovers", [])) or "-",
+            _max(r.get("max_gap_s", [])),
             _median(r["redundant_s"]),
             _median(r["healed_to_redundant_s"]),
             str(r["lost_acknowledged"]),
@@ -242,7 +273,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         cells += [f"{r['phases_s'][p]:.3f}" if p in r["phases_s"] else "-" for p in PHASES]
         lines.append(f"{_label(r, modes):>{width}}  " + "  ".join(f"{c:>9}" for c in cells))
     lines.append(
-        "seconds; outage: fault to the first write acknowledged after it; redundant: fault to one "
+        "seconds; outage: fault to the first write acknowledged under a new epoch after it "
+        "(min/median/max); failovers: changes of the node acknowledging writes, per run; max gap: "
+        "the longest time without an acknowledged write, worst run; redundant: fault to one "
         "active and one streaming passive again (median); healed: the same from the moment the "
         "fault was gone; phases: medians, from failoverd's history"
     )
@@ -265,6 +298,11 @@ def comparison(scenario: str, rows: list[dict[str, Any]]) -> str:
     lines: list[tuple[str, list[str]]] = []
     if scenario != STEADY:
         lines.append(("outage median (s)", [_median(r["outages_s"]) for r in rows]))
+        lines.append(
+            ("failovers per run",
+             [" ".join(str(n) for n in r.get("failovers", [])) or "-" for r in rows])
+        )  # fmt: skip
+        lines.append(("longest without an ack (s)", [_max(r.get("max_gap_s", [])) for r in rows]))
     lines += [
         (
             "lost acknowledged per run",

@@ -1,10 +1,11 @@
 """The two-node lab in network namespaces, and the Python API the e2e tests, bench and demo drive.
 
-Layout (DESIGN.md, "The lab"): namespaces ``fln1`` and ``fln2`` (the nodes), ``flzk``
-(ZooKeeper), ``flcli`` (a client) and ``flsw``, which holds the bridge ``br0`` joining them; each
-host namespace has ``lo`` and an ``eth0`` in 10.77.0.0/24 that exists nowhere else. The host's own
-network namespace, interfaces and routes are never touched: every ``ip`` command names its
-namespace, and every lab process runs inside one (``ip netns exec``).
+Layout (DESIGN.md, "The lab"): namespaces ``fln1`` and ``fln2`` (the nodes), ``flzk``, ``flzk2``
+and ``flzk3`` (a ZooKeeper ensemble of three, lab/ensemble.py), ``flcli`` (a client) and
+``flsw``, which holds the bridge ``br0`` joining them; each host namespace has ``lo`` and an
+``eth0`` in 10.77.0.0/24 that exists nowhere else. The host's own network namespace, interfaces
+and routes are never touched: every ``ip`` command names its namespace, and every lab process
+runs inside one (``ip netns exec``).
 
 Every component is started and stopped by its role script in ``lab/roles/`` (``network.sh``,
 ``zookeeper.sh``, ``postgres.sh``, ``app.sh``, ``squid.sh``, ``sshd.sh``, ``failoverd.sh``), which
@@ -14,7 +15,9 @@ same scripts provision the Vagrant VMs. This module only orchestrates them: it w
 the lab directory (default ``/var/tmp/failoverd-lab``)::
 
     /var/tmp/failoverd-lab/                 0755 root
-      flzk/   zoo.cfg zookeeper.log zookeeper.pid   (data on tmpfs: /dev/shm/<root name>-zookeeper)
+      flzk/   zoo.cfg zookeeper.log zookeeper.pid   (data on tmpfs:
+                                                     /dev/shm/<root name>-zookeeper/flzk)
+      flzk2/ flzk3/                         the same, for the other two servers
       replication-mode                      the daemons' [replication] mode (below)
       fln1/   failoverd.toml failoverd.log failoverd.pid   the daemon, config from
                                                             lab/templates/failoverd.toml
@@ -51,18 +54,22 @@ The API, for tests, the benchmark and the demo (``lab/lab`` is its command line)
     lab.wait_redundant(timeout)    until one active, one passive streaming from it; the active
     lab.cluster_status(via=None)   `failoverctl status --json` (+ exit_code), None if no answer
     lab.exec(ns, argv, timeout)    lab.failoverctl(node, *args)     lab.http(ns, method, url, body)
-    lab.query(node, sql, dbname=)  lab.zk_command("srvr", ns=)
+    lab.query(node, sql, dbname=)  lab.zk_command("srvr", ns=, server=)
     lab.vip_holders()              lab.writable_primaries()         lab.database_state(node)
     lab.pid(node, component)       lab.pids(node)
     lab.node_dir(node)             lab.config_path(node)            lab.daemon_log(node)
     lab.log_path(node, component)  lab.ssh_dir(node)                lab.pg_data_dir(node)
-    faults: crash(node), restore_link(node, drop_vip=), partition_from_zk(node), heal_zk(node),
-            freeze_daemon(node), thaw_daemon(node), stop_component(node, name),
+    faults: crash(node), restore_link(node, drop_vip=), partition_from_zk(node, servers=None),
+            heal_zk(node), partition_nodes(), heal_nodes(), cut(a, b), uncut(a, b), cuts(),
+            heal_cuts(), freeze_daemon(node), thaw_daemon(node), stop_component(node, name),
             start_component(node, name)
+    lab.zk                         the ZooKeeper ensemble (lab/ensemble.py): modes(), leader(),
+                                   server_of(node), kill/stop/start(server), stop_all(),
+                                   start_all(), isolate(server, nodes=), move_session(...)
 
-Components: ``zookeeper`` on ``flzk``; ``postgres``, ``app``, ``squid``, ``sshd`` and
-``failoverd`` on ``fln1`` and ``fln2``. Only one lab runs on a host at a time (the namespace
-names are fixed). Everything here needs root.
+Components: ``zookeeper`` on ``flzk``, ``flzk2`` and ``flzk3``; ``postgres``, ``app``,
+``squid``, ``sshd`` and ``failoverd`` on ``fln1`` and ``fln2``. Only one lab runs on a host at
+a time (the namespace names are fixed). Everything here needs root.
 """
 
 from __future__ import annotations
@@ -85,6 +92,18 @@ from pathlib import Path
 from typing import Any
 
 from failoverd.config import SYNC_MODES, SyncMode
+from lab.ensemble import (
+    CLIENT_PORT,
+    ELECTION_PORT,
+    MYID,
+    QUORUM_PORT,
+    SERVER_ADDRESSES,
+    SERVERS,
+    Ensemble,
+    ZooKeeperFaultError,
+    connect_string,
+    server_spec,
+)
 from lab.process import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,20 +118,22 @@ SWITCH = "flsw"
 BRIDGE = "br0"
 IFACE = "eth0"
 PREFIX = 24
-ZK_NS = "flzk"
+ZK_SERVERS = SERVERS  # flzk, flzk2, flzk3: the ensemble (lab/ensemble.py)
+ZK_NS = ZK_SERVERS[0]  # the first server, 10.77.0.5
 CLIENT_NS = "flcli"
 NODES = ("fln1", "fln2")
 ADDRESSES = {
-    ZK_NS: "10.77.0.5",
+    **SERVER_ADDRESSES,
     "fln1": "10.77.0.11",
     "fln2": "10.77.0.12",
     CLIENT_NS: "10.77.0.50",
 }
-NAMESPACES = (SWITCH, ZK_NS, *NODES, CLIENT_NS)
+NAMESPACES = (SWITCH, *ZK_SERVERS, *NODES, CLIENT_NS)
 LAB_NET = "10.77.0.0/24"
 VIP = "10.77.0.100/24"
 VIP_IP = VIP.split("/", maxsplit=1)[0]
-ZK_PORT = 2181
+ZK_PORT = CLIENT_PORT
+ZK_HOSTS = connect_string()  # every server, as the daemons' configs list them
 PG_PORT = 5432
 APP_PORT = 8080
 SQUID_PORT = 80
@@ -130,7 +151,7 @@ MODE_FILE = "replication-mode"
 
 NODE_COMPONENTS = ("postgres", "app", "squid", "sshd", "failoverd")
 COMPONENTS: dict[str, tuple[str, ...]] = {
-    ZK_NS: ("zookeeper",),
+    **{s: ("zookeeper",) for s in ZK_SERVERS},
     **{n: NODE_COMPONENTS for n in NODES},
 }
 OWNED_MARKER = "daemon-owns-postgres"
@@ -276,8 +297,11 @@ class LabStatus:
     vip_holders: list[str]
     databases: dict[str, str]  # node -> "primary", "replica (streaming)", "down", ...
     links: dict[str, str]  # node -> "up" / "down" / "absent"
-    partitioned: list[str]  # nodes with the blackhole route to ZooKeeper
+    partitioned: list[str]  # nodes cut off from every ZooKeeper server
     replication_mode: str = LAB_REPLICATION_MODE
+    zookeeper: dict[str, str] = field(default_factory=dict)  # server -> mode (lab/ensemble.py)
+    zk_sessions: dict[str, str | None] = field(default_factory=dict)  # node -> its server
+    cuts: dict[str, list[str]] = field(default_factory=dict)  # namespace -> hosts cut off
     failoverctl: str = ""
     failoverctl_code: int | None = None
     failoverctl_from: str | None = None
@@ -317,14 +341,16 @@ class LabStatus:
             notes = []
             if self.links.get(ns, "up") != "up":
                 notes.append(f"{IFACE} {self.links[ns]}")
-            if ns in self.partitioned:
-                notes.append("partitioned from ZooKeeper")
+            if ns in self.cuts:
+                notes.append(f"cut off from {', '.join(self.cuts[ns])}")
             if ns not in COMPONENTS:
                 row(ns, addr, "client", "-", "-", ", ".join(notes))
                 continue
             label, label_addr = ns, addr
             for c in [c for c in self.components if c.namespace == ns]:
                 note = self.databases.get(ns, "") if c.name == "postgres" else ""
+                if c.name == "zookeeper" and c.up:
+                    note = self.zookeeper.get(ns, "")
                 if c.up and not c.in_namespace:
                     note = f"{note} NOT IN ITS NAMESPACE".strip()
                 row(label, label_addr, c.name, "up" if c.up else "down", str(c.pid or "-"), note)
@@ -336,6 +362,14 @@ class LabStatus:
         dbs = ", ".join(f"{n} {self.databases.get(n, 'down')}" for n in NODES)
         lines.append(f"PostgreSQL: {dbs}")
         lines.append(f"Replication: {self.replication_mode}")
+        if self.zookeeper:
+            leaders = [s for s, m in self.zookeeper.items() if m == "leader"]
+            modes = ", ".join(f"{s} {m}" for s, m in self.zookeeper.items())
+            lead = f"{leaders[0]} leads" if len(leaders) == 1 else "no leader"
+            lines.append(f"ZooKeeper: {lead} ({modes})")
+        if self.zk_sessions:
+            where = ", ".join(f"{n} on {s or 'none'}" for n, s in self.zk_sessions.items())
+            lines.append(f"ZooKeeper sessions: {where}")
         if self.failoverctl_from is not None:
             lines.append("")
             lines.append(
@@ -364,15 +398,18 @@ class Lab:
     ) -> None:
         self.root = Path(root).absolute()
         self.venv = Path(venv).absolute()
-        self.zk_data_dir = Path("/dev/shm") / f"{self.root.name}-zookeeper"  # tmpfs
+        # tmpfs; one directory per server under it
+        self.zk_data_dir = Path("/dev/shm") / f"{self.root.name}-zookeeper"
+        self.zk = Ensemble(self, ADDRESSES, CHROOT)
         self._log = log or (lambda _line: None)
         self._t0 = time.monotonic()
 
     # -- paths --------------------------------------------------------------------------------
 
     def node_dir(self, node: str) -> Path:
-        """The directory of a namespace's components (``fln1``, ``fln2``, ``flzk``)."""
-        self._check_ns(node, (ZK_NS, *NODES))
+        """The directory of a namespace's components (``fln1``, ``fln2``, ``flzk``, ``flzk2``,
+        ``flzk3``)."""
+        self._check_ns(node, COMPONENTS)
         return self.root / node
 
     def config_path(self, node: str) -> Path:
@@ -455,13 +492,14 @@ class Lab:
             ]
             self._gather(configs)
             self._network("start")
-            zk = pool.submit(self._start, ZK_NS, "zookeeper")
+            # All three together: a server serves only once a quorum is up.
+            zks = [pool.submit(self._start, s, "zookeeper") for s in ZK_SERVERS]
             dbs = pool.submit(self._start_databases)
             keys = [pool.submit(self._role, n, "sshd", "keys") for n in NODES]
             others = [pool.submit(self._start, n, c) for n in NODES for c in ("app", "squid")]
             self._gather(keys)
             sshds = [pool.submit(self._start, n, "sshd") for n in NODES]
-            self._gather([zk, dbs])
+            self._gather([*zks, dbs])
             daemons = [pool.submit(self._start, n, "failoverd") for n in NODES]
             self._gather([*others, *sshds, *daemons])
         if switch_to is not None:
@@ -689,7 +727,12 @@ class Lab:
             links={n: self._link_state(n) for n in NODES},
             partitioned=[n for n in NODES if self._partitioned(n)],
             replication_mode=self.replication_mode,
+            cuts=self.cuts(),
         )
+        if any(namespaces[s] for s in ZK_SERVERS):
+            st.zookeeper = self.zk.modes()
+            if any(m != "down" for m in st.zookeeper.values()):
+                st.zk_sessions = self.zk.sessions(NODES)
         if failoverctl:
             for node in NODES:
                 if not namespaces.get(node) or not self.config_path(node).exists():
@@ -770,9 +813,13 @@ class Lab:
         except ValueError:
             return status, text
 
-    def zk_command(self, command: str = "srvr", ns: str = "fln1", timeout: float = 2.0) -> str:
-        """A ZooKeeper four-letter command sent from namespace ``ns``; '' when nothing answers."""
-        argv = ["curl", "-s", "-m", f"{timeout:g}", f"telnet://{ADDRESSES[ZK_NS]}:{ZK_PORT}"]
+    def zk_command(
+        self, command: str = "srvr", ns: str = "fln1", timeout: float = 2.0, *, server: str = ZK_NS
+    ) -> str:
+        """A ZooKeeper four-letter command sent from namespace ``ns`` to ``server`` (default
+        flzk); '' when nothing answers. ``lab.zk`` asks every server, from its own namespace."""
+        self._check_ns(server, ZK_SERVERS)
+        argv = ["curl", "-s", "-m", f"{timeout:g}", f"telnet://{ADDRESSES[server]}:{ZK_PORT}"]
         try:
             return self.exec(ns, argv, timeout + 2.0, input=command).stdout
         except subprocess.TimeoutExpired:
@@ -798,8 +845,9 @@ class Lab:
     # -- observing ----------------------------------------------------------------------------
 
     def pid(self, node: str, component: str) -> int | None:
-        """PID of a running component (``zookeeper`` on ``flzk``; ``postgres`` (the postmaster),
-        ``app``, ``squid``, ``sshd``, ``failoverd`` on a node); None when it is not running."""
+        """PID of a running component (``zookeeper`` on ``flzk``, ``flzk2`` and ``flzk3``;
+        ``postgres`` (the postmaster), ``app``, ``squid``, ``sshd``, ``failoverd`` on a node);
+        None when it is not running."""
         self._check_component(node, component)
         d = self.root / node
         if component == "postgres":
@@ -813,7 +861,7 @@ class Lab:
                 ok = False
             return pid if ok else None
         marker = {
-            "zookeeper": "ZooKeeperServerMain",
+            "zookeeper": "QuorumPeerMain",
             "app": "lab.donations",
             "squid": "squid",
             "sshd": "sshd",
@@ -921,29 +969,78 @@ class Lab:
             self._ip(node, "addr", "del", VIP, "dev", IFACE)
         self._ip(node, "link", "set", "dev", IFACE, "up")
 
-    def partition_from_zk(self, node: str) -> None:
-        """Cut the node off from ZooKeeper only: a blackhole route inside its namespace."""
-        self._ip(self._node(node), "route", "replace", "blackhole", f"{ADDRESSES[ZK_NS]}/32")
+    # A cut between two lab hosts is a blackhole route to the other's address in each one's
+    # namespace: established connections hear nothing more, new ones fail at once. ``blackhole``
+    # is one half of it (the other host's packets still arrive, but nothing goes back).
+
+    def blackhole(self, ns: str, to: str) -> None:
+        """A blackhole route to ``to``'s address inside ``ns``."""
+        self._check_ns(ns, ADDRESSES)
+        self._check_ns(to, ADDRESSES)
+        self._ip(ns, "route", "replace", "blackhole", f"{ADDRESSES[to]}/32")
+
+    def unblackhole(self, ns: str, to: str) -> None:
+        """Remove that route (idempotent)."""
+        if self.blackholed(ns, to):
+            self._ip(ns, "route", "del", "blackhole", f"{ADDRESSES[to]}/32")
+
+    def blackholed(self, ns: str, to: str) -> bool:
+        self._check_ns(to, ADDRESSES)
+        return ADDRESSES[to] in self._blackholes(ns)
+
+    def cut(self, a: str, b: str) -> None:
+        """Cut lab hosts ``a`` and ``b`` off from each other, both ways."""
+        self.blackhole(a, b)
+        self.blackhole(b, a)
+
+    def uncut(self, a: str, b: str) -> None:
+        """Remove the cut between ``a`` and ``b`` (idempotent; either half alone too)."""
+        self.unblackhole(a, b)
+        self.unblackhole(b, a)
+
+    def cuts(self) -> dict[str, list[str]]:
+        """{namespace: the lab hosts it has a blackhole route to}, for namespaces with any."""
+        by_address = {a: ns for ns, a in ADDRESSES.items()}
+        found = {}
+        for ns in ADDRESSES:
+            hosts = sorted(by_address[a] for a in self._blackholes(ns) if a in by_address)
+            if hosts:
+                found[ns] = hosts
+        return found
+
+    def heal_cuts(self) -> None:
+        """Remove every blackhole route to a lab host in every lab namespace."""
+        for ns, hosts in self.cuts().items():
+            for to in hosts:
+                self.unblackhole(ns, to)
+
+    def partition_from_zk(self, node: str, servers: Iterable[str] | None = None) -> None:
+        """Cut the node off from ZooKeeper only: from all three servers, or from ``servers``."""
+        self.zk.cut_node(self._node(node), servers)
 
     def heal_zk(self, node: str) -> None:
-        """Remove the blackhole route (idempotent)."""
-        node = self._node(node)
-        if self._partitioned(node):
-            self._ip(node, "route", "del", "blackhole", f"{ADDRESSES[ZK_NS]}/32")
+        """Remove every cut between the node and a ZooKeeper server (idempotent)."""
+        self.zk.heal_node(self._node(node))
 
     def partition_nodes(self) -> None:
-        """Cut the two nodes off from each other (not from ZooKeeper or the client): a
-        blackhole route to the other's address inside each node's namespace."""
-        for node in NODES:
-            peer = next(n for n in NODES if n != node)
-            self._ip(node, "route", "replace", "blackhole", f"{ADDRESSES[peer]}/32")
+        """Cut the two nodes off from each other (not from ZooKeeper or the client)."""
+        self.cut(*NODES)
 
     def heal_nodes(self) -> None:
-        """Remove the node-to-node blackhole routes (idempotent)."""
-        for node in NODES:
-            peer = next(n for n in NODES if n != node)
-            if self._blackholed(node, ADDRESSES[peer]):
-                self._ip(node, "route", "del", "blackhole", f"{ADDRESSES[peer]}/32")
+        """Remove the cut between the nodes (idempotent)."""
+        self.uncut(*NODES)
+
+    def start_zookeeper(self, server: str, *, wait_serving: bool = True) -> None:
+        """Start one ZooKeeper server if it is not running; until it serves (it needs a
+        quorum), or with ``wait_serving=False`` only until its process answers."""
+        self._check_ns(server, ZK_SERVERS)
+        self._require_ns(server)
+        self._role(
+            server,
+            "zookeeper",
+            "start",
+            extra_env={"ZK_WAIT": "serving" if wait_serving else "running"},
+        )
 
     def signal_postgres(self, node: str, sig: signal.Signals) -> list[int]:
         """Send ``sig`` to the node's postmaster and every child of it (a hung server: SIGSTOP;
@@ -1080,12 +1177,16 @@ class Lab:
             }
             return env
         env |= {"LAB_DIR": str(self.root / ns), "ADDR": ADDRESSES[ns]}
-        if ns == ZK_NS:
+        if ns in ZK_SERVERS:
             env |= {
                 "ZK_PORT": str(ZK_PORT),
-                "ZK_DATA_DIR": str(self.zk_data_dir),
+                "ZK_DATA_DIR": str(self.zk_data_dir / ns),
                 "ZK_MIN_SESSION_MS": str(ZK_MIN_SESSION_MS),
                 "ZK_MAX_SESSION_MS": str(ZK_MAX_SESSION_MS),
+                "ZK_SERVERS": server_spec(),
+                "ZK_MYID": str(MYID[ns]),
+                "ZK_QUORUM_PORT": str(QUORUM_PORT),
+                "ZK_ELECTION_PORT": str(ELECTION_PORT),
             }
             return env
         peer = next(n for n in NODES if n != ns)
@@ -1106,7 +1207,7 @@ class Lab:
             "PEER_HOST_KEY": str(peer_ssh / "ssh_host_ed25519_key.pub"),
             "CLUSTER": CLUSTER,
             "CHROOT": CHROOT,
-            "ZK_HOSTS": f"{ADDRESSES[ZK_NS]}:{ZK_PORT}",
+            "ZK_HOSTS": ZK_HOSTS,
             "VIP": VIP,
             "VIP_IFACE": IFACE,
             "METRICS_ENABLED": "true" if _daemon_serves_metrics() else "false",
@@ -1220,16 +1321,23 @@ class Lab:
         return "up" if "UP" in flags else "down"
 
     def _partitioned(self, node: str) -> bool:
-        return self._blackholed(node, ADDRESSES[ZK_NS])
+        """The node cannot reach any ZooKeeper server."""
+        holes = self._blackholes(node)
+        return all(ADDRESSES[s] in holes for s in ZK_SERVERS)
 
-    def _blackholed(self, node: str, address: str) -> bool:
-        if not self._ns_exists(node):
-            return False
+    def _blackholes(self, ns: str) -> set[str]:
+        """The addresses ``ns`` has a blackhole route to (host routes: the lab adds no others)."""
+        if not self._ns_exists(ns):
+            return set()
         proc = subprocess.run(
-            ["ip", "-n", node, "route", "show", "type", "blackhole"],
+            ["ip", "-n", ns, "route", "show", "type", "blackhole"],
             capture_output=True, text=True, timeout=5, check=False,
         )  # fmt: skip
-        return any(line.split()[:2] == ["blackhole", address] for line in proc.stdout.splitlines())
+        return {
+            fields[1].removesuffix("/32")
+            for line in proc.stdout.splitlines()
+            if len(fields := line.split()) > 1 and fields[0] == "blackhole"
+        }
 
     def _signal_daemon(self, node: str, sig: signal.Signals) -> int:
         pid = self.pid(self._node(node), "failoverd")
@@ -1321,13 +1429,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, text in (
         ("crash", "SIGKILL every process of a node and set its link down"),
         ("restore-link", "set a node's eth0 up again"),
-        ("partition", "blackhole the node's route to ZooKeeper"),
-        ("heal", "remove that blackhole route"),
+        ("heal", "remove every cut between a node and the ZooKeeper servers"),
         ("freeze", "SIGSTOP the node's failoverd"),
         ("thaw", "SIGCONT the node's failoverd"),
+        ("zk-session", "the ZooKeeper server the node's daemon session is connected to"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("node", choices=list(NODES))
+    p = sub.add_parser("partition", help="cut a node off from the ZooKeeper servers")
+    p.add_argument("node", choices=list(NODES))
+    p.add_argument(
+        "--from", dest="servers", action="append", choices=list(ZK_SERVERS),
+        help="only from this server (repeatable; default all three)",
+    )  # fmt: skip
+    sub.add_parser("heal-all", help="remove every cut in the lab (nodes and ZooKeeper servers)")
+    sub.add_parser("zk-leader", help="print the ZooKeeper server that leads (exit 1: none)")
+    for name, text in (
+        ("zk-kill", "SIGKILL one ZooKeeper server"),
+        ("zk-heal", "remove every cut of one ZooKeeper server"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("server", choices=list(ZK_SERVERS))
+    for name, text in (
+        ("zk-stop", "stop one ZooKeeper server (SIGTERM), or all of them"),
+        ("zk-start", "start one ZooKeeper server, or all of them, and wait until they serve"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("server", choices=[*ZK_SERVERS, "all"])
+    p = sub.add_parser(
+        "zk-isolate", help="cut a ZooKeeper server off from the other two (and from nodes)"
+    )
+    p.add_argument("server", choices=list(ZK_SERVERS))
+    p.add_argument(
+        "--node", dest="nodes", action="append", choices=list(NODES), default=[],
+        help="also from this node (repeatable)",
+    )  # fmt: skip
+    p = sub.add_parser("zk-move", help="move a node's daemon session to a ZooKeeper server")
+    p.add_argument("node", choices=list(NODES))
+    p.add_argument("server", choices=list(ZK_SERVERS))
     p = sub.add_parser("exec", help="run a command inside a lab namespace")
     p.add_argument("ns", choices=list(NAMESPACES))
     p.add_argument("argv", nargs=argparse.REMAINDER)
@@ -1367,9 +1506,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "restore-link":
                 lab.restore_link(args.node)
             case "partition":
-                lab.partition_from_zk(args.node)
+                lab.partition_from_zk(args.node, args.servers)
             case "heal":
                 lab.heal_zk(args.node)
+            case "heal-all":
+                lab.heal_cuts()
+            case "zk-leader":
+                leader = lab.zk.leader()
+                print(leader or "none")
+                return 0 if leader else 1
+            case "zk-kill":
+                say(f"killed {args.server} (pid {lab.zk.kill(args.server)})")
+            case "zk-stop":
+                if args.server == "all":
+                    lab.zk.stop_all()
+                else:
+                    lab.zk.stop(args.server)
+            case "zk-start":
+                if args.server == "all":
+                    say(f"{lab.zk.start_all()} leads")
+                else:
+                    lab.zk.start(args.server)
+            case "zk-isolate":
+                lab.zk.isolate(args.server, args.nodes)
+            case "zk-heal":
+                lab.zk.heal_server(args.server)
+            case "zk-session":
+                server = lab.zk.server_of(args.node)
+                print(server or "none")
+                return 0 if server else 1
+            case "zk-move":
+                took = lab.zk.move_session(args.node, args.server)
+                say(f"{args.node}'s session on {args.server} ({took:.2f} s)")
             case "freeze":
                 lab.freeze_daemon(args.node)
             case "thaw":
@@ -1385,7 +1553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(proc.stdout)
                 sys.stderr.write(proc.stderr)
                 return proc.returncode
-    except (LabError, ValueError) as e:
+    except (LabError, ZooKeeperFaultError, ValueError) as e:
         print(f"lab: error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -1404,7 +1572,10 @@ def _status_json(st: LabStatus) -> dict[str, Any]:
         "databases": st.databases,
         "links": st.links,
         "partitioned": st.partitioned,
+        "cuts": st.cuts,
         "replication_mode": st.replication_mode,
+        "zookeeper": st.zookeeper,
+        "zk_sessions": st.zk_sessions,
     }
 
 

@@ -1,10 +1,10 @@
 """The README's main job: the two-node lab fails over before your eyes.
 
-Brings the lab up (network namespaces, ZooKeeper, PostgreSQL primary and replica, the donations
-app, Squid, sshd and failoverd on each node), shows the cluster, crashes the active node while a
-client writes through the VIP every 50 ms, shows the takeover with each phase and what the client
-saw, shows the cluster after, and tears the lab down (``--keep`` leaves it up for exploring with
-``lab/lab status`` and ``lab/lab failoverctl fln1 status``).
+Brings the lab up (network namespaces, three ZooKeeper servers, PostgreSQL primary and replica,
+the donations app, Squid, sshd and failoverd on each node), shows the cluster, crashes the
+active node while a client writes through the VIP every 50 ms, shows the takeover with each
+phase and what the client saw, shows the cluster after, and tears the lab down (``--keep``
+leaves it up for exploring with ``lab/lab status`` and ``lab/lab failoverctl fln1 status``).
 """
 
 from __future__ import annotations

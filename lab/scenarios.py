@@ -10,6 +10,27 @@ as a streaming replica, so scenarios can run back to back (the tests and bench/f
 ``steady`` runs the workload without a fault: latency and donations per second alone, so the
 cost of a replication mode is measured without a failover in the way. Every scenario takes a
 number of writers (lab/workload.py: one is the paced probe, N are closed-loop writers).
+
+ZooKeeper trouble (DESIGN.md), on the lab's ensemble of three (lab/ensemble.py):
+
+- ``zk-leader``: the ZooKeeper leader killed. An election, not a failure: expected, no failover
+  and no client write failing. Watched for ``OBSERVE_S`` seconds; no takeover awaited.
+- ``zk-isolated-follower``: the active and the follower its session is on (moved there first if
+  need be) cut off from the leader, the third server and the passive. The follower answers
+  reads until it notices (syncLimit), the active's session expires at the leader: expected, the
+  passive takes over and no sample sees two primaries.
+- ``zk-down``: all three servers stopped for ``ZK_DOWN_S`` seconds. With the failsafe (peer
+  pledges), expected: no failover and writes acknowledged throughout; without it, the active
+  self-fences and the site serves again once ZooKeeper is back.
+- ``zk-cut-active``: the active cut off from all three servers, not from the passive. With the
+  failsafe, expected: the active keeps serving under the passive's pledges. Watched for
+  ``OBSERVE_S`` seconds, takeover or not.
+- ``zk-cut-both``: the active cut off from all three servers and from the passive: no pledge
+  can reach it, it self-fences, the passive takes over.
+
+Each run reports, besides the outage, the failovers the client saw and the longest time without
+an acknowledged write (lab/workload.py), and what was done (``ScenarioResult.fault``: the server
+killed or isolated, where the sessions were); ``restore`` heals it (servers started, cuts gone).
 """
 
 from __future__ import annotations
@@ -26,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from failoverd.clock import boottime, walltime
-from lab.cluster import ZK_NS, Lab, LabError
+from lab.cluster import ZK_SERVERS, Lab, LabError
+from lab.ensemble import ZooKeeperFaultError
 from lab.workload import JsonlFollower, Verdict, analyze, read_jsonl
 
 NODES = ("fln1", "fln2")
@@ -42,9 +64,16 @@ SCENARIOS = (
     "pause-partition",
     "pg-freeze",
     "zk-down",
+    "zk-leader",
+    "zk-isolated-follower",
+    "zk-cut-active",
+    "zk-cut-both",
 )
-ZK_DOWN_S = 30.0  # zk-down: how long ZooKeeper stays stopped
+ZK_DOWN_S = 60.0  # zk-down: how long ZooKeeper stays stopped
 TAKEOVER_TIMEOUT = {"zk-down": ZK_DOWN_S + 30.0}
+# Scenarios watched for a fixed time after the fault instead of until a takeover: none is
+# expected (zk-leader), or none once the failsafe is there (zk-cut-active).
+OBSERVE_S = {"zk-leader": 10.0, "zk-cut-active": 15.0}
 TAKEOVER_KINDS = ("failover", "stepdown", "switchover", "bootstrap", "readopt")
 LAB_MIN_FAILOVER_INTERVAL = 5.0  # lab/templates/failoverd.toml
 
@@ -105,6 +134,7 @@ class ScenarioResult:
     verdict: Verdict
     phases_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fault: dict[str, Any] = field(default_factory=dict)  # what was done (server, sessions...)
     fault_at: float = 0.0  # boottime of the fault
     healed_at: float | None = None  # boottime the fault was healed (restore, or by itself)
     redundant_at: float | None = None  # one active and one streaming passive again
@@ -131,7 +161,10 @@ class ScenarioResult:
             "from": self.active_before,
             "to": self.active_after,
             "outage_s": self.outage_s,
+            "failovers": self.verdict.failovers,
+            "max_gap_s": self.verdict.max_gap_s,
             "acknowledged": self.verdict.acknowledged,
+            "failed": self.verdict.failed,
             "lost_acknowledged": len(self.verdict.lost),
             "split_brain_samples": self.verdict.split_brain_samples,
             "epoch_order_violations": len(self.verdict.epoch_order_violations),
@@ -143,6 +176,7 @@ class ScenarioResult:
             "donations_per_s_outside_outage": self.verdict.rate_outside_outage_per_s,
             "redundant_s": self.redundant_s,
             "healed_to_redundant_s": self.healed_to_redundant_s,
+            "fault": self.fault,
             "notes": self.notes,
         }
 
@@ -213,27 +247,96 @@ def _pause_partition(lab: Lab, node: str) -> None:
             time.sleep(1.0)  # both daemons see the pause
 
 
-def _zk_down(lab: Lab, node: str) -> threading.Timer:
-    """ZooKeeper stopped for ZK_DOWN_S seconds: nobody can take the lease, and the active
-    self-fences. It comes back by itself (the returned timer starts it)."""
-    lab.stop_component(ZK_NS, "zookeeper")
-    timer = threading.Timer(ZK_DOWN_S, lab.start_component, args=(ZK_NS, "zookeeper"))
+def _zk_down(lab: Lab, node: str, plan: Plan) -> threading.Timer:
+    """All three ZooKeeper servers stopped for ZK_DOWN_S seconds: nobody can take the lease.
+    They come back by themselves (the returned timer starts them)."""
+    lab.zk.stop_all()
+    timer = threading.Timer(ZK_DOWN_S, lab.zk.start_all)
     timer.start()
     return timer
 
 
-FAULTS: dict[str, Callable[[Lab, str], object]] = {
-    "crash": lambda lab, n: lab.crash(n),
-    "app": lambda lab, n: lab.stop_component(n, "app"),
-    "postgres": _kill_postgres,
-    "squid": lambda lab, n: lab.stop_component(n, "squid"),
-    "zk-partition": lambda lab, n: lab.partition_from_zk(n),
-    "freeze": lambda lab, n: lab.freeze_daemon(n),
-    "switchover": _switchover,
-    "pause-partition": _pause_partition,
-    "pg-freeze": lambda lab, n: lab.signal_postgres(n, signal.SIGSTOP),
-    "zk-down": _zk_down,
+Plan = dict[str, Any]  # what a scenario's preparation chose, for its fault and its restore
+
+
+def _plan_zk_leader(lab: Lab, active: str) -> Plan:
+    return {"zk_server": lab.zk.wait_serving(), "sessions": lab.zk.sessions(NODES)}
+
+
+def isolation_plan(
+    leader: str, sessions: dict[str, str | None], active: str
+) -> tuple[str, dict[str, str]]:
+    """Pure: the follower to isolate with the active, and the session moves that puts the
+    active's session on it and the passive's off it: ``(follower, {node: server})``. The
+    active's own follower when it is on one; else a follower the passive is not on. A passive
+    sharing the chosen follower moves to the leader."""
+    passive = other(active)
+    followers = [s for s in ZK_SERVERS if s != leader]
+    on = sessions.get(active)
+    follower = on if on in followers else next(f for f in followers if f != sessions.get(passive))
+    moves: dict[str, str] = {}
+    if on != follower:
+        moves[active] = str(follower)
+    if sessions.get(passive) == follower:
+        moves[passive] = leader
+    return str(follower), moves
+
+
+def _plan_isolated_follower(lab: Lab, active: str) -> Plan:
+    """``isolation_plan`` carried out: the sessions moved where the partition needs them."""
+    leader = lab.zk.wait_serving()
+    before = lab.zk.sessions(NODES)
+    follower, moves = isolation_plan(leader, before, active)
+    for node, server in moves.items():
+        lab.zk.move_session(node, server)
+    after = lab.zk.sessions(NODES)
+    if after[active] != follower or after[other(active)] == follower:
+        raise ScenarioError(f"sessions not where the partition needs them: {after}")
+    return {
+        "zk_server": follower,
+        "leader": leader,
+        "third": next(s for s in ZK_SERVERS if s not in (leader, follower)),
+        "sessions_before": before,
+        "moved": moves,
+    }
+
+
+def _isolate_follower(lab: Lab, node: str, plan: Plan) -> None:
+    """The active and its follower on one side; the leader, the third server and the passive
+    on the other (the client reaches everyone)."""
+    lab.zk.cut_node(node, [plan["leader"], plan["third"]])
+    lab.partition_nodes()
+    lab.zk.isolate(plan["zk_server"], nodes=[other(node)])
+
+
+def _cut_both(lab: Lab, node: str, plan: Plan) -> None:
+    lab.zk.cut_node(node)
+    lab.partition_nodes()
+
+
+PREPARE: dict[str, Callable[[Lab, str], Plan]] = {
+    "zk-leader": _plan_zk_leader,
+    "zk-isolated-follower": _plan_isolated_follower,
 }
+FAULTS: dict[str, Callable[[Lab, str, Plan], object]] = {
+    "crash": lambda lab, n, _: lab.crash(n),
+    "app": lambda lab, n, _: lab.stop_component(n, "app"),
+    "postgres": lambda lab, n, _: _kill_postgres(lab, n),
+    "squid": lambda lab, n, _: lab.stop_component(n, "squid"),
+    "zk-partition": lambda lab, n, _: lab.partition_from_zk(n),
+    "freeze": lambda lab, n, _: lab.freeze_daemon(n),
+    "switchover": lambda lab, n, _: _switchover(lab, n),
+    "pause-partition": lambda lab, n, _: _pause_partition(lab, n),
+    "pg-freeze": lambda lab, n, _: lab.signal_postgres(n, signal.SIGSTOP),
+    "zk-down": _zk_down,
+    "zk-leader": lambda lab, n, plan: lab.zk.kill(plan["zk_server"]),
+    "zk-isolated-follower": _isolate_follower,
+    "zk-cut-active": lambda lab, n, _: lab.zk.cut_node(n),
+    "zk-cut-both": _cut_both,
+}
+# Restored by healing every cut in the lab.
+CUT_SCENARIOS = ("zk-partition", "pause-partition", "zk-isolated-follower", "zk-cut-active",
+                 "zk-cut-both")  # fmt: skip
 
 
 def surviving_ids(lab: Lab, node: str) -> set[str]:
@@ -245,6 +348,9 @@ def takeover_phases(lab: Lab, via: str, fault_wall: float) -> dict[str, float]:
     """Phases of the takeover from failoverd's history record, plus detection: from the fault
     to the moment the new active started to take over."""
     for rec in reversed(history(lab, via)):
+        when = rec.get("time")
+        if not isinstance(when, int | float) or float(when) < fault_wall:
+            continue  # an earlier takeover: none followed this fault
         if rec.get("kind") in TAKEOVER_KINDS and rec.get("to") == via:
             phases = {k: float(v) for k, v in (rec.get("phases") or {}).items()}
             when = rec.get("time")
@@ -273,16 +379,31 @@ def run(
     traffic_before: float = 0.0,
     traffic_after: float = 1.0,
 ) -> ScenarioResult:
-    """One scenario on a redundant cluster; leaves the faulty node as the fault left it (but
-    for faults that end by themselves: zk-down, freeze). The fault comes once at least ten
-    writes are acknowledged and ``traffic_before`` seconds have passed; the client goes on
-    ``traffic_after`` seconds past the takeover (late acknowledgements show there)."""
+    """One scenario on a redundant cluster and a whole ZooKeeper ensemble; leaves the faulty
+    node as the fault left it (but for faults that end by themselves: zk-down, freeze). The
+    fault comes once at least ten writes are acknowledged and ``traffic_before`` seconds have
+    passed; the client goes on ``traffic_after`` seconds past the takeover (late
+    acknowledgements show there), or, for the scenarios of OBSERVE_S, until that long after the
+    fault, takeover or not."""
     if scenario not in FAULTS:
         raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
+    observe = OBSERVE_S.get(scenario)
     if takeover_timeout is None:
-        takeover_timeout = TAKEOVER_TIMEOUT.get(scenario, 30.0)
+        takeover_timeout = observe or TAKEOVER_TIMEOUT.get(scenario, 30.0)
+    try:
+        lab.zk.wait_serving(timeout=30)
+    except ZooKeeperFaultError as e:
+        raise ScenarioError(str(e)) from None
     active = wait_redundant(lab)
     passive = other(active)
+    plan: Plan = {}
+    if scenario in PREPARE:
+        try:
+            plan = PREPARE[scenario](lab, active)
+        except (LabError, ZooKeeperFaultError) as e:
+            raise ScenarioError(f"{scenario}: could not prepare: {e}") from None
+        if wait_redundant(lab) != active:
+            raise ScenarioError(f"{scenario}: the active moved while preparing ({plan})")
     # A step-down within min_failover_interval of the last takeover is refused (anti-flap, by
     # design): let it pass so every scenario tests the failover, not the flap guard.
     takeovers = [r for r in history(lab, active) if r.get("kind") in TAKEOVER_KINDS]
@@ -305,7 +426,7 @@ def run(
         before = [int(a["epoch"]) for a in workload.acks() if a.get("ok")]
         old_epoch = max(before) if before else -1
         fault_at, fault_wall = boottime(), walltime()
-        healing = FAULTS[scenario](lab, active)
+        healing = FAULTS[scenario](lab, active, plan)
 
         def taken_over() -> bool:
             """A write acknowledged under a newer epoch: the service is back (by the passive,
@@ -315,11 +436,14 @@ def run(
                 for a in workload.acks()
             )
 
-        try:
-            wait_until("the service to be back", taken_over, takeover_timeout, step=0.05)
-        except ScenarioError as e:
-            notes.append(str(e))
-        time.sleep(traffic_after)  # late acknowledgements would show here
+        if observe is not None:  # watched for a while, takeover or not
+            time.sleep(max(0.0, fault_at + takeover_timeout - boottime()))
+        else:
+            try:
+                wait_until("the service to be back", taken_over, takeover_timeout, step=0.05)
+            except ScenarioError as e:
+                notes.append(str(e))
+            time.sleep(traffic_after)  # late acknowledgements would show here
     finally:
         workload.stop()
     healed_at: float | None = None
@@ -331,20 +455,29 @@ def run(
         healed_at = boottime()
     acks = workload.acks()
     samples = read_jsonl(workload.out / "samples.jsonl")
+    # The acknowledged ids are looked for on the one primary left (the passive, after a
+    # takeover; the active still, after a fault it rode out), else on the passive.
+    primaries = lab.writable_primaries()
+    survivor = primaries[0] if len(primaries) == 1 else passive
     try:
-        ids: set[str] | None = surviving_ids(lab, passive)
+        ids: set[str] | None = surviving_ids(lab, survivor)
     except LabError as e:
         ids = None
         notes.append(f"could not read the surviving primary: {e}")
     verdict = analyze(acks, samples, fault_at, ids)
     phases = takeover_phases(lab, verdict.served_after or passive, fault_wall)
+    active_after = verdict.served_after
+    if active_after is None and observe is not None:  # nothing taken over: who serves now
+        after = [a for a in acks if a.get("ok") and a["sent"] >= fault_at]
+        active_after = str(max(after, key=lambda a: a["done"])["node"]) if after else None
     return ScenarioResult(
         scenario,
         active,
-        verdict.served_after,
+        active_after,
         verdict,
         phases,
         notes,
+        fault=plan,
         fault_at=fault_at,
         healed_at=healed_at,
     )
@@ -389,13 +522,17 @@ def restore(lab: Lab, result: ScenarioResult, timeout: float = 60.0) -> float:
         lab.start_component(node, "app")
     elif scenario == "squid":
         lab.start_component(node, "squid")
-    elif scenario == "zk-partition":
-        lab.heal_zk(node)
-    elif scenario == "pause-partition":
-        lab.heal_zk(node)
-        lab.heal_nodes()
+    elif scenario in CUT_SCENARIOS:
+        lab.heal_cuts()
     elif scenario == "pg-freeze":
         lab.signal_postgres(node, signal.SIGCONT)  # failoverd killed it already, if it could
+    elif scenario == "zk-leader":
+        lab.zk.start(result.fault["zk_server"], wait=False)  # it rejoins as a follower
+    if scenario.startswith("zk-"):  # the whole ensemble back, as the next run needs it
+        try:
+            lab.zk.wait_serving(timeout=timeout)
+        except ZooKeeperFaultError as e:
+            raise ScenarioError(str(e)) from None
     if result.healed_at is None:
         result.healed_at = healed_at
     wait_redundant(lab, timeout=timeout)

@@ -15,9 +15,10 @@ it came back. It takes a number of writers:
 
 The sampler records, every ``--interval``, which nodes hold the VIP and which PostgreSQL accepts
 writes. Both write JSON lines; ``analyze`` turns them into the verdicts the tests assert
-(client-observed outage, split-brain samples, epoch ordering of acknowledgements, lost writes)
-and what the benchmark reports (latency percentiles, donations per second over the whole run and
-outside the outage).
+(client-observed outage, split-brain samples, epoch ordering of acknowledgements, lost writes,
+failovers the client saw, the longest time without an acknowledged write) and what the
+benchmark reports (latency percentiles, donations per second over the whole run and outside
+the outage).
 
 Times are CLOCK_BOOTTIME seconds, which every namespace shares, so the test process can place
 its fault on the same time line.
@@ -279,6 +280,12 @@ class Verdict:
     rate_outside_outage_per_s: float | None = None
     run_s: float = 0.0
     writers: int = 0  # distinct writers seen in the records
+    # Changes of the node acknowledging writes, in the order the answers came: a failover the
+    # client saw (the same node leading again at a new epoch is none).
+    failovers: int = 0
+    # The longest time without an acknowledged write, from the first request sent to the last
+    # answer (a run that ends without the service back counts to its end); None without records.
+    max_gap_s: float | None = None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -356,7 +363,22 @@ def analyze(
     verdict.rate_outside_outage_per_s = outside / rest if rest > 0 else None
     verdict.run_s = run_s
     verdict.writers = len({a.get("writer", 0) for a in acks})
+    verdict.failovers = failovers(ok)
+    verdict.max_gap_s = max_gap(ok, start, end) if acks else None
     return verdict
+
+
+def failovers(ok: Sequence[Mapping[str, Any]]) -> int:
+    """How often the node acknowledging writes changed, in the order the answers came."""
+    nodes = [str(a.get("node")) for a in sorted(ok, key=lambda a: a["done"])]
+    return sum(1 for before, after in itertools.pairwise(nodes) if before != after)
+
+
+def max_gap(ok: Sequence[Mapping[str, Any]], start: float, end: float) -> float:
+    """The longest time in [start, end] between acknowledgements (their answers), counting
+    from ``start`` to the first and from the last to ``end``."""
+    times = [start, *sorted(float(a["done"]) for a in ok), end]
+    return max(0.0, *(b - a for a, b in itertools.pairwise(times)))
 
 
 def _without_fault(

@@ -4,8 +4,8 @@
 #   network.sh start|stop|status
 #
 # Environment (all optional):
-#   LAB_HOSTS   "NAME=ADDRESS ..."   (default "flzk=10.77.0.5 fln1=10.77.0.11 fln2=10.77.0.12
-#                                     flcli=10.77.0.50")
+#   LAB_HOSTS   "NAME=ADDRESS ..."   (default "flzk=10.77.0.5 flzk2=10.77.0.6 flzk3=10.77.0.7
+#                                     fln1=10.77.0.11 fln2=10.77.0.12 flcli=10.77.0.50")
 #   LAB_PREFIX  prefix length of the lab subnet (default 24)
 #   LAB_SWITCH  namespace holding the bridge (default flsw)
 #   LAB_BRIDGE  the bridge inside LAB_SWITCH (default br0)
@@ -19,7 +19,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-LAB_HOSTS=${LAB_HOSTS:-"flzk=10.77.0.5 fln1=10.77.0.11 fln2=10.77.0.12 flcli=10.77.0.50"}
+LAB_HOSTS=${LAB_HOSTS:-"flzk=10.77.0.5 flzk2=10.77.0.6 flzk3=10.77.0.7 fln1=10.77.0.11 \
+fln2=10.77.0.12 flcli=10.77.0.50"}
 LAB_PREFIX=${LAB_PREFIX:-24}
 LAB_SWITCH=${LAB_SWITCH:-flsw}
 LAB_BRIDGE=${LAB_BRIDGE:-br0}

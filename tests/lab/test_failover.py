@@ -28,7 +28,7 @@ import pytest
 
 from failoverd.clock import boottime
 from lab import scenarios
-from lab.cluster import ADDRESSES, CHROOT, REPO, ZK_NS, ZK_PORT, Lab
+from lab.cluster import CHROOT, REPO, ZK_HOSTS, Lab
 from lab.workload import analyze
 
 pytestmark = pytest.mark.lab
@@ -156,10 +156,11 @@ def test_a_frozen_postgresql_is_killed_not_waited_on(lab: Lab, workdir: Path) ->
     heals(lab, result)
 
 
-def test_zookeeper_down_for_30_s_heals_without_a_command(lab: Lab, workdir: Path) -> None:
-    """The active self-fences (nobody could take over either); once ZooKeeper is back, one of
-    the two leads again (the most advanced, or the passive that has everything) and the other
-    streams from it."""
+@pytest.mark.timeout(300)
+def test_zookeeper_down_for_a_minute_heals_without_a_command(lab: Lab, workdir: Path) -> None:
+    """All three servers stopped for ZK_DOWN_S (60 s): nobody can take the lease; without the
+    failsafe the active self-fences. Once ZooKeeper is back, one of the two leads again (the
+    most advanced, or the passive that has everything) and the other streams from it."""
     result = scenarios.run(lab, "zk-down", workdir)
     print(report(result))
     assert_safe(result, moved=False)
@@ -407,7 +408,7 @@ class SyncWatch:
         python = lab.venv / "bin" / "python"
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", "flcli", str(python), "-m", "lab.syncwatch", "--out", str(out),
-             "--zk", f"{ADDRESSES[ZK_NS]}:{ZK_PORT}", "--chroot", CHROOT,
+             "--zk", ZK_HOSTS, "--chroot", CHROOT,
              "--duration", str(duration)],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=(out.parent / "syncwatch.log").open("w"),
@@ -559,3 +560,24 @@ def test_a_standby_dropped_for_lagging_is_not_promoted_automatically_after_a_cra
         # Powered on again, the old active finds the forced one leading and rejoins it.
         result = scenarios.ScenarioResult("crash", active, passive, analyze([], [], None, None))
         scenarios.restore(lab, result, timeout=HEAL_BOUND)
+
+
+# -- ZooKeeper trouble, on the lab's ensemble of three (lab/ensemble.py) ------------------------
+
+
+def test_the_zookeeper_leader_killed_is_not_a_failover(lab: Lab, workdir: Path) -> None:
+    """Sessions survive a leader election (DESIGN.md, "ZooKeeper trouble"): the active rides
+    it out. No failover, no client write refused, no split brain; the killed server, started
+    again, rejoins as a follower."""
+    result = scenarios.run(lab, "zk-leader", workdir)
+    print(report(result))
+    v = result.verdict
+    assert v.split_brain_samples == 0, report(result)
+    assert v.epoch_order_violations == [], report(result)
+    assert v.failovers == 0, report(result)
+    assert v.failed == 0, report(result)
+    assert v.lost == [], report(result)
+    assert result.active_after == result.active_before, report(result)
+    killed = result.fault["zk_server"]
+    scenarios.restore(lab, result, timeout=HEAL_BOUND)
+    assert lab.zk.mode(killed) == "follower"

@@ -26,7 +26,7 @@ from lab.cluster import (
     NAMESPACES,
     NODES,
     REPO,
-    ZK_NS,
+    ZK_SERVERS,
     Lab,
     netns_id,
 )
@@ -152,8 +152,11 @@ def test_each_node_listens_where_the_design_says(lab: Lab) -> None:
         assert "127.0.0.1:8080" in socks, socks
         assert socks & {"0.0.0.0:80", "*:80", "[::]:80"}, f"Squid not on all addresses: {socks}"
         assert f"{addr}:22" in socks, socks
-    zk = listening(lab, ZK_NS)  # Java binds an IPv4 address as IPv4-mapped IPv6
-    assert zk & {f"{ADDRESSES[ZK_NS]}:2181", f"[::ffff:{ADDRESSES[ZK_NS]}]:2181"}, zk
+    for server in ZK_SERVERS:  # Java binds an IPv4 address as IPv4-mapped IPv6
+        addr = ADDRESSES[server]
+        zk = listening(lab, server)
+        for port in (2181, 3888):  # clients, leader election (2888: the leader only)
+            assert zk & {f"{addr}:{port}", f"[::ffff:{addr}]:{port}"}, (server, zk)
     assert listening(lab, CLIENT_NS) == set()
 
 
@@ -168,7 +171,7 @@ def test_generated_configs_pass_check_config(lab: Lab) -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert f'node = "{node}"' in proc.stdout
-        assert '"10.77.0.5:2181"' in proc.stdout
+        assert '"10.77.0.5:2181", "10.77.0.6:2181", "10.77.0.7:2181"' in proc.stdout
         assert 'dbname = "donations"' in proc.stdout
         assert 'mode = "sync"' in proc.stdout  # the lab's default replication mode
 
@@ -209,19 +212,29 @@ def test_a_donation_through_squid_is_acknowledged_by_fln1_and_replicated(lab: La
     assert status == 503, body
 
 
-def test_zookeeper_answers_from_a_node_with_the_lab_session_bounds(lab: Lab) -> None:
-    assert "Mode: standalone" in lab.zk_command("srvr", ns="fln1")
-    conf = lab.zk_command("conf", ns="fln2")
-    assert "minSessionTimeout=1000" in conf and "maxSessionTimeout=10000" in conf
-    assert "tickTime=100" in conf
-    data_dir = next(line.split("=", 1)[1] for line in conf.splitlines() if "dataDir=" in line)
-    fs = subprocess.run(
-        ["stat", "-f", "-c", "%T", data_dir], capture_output=True, text=True, check=True
-    )
-    assert fs.stdout.strip() == "tmpfs", data_dir
-    # Both daemons got the 2 s sessions they asked for.
-    cons = lab.zk_command("cons", ns="fln1")
+def test_three_zookeeper_servers_one_leading_with_the_lab_session_bounds(lab: Lab) -> None:
+    modes = lab.zk.modes()
+    assert sorted(modes.values()) == ["follower", "follower", "leader"], modes
+    data_dirs = set()
+    for server in ZK_SERVERS:
+        assert "Mode: " in lab.zk_command("srvr", ns="fln1", server=server)
+        conf = lab.zk_command("conf", ns="fln2", server=server)
+        assert "minSessionTimeout=1000" in conf and "maxSessionTimeout=10000" in conf
+        assert "tickTime=100" in conf and "initLimit=10" in conf and "syncLimit=5" in conf
+        for other in ZK_SERVERS:  # every server knows the whole ensemble
+            assert f"{ADDRESSES[other]}:2888:3888" in conf, conf
+        data_dir = next(line.split("=", 1)[1] for line in conf.splitlines() if "dataDir=" in line)
+        fs = subprocess.run(
+            ["stat", "-f", "-c", "%T", data_dir], capture_output=True, text=True, check=True
+        )
+        assert fs.stdout.strip() == "tmpfs", data_dir
+        data_dirs.add(data_dir)
+    assert len(data_dirs) == 3
+    # Both daemons got the 2 s sessions they asked for, wherever they are connected.
+    cons = "".join(lab.zk_command("cons", ns="fln1", server=s) for s in ZK_SERVERS)
     assert cons.count("to=2000") >= 2, cons
+    sessions = lab.zk.sessions(NODES)
+    assert set(sessions) == set(NODES) and all(s in ZK_SERVERS for s in sessions.values())
 
 
 def test_the_vip_is_on_at_most_one_node(lab: Lab) -> None:
@@ -264,6 +277,8 @@ def test_lab_status_command(lab: Lab) -> None:
         assert ns in out
     for c in ("zookeeper", "postgres", "app", "squid", "sshd", "failoverd"):
         assert c in out
+    assert re.search(r"^ZooKeeper: flzk\d? leads \(", out, re.MULTILINE), out
+    assert out.count(" leader") + out.count(" follower") >= 6, out  # the rows and the summary
     # fln1 primary, unless the daemons failed over since (see above).
     line = next(line for line in out.splitlines() if line.startswith("PostgreSQL: "))
     assert re.fullmatch(
@@ -308,6 +323,43 @@ def test_a_running_lab_switches_replication_mode_with_a_rolling_restart(lab: Lab
     )
     assert (proc.returncode, proc.stdout) == (0, "async\n"), proc.stderr
     assert "Replication: async" in lab.status(failoverctl=False).render()
+
+
+def test_the_ensemble_faults_the_scenarios_use(lab: Lab) -> None:
+    """The lab's own ZooKeeper machinery, not failoverd's: a session moved to a chosen server,
+    the leader killed and replaced, a server isolated until it stops serving, cuts undone."""
+    node = "fln1"
+    for target in ZK_SERVERS:
+        lab.zk.move_session(node, target)
+        assert lab.zk.server_of(node) == target
+        assert lab.cuts() == {}  # the moment's blackholes are gone
+    leader = lab.zk.wait_serving()
+    lab.zk.kill(leader)
+    survivors = [s for s in ZK_SERVERS if s != leader]
+    took = waited(lambda: lab.zk.leader() in survivors, 5.0, "a new leader", step=0.05)
+    print(f"a new leader {took:.2f} s after the old one was killed")
+    assert lab.zk.modes()[leader] == "down"
+    lab.zk.start(leader)
+    assert lab.zk.mode(leader) == "follower"
+    isolated = next(s for s in ZK_SERVERS if s != lab.zk.leader())
+    lab.zk.isolate(isolated, nodes=["fln2"])
+    try:
+        assert lab.cuts()[isolated] == sorted(["fln2", *(s for s in ZK_SERVERS if s != isolated)])
+        took = waited(
+            lambda: lab.zk.mode(isolated) == "not serving", 5.0, "the isolated server to stop"
+        )
+        print(f"an isolated follower stopped serving after {took:.2f} s")
+        others = [s for s in ZK_SERVERS if s != isolated]
+        assert lab.zk.wait_serving(others, timeout=5.0) in others
+    finally:
+        lab.zk.heal_server(isolated)
+    assert lab.cuts() == {}
+    lab.zk.wait_serving(timeout=10.0)
+    lab.partition_from_zk("fln2", servers=[ZK_SERVERS[0]])
+    assert lab.cuts()["fln2"] == [ZK_SERVERS[0]]
+    assert "fln2" not in lab.status(failoverctl=False).partitioned  # the others are reachable
+    lab.heal_cuts()
+    assert lab.cuts() == {}
 
 
 def test_sshd_runs_only_the_forced_fence_command_for_the_peers_key(lab: Lab) -> None:

@@ -15,6 +15,8 @@ def row(mode: str, **over: Any) -> dict[str, Any]:
         "mode": mode,
         "writers": 8,
         "outages_s": [2.4, 2.6, None],
+        "failovers": [1, 1, 0],
+        "max_gap_s": [2.45, 2.65, 30.5],
         "redundant_s": [9.0, 11.0, 10.0],
         "healed_to_redundant_s": [5.0, 6.0, 7.0],
         "lost_acknowledged": 3,
@@ -37,6 +39,8 @@ def test_modes_side_by_side_per_scenario() -> None:
     assert lines[1].split() == ["async", "sync"]
     cells = {line[:34].strip(): line[34:].split() for line in lines[2:-1]}
     assert cells["outage median (s)"] == ["2.500", "(1", "never)", "2.500", "(1", "never)"]
+    assert cells["failovers per run"] == ["1", "1", "0", "1", "1", "0"]
+    assert cells["longest without an ack (s)"] == ["30.500", "30.500"]  # the worst run
     assert cells["lost acknowledged per run"] == ["0", "3", "0", "0", "0", "0"]
     assert cells["latency p50 (ms)"] == ["40.0", "40.0"]
     assert cells["latency p99 (ms)"] == ["250.0", "250.0"]  # a run without acks is left out
@@ -64,3 +68,15 @@ def test_modes_are_checked() -> None:
         parse_modes("async,quorum")
     with pytest.raises(ValueError, match="twice"):
         parse_modes("sync,sync")
+
+
+def test_the_fault_table_shows_failovers_and_the_longest_gap_per_scenario() -> None:
+    leader = row("sync", scenario="zk-leader", outages_s=[None, None], failovers=[0, 0],
+                 max_gap_s=[0.31, 0.05])  # fmt: skip
+    lines = table([leader]).splitlines()
+    assert lines[0].split()[:8] == [
+        "scenario", "runs", "min", "median", "max", "failovers", "max", "gap"
+    ]  # fmt: skip
+    cells = lines[1].split()
+    assert cells[:8] == ["zk-leader", "2", "-", "-", "-", "0", "0", "0.310"], lines[1]
+    assert "changes of the node acknowledging writes" in lines[-1]

@@ -180,3 +180,88 @@ def test_the_follower_reads_only_complete_new_lines(tmp_path: Path) -> None:
     with path.open("a") as f:
         f.write(': "c"}\n')
     assert [r["id"] for r in follower.read()] == ["a", "b", "c"]
+
+
+# -- failovers the client saw, and the longest time without an acknowledged write -------------
+
+
+def paced(
+    start: float, end: float, serving: list[tuple[float, float, str, int]], step: float = 0.05
+) -> list[dict]:
+    """The paced probe: a donation every ``step`` s from ``start`` to ``end``; acknowledged by
+    the node and epoch of the ``serving`` window (from, to, node, epoch) it is sent in, failed
+    at once outside them."""
+    records = []
+    for k in range(round((end - start) / step)):
+        t = start + k * step
+        window = next((w for w in serving if w[0] <= t < w[1]), None)
+        rec: dict = {"id": f"p{k}", "writer": 0, "sent": t, "done": t + 0.01, "ok": bool(window)}
+        if window:
+            rec.update(node=window[2], epoch=window[3])
+        records.append(rec)
+    return records
+
+
+def test_a_leader_election_the_active_rides_out_is_no_failover_and_no_gap() -> None:
+    acks = paced(0.0, 20.0, [(0.0, 20.0, "fln1", 3)])
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    assert v.failovers == 0 and v.failed == 0
+    assert v.max_gap_s is not None and abs(v.max_gap_s - 0.05) < 1e-9
+    assert v.outage_s is None  # no new epoch: nothing was taken over
+
+
+def test_a_takeover_is_one_failover_and_the_gap_is_the_outage() -> None:
+    acks = paced(0.0, 20.0, [(0.0, 10.0, "fln1", 3), (12.5, 20.0, "fln2", 4)])
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    assert v.failovers == 1
+    # The last ack of fln1 answered at 9.96, the first of fln2 at 12.51.
+    assert v.max_gap_s is not None and abs(v.max_gap_s - 2.55) < 1e-9
+    assert v.outage_s is not None and v.outage_s <= v.max_gap_s
+
+
+def test_the_same_node_leading_again_after_an_outage_is_a_gap_not_a_failover() -> None:
+    """ZooKeeper gone for a minute without the failsafe: the active self-fences, and leads again
+    at a new epoch once ZooKeeper is back."""
+    acks = paced(0.0, 80.0, [(0.0, 10.0, "fln1", 3), (71.0, 80.0, "fln1", 4)])
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    assert v.failovers == 0
+    assert v.max_gap_s is not None and abs(v.max_gap_s - 61.05) < 1e-9
+    assert v.outage_s is not None and abs(v.outage_s - 61.01) < 1e-9
+
+
+def test_writes_acknowledged_throughout_an_outage_of_zookeeper_leave_no_gap() -> None:
+    """What the failsafe is for: ZooKeeper gone, the active serving under the peer's pledges,
+    and leading at a new epoch once ZooKeeper is back, without a pause."""
+    acks = paced(0.0, 80.0, [(0.0, 71.0, "fln1", 3), (71.0, 80.0, "fln1", 4)])
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    assert (v.failovers, v.failed) == (0, 0)
+    assert v.max_gap_s is not None and v.max_gap_s < 0.06
+
+
+def test_a_service_that_never_comes_back_is_a_gap_to_the_end_of_the_run() -> None:
+    acks = paced(0.0, 20.0, [(0.0, 10.0, "fln1", 3)])
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    assert v.failovers == 0
+    # From the last ack (9.96) to the last failed answer (19.96).
+    assert v.max_gap_s is not None and abs(v.max_gap_s - 10.0) < 1e-9
+
+
+def test_every_change_of_the_acknowledging_node_counts_in_the_order_answers_came() -> None:
+    acks = paced(0.0, 30.0, [(0.0, 10.0, "fln1", 3), (12.0, 20.0, "fln2", 4), (22, 30, "fln1", 5)])
+    v = analyze(list(reversed(acks)), [], fault_at=10.0, surviving_ids=None)  # file order aside
+    assert v.failovers == 2
+
+
+def test_n_writers_interleaved_see_one_failover() -> None:
+    acks = closed_loop_history(writers=8, latency=0.02, fault_at=10.0, back_at=12.5, end=20.0)
+    v = analyze(acks, [], fault_at=10.0, surviving_ids=None)
+    assert v.failovers == 1
+    assert v.max_gap_s is not None and 2.5 <= v.max_gap_s <= 2.5 + 0.051 + 0.02
+
+
+def test_no_records_no_gap() -> None:
+    v = analyze([], [], fault_at=1.0, surviving_ids=None)
+    assert (v.failovers, v.max_gap_s) == (0, None)
+    only_failures = [ack(1, 1.0, ok=False), ack(2, 3.0, ok=False)]
+    v = analyze(only_failures, [], fault_at=1.0, surviving_ids=None)
+    assert v.failovers == 0 and v.max_gap_s is not None and abs(v.max_gap_s - 2.01) < 1e-9
