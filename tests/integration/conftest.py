@@ -6,10 +6,8 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +17,9 @@ import pytest
 from kazoo.client import KazooClient
 
 from failoverd.zk import ZkCluster
-from lab.zookeeper import ZooKeeperServer, free_port
+from lab.zookeeper import ZooKeeperServer
+
+from .relay import Relay
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).resolve().with_name("lease_child.py")
@@ -69,7 +69,7 @@ def make_cluster(zk_chroot: str) -> Iterator[MakeCluster]:
     made: list[ZkCluster] = []
 
     def make(
-        server: ZooKeeperServer | TcpProxy,
+        server: ZooKeeperServer | Relay,
         node: str,
         *,
         session_timeout: float = 4.0,
@@ -186,104 +186,13 @@ def spawn_child() -> Iterator[Callable[..., Child]]:
                     stream.close()
 
 
-class TcpProxy:
-    """A loopback TCP relay to ZooKeeper that a test can partition.
-
-    ``blackhole()`` keeps every socket open but drops all bytes, like a partition: the client
-    only notices by its own timeouts. ``heal()`` drops the stale connections so the client
-    reconnects afresh.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._dropping = False
-        self._stop = threading.Event()
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", self.port))
-        self._listener.listen(16)
-        self._listener.settimeout(0.1)
-        threading.Thread(target=self._serve, name="zk-proxy", daemon=True).start()
-
-    @property
-    def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        for _ in range(10_000_000):  # ends with close(); the count only bounds the loop
-            if self._stop.is_set():
-                return
-            try:
-                down, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self._socks.append(down)
-                if self._dropping:
-                    continue  # held open, never answered
-            try:
-                up = socket.create_connection(self.target, timeout=1.0)
-            except OSError:
-                down.close()
-                continue
-            with self._lock:
-                self._socks.append(up)
-            for src, dst in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        src.settimeout(None)
-        for _ in range(10_000_000):
-            try:
-                data = src.recv(65536)
-            except OSError:
-                break
-            if not data:
-                break
-            if self._dropping:
-                continue
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        for sock in (src, dst):
-            self._close(sock)
-
-    @staticmethod
-    def _close(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
-
-    def blackhole(self) -> None:
-        self._dropping = True
-
-    def heal(self) -> None:
-        with self._lock:
-            socks, self._socks = self._socks, []
-            self._dropping = False
-        for sock in socks:
-            self._close(sock)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.heal()
-        self._close(self._listener)
-
-
 @pytest.fixture
-def zk_proxy() -> Iterator[Callable[[ZooKeeperServer], TcpProxy]]:
+def zk_proxy() -> Iterator[Callable[[ZooKeeperServer], Relay]]:
     """``zk_proxy(server)``: a partitionable relay in front of ``server``; closed at teardown."""
-    proxies: list[TcpProxy] = []
+    proxies: list[Relay] = []
 
-    def make(server: ZooKeeperServer) -> TcpProxy:
-        proxy = TcpProxy((server.host, server.port))
+    def make(server: ZooKeeperServer) -> Relay:
+        proxy = Relay((server.host, server.port))  # a client's relay: one attempt
         proxies.append(proxy)
         return proxy
 
