@@ -191,8 +191,8 @@ DATABASE_ACTIONS = (
 )
 
 
-def peer_left_serving(st: Ctx) -> bool:
-    """``last_leader`` says the peer's daemon stopped while paused, leaving it serving, and no
+def left_serving(st: Ctx, node: str) -> bool:
+    """``last_leader`` says ``node``'s daemon stopped while paused, leaving it serving, and no
     epoch has begun since."""
     c = st.cluster
     last = None if c is None else c.last_leader
@@ -200,9 +200,13 @@ def peer_left_serving(st: Ctx) -> bool:
         c is not None
         and last is not None
         and last.left_serving
-        and last.node == st.s.peer
+        and last.node == node
         and last.epoch == c.epoch
     )
+
+
+def peer_left_serving(st: Ctx) -> bool:
+    return left_serving(st, st.s.peer)
 
 
 def fenced_since_peer_left_serving(st: Ctx) -> bool:

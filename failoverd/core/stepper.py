@@ -76,18 +76,6 @@ def must_prove_session(st: context.Ctx) -> bool:
     return False
 
 
-def _left_serving_recorded(st: context.Ctx) -> bool:
-    c = st.cluster
-    last = None if c is None else c.last_leader
-    return (
-        c is not None
-        and last is not None
-        and last.left_serving
-        and last.node == st.s.node
-        and last.epoch == c.epoch
-    )
-
-
 def supervision_role(state: State) -> str:
     """The role ExecStopPost judges an abnormal end by (``failoverd/stoppost.py``): a paused
     node that serves is ``paused-serving``, since pause does not suspend self-fencing."""
@@ -169,7 +157,7 @@ def dispatch(st: context.Ctx, result: context.Done | None) -> None:
         and must_prove_session(st)
         and st.lease_lost()
         and not failsafe.pledged(st)
-        and not _left_serving_recorded(st)
+        and not context.left_serving(st, st.s.node)
     ):
         # A round-trip proves a session, not the lease: one that expired while a pledge kept
         # this paused node serving left it serving on nothing once the pledge lapsed. (Left

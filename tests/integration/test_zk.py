@@ -45,7 +45,8 @@ from failoverd.zk.session import Session
 from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer, free_port
 
-from .conftest import Child, MakeCluster, TcpProxy
+from .conftest import Child, MakeCluster
+from .relay import Relay
 
 pytestmark = pytest.mark.integration
 
@@ -366,7 +367,7 @@ def test_zookeeper_restart_under_a_connected_client(
 
 def test_partition_longer_than_the_session_loses_the_lease_safely(
     zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
-    zk_proxy: Callable[[ZooKeeperServer], TcpProxy],
+    zk_proxy: Callable[[ZooKeeperServer], Relay],
 ) -> None:  # fmt: skip
     t = 1.0
     proxy = zk_proxy(zookeeper)
@@ -657,7 +658,7 @@ def test_record_position_never_blocks_while_zookeeper_is_stopped(
 
 def test_record_position_never_blocks_while_partitioned_and_its_loss_is_logged(
     zookeeper: ZooKeeperServer, make_cluster: MakeCluster,
-    zk_proxy: Callable[[ZooKeeperServer], TcpProxy], caplog: pytest.LogCaptureFixture,
+    zk_proxy: Callable[[ZooKeeperServer], Relay], caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     proxy = zk_proxy(zookeeper)
     holder = make_cluster(proxy, "n1", session_timeout=1.0)
