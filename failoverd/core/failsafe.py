@@ -12,7 +12,7 @@ not an outage of the site.
 
 from __future__ import annotations
 
-from failoverd.core import context
+from failoverd.core import context, promoting
 from failoverd.core.model import AcquireLease, AskPledge, Role, SetGranting, Takeover, ZkState
 
 
@@ -48,7 +48,16 @@ def retake_lease(st: context.Ctx) -> bool:
             f"ZooKeeper session lost; serving on {st.s.peer}'s pledge until a new one is up",
         )
         return True
-    if c.lease is not None or c.epoch != st.state.epoch:
+    pending = st.state.pending
+    if pending is not None and pending.kind == "AcquireLease":
+        return True  # our re-take is in flight: its result decides
+    lease = c.lease
+    if lease is not None and lease.mine and lease.epoch == c.epoch > st.state.epoch:
+        # Re-taken, and the view shows it before the result came: carry on with it.
+        st.set(epoch=lease.epoch, highest_epoch=max(st.state.highest_epoch, lease.epoch))
+        promoting.begin(st, lease.epoch)
+        return True
+    if lease is not None or c.epoch != st.state.epoch:
         return False
     if st.state.pending is None:
         now = st.obs.now

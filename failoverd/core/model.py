@@ -646,6 +646,9 @@ class State:
     # commits waiting on it. Cleared once it flushes that far; past sync_drop_after it is dropped.
     sync_waiting: tuple[int, float] | None = None
     sync_dropped_lsn: int | None = None  # where a standby was dropped: named again once there
+    # The last sync record this node asked to write (standby, epoch): it may have landed even
+    # if no result or view says so yet, so PostgreSQL stops waiting only after a null one.
+    sync_written: tuple[str | None, int] | None = None
     reason: Reason = field(
         default_factory=lambda: Reason("starting", "waiting for the first full observation")
     )

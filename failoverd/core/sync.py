@@ -67,12 +67,16 @@ def manage(st: context.Ctx) -> bool:
     waiting = waits_for(db, peer)
     _track_waiting(st, db, row, waiting)
 
-    if named is not None and (named != peer or not waiting):
+    written = st.state.sync_written
+    # What the record may say: the view, or a write of ours that may have landed unseen.
+    may_name = named or (written[0] if written is not None and written[1] == epoch else None)
+    if may_name is not None and (may_name != peer or not waiting):
         reason = st.decide(
             "sync_reset",
-            f"the sync record names {named} but PostgreSQL does not wait for it: clearing the "
-            "record first",
+            f"the sync record may name {may_name} but PostgreSQL does not wait for it: "
+            "clearing the record first",
         )
+        st.set(sync_written=(None, epoch))
         st.emit(RecordSync, reason, standby=None, epoch=epoch)
         return True
     if record is not None and record.epoch < epoch and record.standby not in (None, st.s.node):
@@ -82,6 +86,7 @@ def manage(st: context.Ctx) -> bool:
             f"the sync record still names {record.standby} for epoch {record.epoch}: "
             f"clearing it for epoch {epoch}",
         )
+        st.set(sync_written=(None, epoch))
         st.emit(RecordSync, reason, standby=None, epoch=epoch)
         return True
 
@@ -93,17 +98,17 @@ def manage(st: context.Ctx) -> bool:
                 "sync_named",
                 f"{peer} is the synchronous standby: every acknowledged commit is on it",
             )
-            st.set(sync_dropped_lsn=None)
+            st.set(sync_dropped_lsn=None, sync_written=(peer, epoch))
             st.emit(RecordSync, reason, standby=peer, epoch=epoch)
             return True
         return False
-    if named == peer and peer not in want:
+    if may_name == peer and peer not in want:
         reason = st.decide(
             "sync_dropped",
             f"dropping {peer} as synchronous standby ({why}): the record first, then "
             "PostgreSQL, so that the waiting commits go through",
         )
-        st.set(sync_dropped_lsn=db.lsn)
+        st.set(sync_dropped_lsn=db.lsn, sync_written=(None, epoch))
         st.emit(RecordSync, reason, standby=None, epoch=epoch)
         st.emit(RecordEvent, reason, kind="sync_dropped", epoch=epoch, from_node=st.s.node,
                 to_node=peer)  # fmt: skip

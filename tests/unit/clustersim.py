@@ -1442,6 +1442,8 @@ def converged(sim: Sim) -> str | None:
         return f"{a.name} is active but ZooKeeper's lease is {lease}"
     if a.client.state is not ZkState.CONNECTED or not sim.zk.alive(a.client.sid):
         return f"{a.name} is active but its session is {a.client.state.value}"
+    if a.state.epoch != lease[1]:
+        return f"{a.name} holds the lease of epoch {lease[1]} but acts under {a.state.epoch}"
     proven = a.client.last_rt_ok
     if proven is None or sim.now - proven >= settings_for(a.name).self_fence_after - DT:
         return f"{a.name} is active but has not proven its session lately"
