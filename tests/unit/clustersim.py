@@ -1514,8 +1514,10 @@ def run_to_health(
         healed_at = sim.now
         for _ in range(int(settle_within / DT)):
             sim.advance()
-            if converged(sim) is None:
-                # Healthy: and it stays so (nothing else happens).
+            settled = all(n.state.pending is None for n in sim.nodes.values())
+            if converged(sim) is None and settled:
+                # Healthy, with nothing in flight (a decision taken before the heal may still
+                # land): and it stays so.
                 for _ in range(int(10.0 / DT)):
                     sim.advance()
                     missing = converged(sim)
