@@ -923,6 +923,27 @@ def test_an_active_puts_back_a_vip_removed_behind_its_back() -> None:
     assert seen.one(AddVip).epoch == 3
 
 
+def test_a_promotion_and_a_vip_refused_as_late_are_sent_again_not_aborted() -> None:
+    """The round-trip they were sent on aged before they ran: the adapters did nothing, so the
+    takeover goes on (a second Promote under the epoch is then no second promotion)."""
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    acquired = takeover(110.1).answer(n1.state, epoch=4)
+    n1.see(acquired).expect(Role.PROMOTING, "fencing", "FencePeer")
+    fence = takeover(110.4).answer(n1.state, fence=FenceOutcome.UNREACHABLE)
+    n1.see(fence).expect(Role.PROMOTING, "promoting", "RecordEvent", "Promote")
+    late = takeover(110.6).answer(n1.state, ok=False, detail="refused: late", late=True)
+    seen = n1.see(late).expect(Role.PROMOTING, "promoting", "Promote")
+    assert "leased_action_late" in [d.code for d in seen.step.decisions]
+    promoted = takeover(111.0).db_primary(recorded_epoch=4)
+    n1.see(promoted.answer(n1.state)).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    late_vip = takeover(111.1).db_primary(recorded_epoch=4)
+    late_vip = late_vip.answer(n1.state, ok=False, detail="refused: late", late=True)
+    n1.see(late_vip).expect(Role.PROMOTING, "adding_vip", "AddVip")
+    failed = takeover(111.2).db_primary(recorded_epoch=4).answer(n1.state, ok=False, detail="x")
+    n1.see(failed).expect(Role.DEMOTING, "aborted", "RemoveVip")
+
+
 def test_an_active_whose_vip_came_too_late_tries_again_on_a_fresh_round_trip() -> None:
     """Resumed just after a reconnect, the VIP was re-added on a round-trip that aged before
     the action ran: the adapter did nothing, and that is not a reason to step down."""

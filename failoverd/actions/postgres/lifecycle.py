@@ -71,9 +71,10 @@ class PromoteResult(NamedTuple):
     detail: str
     lsn: int | None = None
     epoch: int | None = None  # the epoch now recorded in the database, when ok
+    late: bool = False  # refused because not_after had passed, before anything was changed
 
     def action_result(self, action_id: int) -> ActionResult:
-        return ActionResult(action_id, ok=self.ok, detail=self.detail)
+        return ActionResult(action_id, ok=self.ok, detail=self.detail, late=self.late)
 
 
 class StopResult(NamedTuple):
@@ -146,7 +147,9 @@ class Lifecycle:
         started = self.clock()
         if started > not_after:
             return PromoteResult(
-                False, f"refused: {started - not_after:.3f} s past its not_after deadline"
+                False,
+                f"refused: {started - not_after:.3f} s past its not_after deadline",
+                late=True,
             )
         deadline = started + timeout
         steps: list[str] = []
@@ -156,7 +159,9 @@ class Lifecycle:
             late = self.clock() - not_after
             if late > 0:
                 return PromoteResult(
-                    False, f"refused: the deadline passed while connecting ({down}; {late:.3f} s)"
+                    False,
+                    f"refused: the deadline passed while connecting ({down}; {late:.3f} s)",
+                    late=True,
                 )
             started_it = self._start_stopped(
                 not_after, deadline, str(down), replica_ok=promote_replica
@@ -172,7 +177,9 @@ class Lifecycle:
             late = self.clock() - not_after
             if late > 0:
                 return PromoteResult(
-                    False, f"refused: the deadline passed while connecting ({late:.3f} s late)"
+                    False,
+                    f"refused: the deadline passed while connecting ({late:.3f} s late)",
+                    late=not steps,  # nothing started yet: nothing was done
                 )
             try:
                 in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
