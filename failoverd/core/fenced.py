@@ -107,6 +107,19 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
             st.decide("fenced", "fenced: waiting for ZooKeeper")
         return
     if c.lease is not None and c.lease.mine and c.lease.epoch >= st.state.epoch:
+        if context.serving(st):
+            # The fence did not take (yet): a release now would let the peer add the VIP
+            # beside ours on a fence that finds us unreachable.
+            reason = st.decide(
+                "fence_incomplete",
+                "fenced while holding the lease, but the VIP or the primary is still up: "
+                "stopping them again before releasing it",
+            )
+            if st.obs.vip_present is True:
+                st.emit(RemoveVip, reason)
+            if st.managed_db() and st.obs.database.role is DbRole.PRIMARY:
+                st.emit(StopDatabase, reason, mode="immediate")
+            return
         # Our session survived the fence, or an acquisition answered after we got fenced: hand
         # the lease over rather than sit on it. Only a lease we served under and stopped
         # cleanly is released clean; any other makes the next holder fence us, harmlessly.

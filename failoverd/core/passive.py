@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from failoverd.core import context, failsafe, policy, promoting, starting
+from failoverd.core import context, demoting, failsafe, policy, promoting, starting
 from failoverd.core.model import (
     AcquireLease,
     ClearRejoinRequest,
@@ -44,6 +44,15 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         return
     if lease is not None and lease.mine and lease.epoch == st.state.epoch:
         # A lease we gave back (after a failed fence) whose release did not go through.
+        if context.serving(st):
+            # Never released while serving (the next holder may add the VIP at once).
+            demoting.begin(
+                st,
+                "aborted",
+                f"holding the lease (epoch {lease.epoch}) as passive but serving: "
+                "stepping down before giving it back",
+            )
+            return
         reason = st.decide(
             "releasing", f"still holding the lease (epoch {lease.epoch}): giving it back again"
         )

@@ -92,10 +92,23 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
                 return
             else:
                 levels = "every fencing level" if st.s.power_fence else "fencing"
-                reason = st.decide(
-                    "fencing_exhausted" if st.s.power_fence else "fence_failed",
+                code = "fencing_exhausted" if st.s.power_fence else "fence_failed"
+                text = (
                     f"{levels} reached {st.s.peer} but failed (last, {how}: {r.detail}): not "
-                    f"promoting; giving the lease back, retrying in {st.s.fence_retry_after:g} s",
+                    "promoting"
+                )
+                if context.serving(st):
+                    # A re-adoption that already serves: a release says "not serving", and
+                    # the next holder may add the VIP on a fence that finds us unreachable.
+                    # So the VIP and the primary go first (demoting releases last).
+                    demoting.begin(
+                        st, "aborted", f"{text}; stepping down before giving the lease back"
+                    )
+                    context.fence_event(st, done, epoch, st.reason)
+                    return
+                reason = st.decide(
+                    code,
+                    f"{text}; giving the lease back, retrying in {st.s.fence_retry_after:g} s",
                 )
                 st.set(
                     role=Role.PASSIVE,

@@ -854,6 +854,13 @@ class Sim:
             held = mine and zk.lease is not None and zk.lease[1] == a.epoch
             free = a.left_serving and zk.lease is None and zk.epoch == a.epoch
             if zk_ok and f.ok and (held or free):
+                if not a.left_serving and (node.vip or (self.managed and node.db.writable)):
+                    # Whoever takes the lease next fences on an expiry only: a release says
+                    # "not serving", and the peer may add the VIP at once on an unreachable fence.
+                    raise SafetyError(
+                        f"{node.name} released the lease (epoch {a.epoch}) while serving: "
+                        f"vip={node.vip} writable={node.db.writable}"
+                    )
                 zk.lease = None
                 zk.last_leader = LastLeader(
                     node.name,
