@@ -87,11 +87,16 @@ class Ctx:
         )
 
     def lease_lost(self) -> bool:
-        """Positive evidence that the lease is no longer ours (not merely an unknown view)."""
+        """Positive evidence that the lease is no longer ours (not merely an unknown view).
+
+        A view from a connection that is down is old, but never older than our acquisition
+        once it shows our epoch: if it then shows the lease free or not ours, it was lost
+        (a new session that read the view and was cut off again; the random traces found an
+        active serving on that session's round-trip without lease or pledge)."""
         if self.obs.zk.state is ZkState.LOST:
             return True
         c = self.cluster
-        if c is None or self.obs.zk.state is not ZkState.CONNECTED:
+        if c is None:
             return False
         if c.epoch < self.state.epoch:
             return False  # a view from before our acquisition: it has not caught up yet

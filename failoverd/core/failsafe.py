@@ -17,11 +17,17 @@ from failoverd.core.model import AcquireLease, AskPledge, Role, SetGranting, Tak
 
 
 def pledge_deadline(st: context.Ctx) -> float | None:
-    """Until when our latest pledge lets us serve without a round-trip (our clock)."""
+    """Until when our latest pledge lets us serve without a round-trip (our clock).
+
+    Not to its end: only while it is as fresh as a round-trip must be (self_fence_after from
+    its request). A daemon that freezes while serving on a pledge cannot fence itself; its
+    watchdog and ExecStopPost must, before the peer may lead. Serving up to the pledge's end
+    would leave them the margin alone (the random traces found it); stopping at
+    self_fence_after leaves them pledge_ttl - self_fence_after, no less than a session gives."""
     p = st.obs.pledge
     if not st.s.failsafe or p is None or st.state.epoch <= 0 or p.epoch != st.state.epoch:
         return None
-    return p.sent_at + p.ttl - st.s.pledge_margin
+    return min(p.sent_at + p.ttl - st.s.pledge_margin, p.sent_at + st.s.self_fence_after)
 
 
 def pledged(st: context.Ctx) -> bool:
@@ -56,6 +62,21 @@ def retake_lease(st: context.Ctx) -> bool:
         # Re-taken, and the view shows it before the result came: carry on with it.
         st.set(epoch=lease.epoch, highest_epoch=max(st.state.highest_epoch, lease.epoch))
         promoting.begin(st, lease.epoch)
+        return True
+    if (
+        lease is not None
+        and lease.node == st.s.node
+        and not lease.mine
+        and lease.epoch == c.epoch == st.state.epoch
+    ):
+        # Our own lease, of the session that expired: the new session's watches have not
+        # answered yet (ZooKeeper deleted it with that session). Nobody else can hold it while
+        # the pledge does: wait for the view rather than step down on it.
+        st.decide(
+            "retake_waiting",
+            f"new ZooKeeper session: waiting for the view to drop our expired lease (epoch "
+            f"{lease.epoch}) before re-taking it; serving on {st.s.peer}'s pledge meanwhile",
+        )
         return True
     if lease is not None or c.epoch != st.state.epoch:
         return False

@@ -268,6 +268,9 @@ class Client:
     notice_after: float = 0.0
     member_seen: dict[str, tuple[MemberStatus, float]] = field(default_factory=dict)
     lease_seen: tuple[object, float] | None = None
+    # A new session's watches are set again and answer a moment later: until then the view is
+    # the old session's (an expired lease of ours still in it, no longer ``mine``).
+    view_stale_until: float = 0.0
 
 
 @dataclass
@@ -585,10 +588,11 @@ class Sim:
                 self.zk.next_sid += 1
                 self.zk.sessions[sid] = Session(node.name, self.now)
                 c.sid = sid
+                c.view_stale_until = self.now + self.rng.choice((0.0, 0.0, DT, 2 * DT, 4 * DT))
             self.zk.sessions[c.sid].last_heard = self.now
             self._client_state(node, ZkState.CONNECTED)
             c.rt_sent = self.now
-            if self.rng.random() > 0.08:  # a watch may lag a tick
+            if self.now >= c.view_stale_until and self.rng.random() > 0.08:  # may lag a tick
                 c.view = self._view_for(node)
         else:
             if c.cut_at is None:
@@ -794,9 +798,13 @@ class Sim:
         # after 2 s, fencing after its connect and command timeouts, the database after
         # action_timeout.
         # A stop never hangs without effect: its ladder ends in SIGKILL.
-        bound = {"AddVip": DT, "RemoveVip": DT, "AcquireLease": 2.0, "ReleaseLease": 2.0}.get(
-            action.name, 9.0
-        )
+        bound = {
+            "AddVip": DT,
+            "RemoveVip": DT,
+            "AcquireLease": 2.0,
+            "ReleaseLease": 2.0,
+            "RecordSync": 2.0,
+        }.get(action.name, 9.0)
         draw = self.rng.random() if self.flaky else 0.5
         hangs = draw < 0.01 and bound > DT and not isinstance(action, StopDatabase)
         slow = draw > 0.985

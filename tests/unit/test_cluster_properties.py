@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 
 import clustersim
+import pytest
 from clustersim import DT, NODES, Nemesis, SafetyError, Sim, run_random, run_to_health
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -110,9 +111,9 @@ def test_the_loss_checker_catches_what_async_mode_loses() -> None:
 # -- the failsafe: ZooKeeper trouble is not downtime ------------------------------------------
 
 
-def settled(failsafe: bool = True) -> tuple[Sim, str]:
+def settled(failsafe: bool = True, seed: int = 7) -> tuple[Sim, str]:
     """A redundant cluster (no faults, flaky actions off) and its active node."""
-    sim = Sim(random.Random(7), managed=True, mode=ReplicationMode.SYNC, failsafe=failsafe)
+    sim = Sim(random.Random(seed), managed=True, mode=ReplicationMode.SYNC, failsafe=failsafe)
     sim.flaky = False
     for _ in range(int(30 / DT)):
         sim.advance()
@@ -122,12 +123,21 @@ def settled(failsafe: bool = True) -> tuple[Sim, str]:
 
 def serve_for(sim: Sim, seconds: float) -> tuple[set[str], int]:
     """Run ``seconds``: who held the VIP at some point, and how many writes were acknowledged."""
+    holders, acked, _ = watch(sim, seconds)
+    return holders, acked
+
+
+def watch(sim: Sim, seconds: float) -> tuple[set[str], int, int]:
+    """As serve_for, and the ticks in which nobody held the VIP (a step-down shows there)."""
     holders: set[str] = set()
     acked = len(sim.acked)
+    dark = 0
     for _ in range(int(seconds / DT)):
         sim.advance()
-        holders.update(sim.vip_holders())
-    return holders, len(sim.acked) - acked
+        now = sim.vip_holders()
+        holders.update(now)
+        dark += not now
+    return holders, len(sim.acked) - acked, dark
 
 
 def test_a_whole_zookeeper_outage_is_not_an_outage_of_the_site() -> None:
@@ -138,7 +148,8 @@ def test_a_whole_zookeeper_outage_is_not_an_outage_of_the_site() -> None:
     assert acked > 0.5 * 60 / DT, acked  # writes acknowledged throughout
     assert sim.nodes[active].state.role is Role.ACTIVE
     sim.set_zk(True)
-    holders, _ = serve_for(sim, 30.0)
+    holders, _, dark = watch(sim, 30.0)
+    assert dark == 0, "\n".join(sim.log[-40:])  # the lease re-taken while serving
     assert holders == {active}
     assert clustersim.converged(sim) is None, clustersim.converged(sim)
 
@@ -153,8 +164,13 @@ def test_without_the_failsafe_a_zookeeper_outage_stops_the_site() -> None:
     assert sim.nodes[active].state.role is Role.FENCED
 
 
-def test_the_active_cut_off_from_zookeeper_alone_serves_on_and_retakes_the_lease() -> None:
-    sim, active = settled()
+@pytest.mark.parametrize("seed", range(8))
+def test_the_active_cut_off_from_zookeeper_alone_serves_on_and_retakes_the_lease(
+    seed: int,
+) -> None:
+    """Each seed draws its own delays, the new session's view among them: the lab saw the
+    active step down on a view that still showed its expired lease."""
+    sim, active = settled(seed=seed)
     epoch = sim.zk.epoch
     sim.set_zk_link(active, False)
     holders, acked = serve_for(sim, 40.0)  # its session expires after 10 s
@@ -162,7 +178,8 @@ def test_the_active_cut_off_from_zookeeper_alone_serves_on_and_retakes_the_lease
     assert acked > 0.5 * 40 / DT, acked
     assert sim.zk.lease is None  # expired: nobody holds it, the passive keeps its word
     sim.set_zk_link(active, True)
-    holders, _ = serve_for(sim, 20.0)
+    holders, _, dark = watch(sim, 20.0)
+    assert dark == 0, "\n".join(sim.log[-40:])  # no step-down: the lease re-taken while serving
     assert holders == {active}, "\n".join(sim.log[-40:])
     assert sim.zk.lease is not None and sim.zk.lease[0] == active
     assert sim.zk.epoch == epoch + 1

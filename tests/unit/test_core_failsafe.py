@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from corekit import SETTINGS, Node, Obs, state_of
+from corekit import NODE, SETTINGS, Node, Obs, state_of
 from test_core_scenarios import crashed
 
 from failoverd.core import AcquireLease, AskPledge, PeerDb, Role, SetGranting, ZkState
@@ -79,6 +79,39 @@ def test_session_lost_under_a_pledge_the_active_retakes_the_free_lease_while_ser
     seen = n1.see(lost).expect(Role.ACTIVE, "retaking_lease", "AcquireLease", "AskPledge")
     assert seen.one(AcquireLease).expected_epoch == 3
     assert "RemoveVip" not in seen.did
+
+
+def test_a_new_session_still_showing_our_expired_lease_is_waited_out_not_stepped_down_on() -> None:
+    """The lab: a new session's watches answer a moment after it connects, and the first view
+    still shows the lease of the session that expired (ours, no longer ``mine``)."""
+    n1 = active()
+    stale = (
+        Obs(120.0, FAILSAFE)
+        .lease_held_by(NODE, 3)
+        .db_primary(lsn=9000, recorded_epoch=3)
+        .peer_member(Role.PASSIVE, eligible=True)
+        .peer_db(PeerDb.REPLICA)
+        .pledge(3, sent_at=119.5)
+    )
+    seen = n1.see(stale).expect(Role.ACTIVE, "retake_waiting", "AskPledge")
+    assert "RemoveVip" not in seen.did and "AcquireLease" not in seen.did
+    fresh = (
+        Obs(120.1, FAILSAFE)
+        .lease_free(3)
+        .db_primary(lsn=9000, recorded_epoch=3)
+        .peer_member(Role.PASSIVE, eligible=True)
+        .peer_db(PeerDb.REPLICA)
+        .pledge(3, sent_at=120.0)
+    )
+    n1.see(fresh).expect(Role.ACTIVE, "retaking_lease", "AcquireLease", "AskPledge")
+
+
+def test_our_expired_lease_without_a_pledge_is_a_step_down() -> None:
+    n1 = active()
+    stale = Obs(120.0, FAILSAFE).lease_held_by(NODE, 3).db_primary(lsn=9000, recorded_epoch=3)
+    n1.see(stale.peer_member(Role.PASSIVE, eligible=True).peer_db(PeerDb.REPLICA)).expect(
+        Role.DEMOTING, "lease_lost", "RemoveVip"
+    )
 
 
 def test_session_lost_without_a_pledge_steps_down_as_before() -> None:

@@ -789,8 +789,15 @@ def test_active_demotes_when_the_lease_is_lost(obs: Obs) -> None:
     assert seen.text == "demoted: lease lost"
 
 
-def test_active_does_not_trust_a_suspended_view_of_the_lease() -> None:
+def test_active_steps_down_on_a_suspended_view_that_shows_the_lease_taken() -> None:
+    """A view read before the connection dropped is old, but ZooKeeper does not invent a lease:
+    one of a newer epoch held by the peer is proof that ours is gone."""
     obs = active_obs().lease_peer(EPOCH + 1).zk(ZkState.SUSPENDED)
+    Node(state=active()).see(obs).expect(Role.DEMOTING, "lease_lost", "RemoveVip")
+
+
+def test_active_keeps_serving_on_a_suspended_view_that_still_shows_its_lease() -> None:
+    obs = active_obs().zk(ZkState.SUSPENDED)
     Node(state=active()).see(obs).expect(Role.ACTIVE, "active")
 
 
