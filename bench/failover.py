@@ -4,7 +4,7 @@ what a replication mode costs in latency and donations per second.
     python bench/failover.py --scenario NAME [--runs N] [--writers N] [--modes async,sync]
                              [--seconds S] [--json]
 
-NAME is one of lab/scenarios.py's SCENARIOS (crash, app, postgres, squid, zk-partition, freeze,
+NAME is one of lab/scenarios.py's SCENARIOS (crash, app, postgres, squid, freeze,
 switchover, pause-partition, pg-freeze, zk-down, and ZooKeeper trouble on the lab's three
 servers: zk-leader, zk-isolated-follower, zk-cut-active, zk-cut-both; the scenarios module says
 what each does and what is expected), all of them (``all``), or ``steady``: no fault,

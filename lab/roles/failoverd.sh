@@ -23,6 +23,8 @@
 #   APP_PORT           the app (default 8080); SQUID_PORT: Squid (default 80)
 #   METRICS_ENABLED    true|false (default false); METRICS_PORT (default 9641)
 #   REPLICATION_MODE   [replication] mode: async|sync|strict (default sync)
+#   FAILSAFE           [failsafe] enabled: true|false (default true); the shared secret is
+#                      $(dirname $LAB_DIR)/failsafe.key, written once for both nodes
 #   LOG_LEVEL          debug|info|warning|error (default info)
 #   STOP_TIMEOUT       seconds from SIGTERM to SIGKILL in `stop` (default 10)
 set -euo pipefail
@@ -47,6 +49,7 @@ SQUID_PORT=${SQUID_PORT:-80}
 METRICS_ENABLED=${METRICS_ENABLED:-false}
 METRICS_PORT=${METRICS_PORT:-9641}
 REPLICATION_MODE=${REPLICATION_MODE:-sync}
+FAILSAFE=${FAILSAFE:-true}
 LOG_LEVEL=${LOG_LEVEL:-info}
 CONFIG=$LAB_DIR/failoverd.toml
 PIDFILE=$LAB_DIR/failoverd.pid
@@ -66,15 +69,28 @@ config() {
     LAB_ROOT=$(dirname "$LAB_DIR")
     # shellcheck disable=SC2034  # read by render, by name
     REPO_DIR=$REPO
+    failsafe_secret "$LAB_ROOT/failsafe.key"
     render "$TEMPLATES/failoverd.toml" "$CONFIG" NODE ADDR PEER PEER_ADDR CLUSTER CHROOT \
         ZK_HOSTS_TOML VIP VIP_IFACE PG_PORT PG_DB PG_DATA PG_BIN SSH_PORT SSH_DIR APP_PORT \
-        SQUID_PORT METRICS_ENABLED METRICS_PORT REPLICATION_MODE LAB_ROOT REPO_DIR
+        SQUID_PORT METRICS_ENABLED METRICS_PORT REPLICATION_MODE LAB_ROOT REPO_DIR FAILSAFE LAB_DIR
     local out
     if ! out=$("$VENV/bin/failoverd" check-config "$CONFIG" 2>&1); then
         printf '%s\n' "$out" >&2
         die "failoverd check-config $CONFIG failed"
     fi
     say "wrote $CONFIG (checked, replication $REPLICATION_MODE)"
+}
+
+# The failsafe's shared secret, 48 random bytes, mode 0600: written by whichever node's config
+# comes first, never replaced (mv -n), so both nodes read the same one.
+failsafe_secret() {
+    local key=$1 tmp
+    [[ -s $key ]] && return 0
+    tmp=$(mktemp "$key.XXXXXX")
+    chmod 0600 "$tmp"
+    head -c 48 /dev/urandom >"$tmp"
+    mv -n "$tmp" "$key"
+    rm -f "$tmp"
 }
 
 started_since() { tail -c "+$(($1 + 1))" "$LOG" 2>/dev/null | grep -q '"event": "started"'; }
