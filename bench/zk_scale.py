@@ -20,7 +20,8 @@ lab's zoo.cfg timing (lab/zookeeper.py's LoopbackEnsemble with LAB_TIMING), rand
 dir, stopped by PID at the end. --ensemble lab: the running namespace lab's three servers
 (10.77.0.5-7:2181; `lab/lab up` first, as root). The host cannot reach them, so the benchmark
 runs itself again inside the lab's client namespace (flcli), daemons included; the leader is
-found and killed and restarted through lab/ensemble.py. Everything else is the same code.
+found and killed and restarted through lab/ensemble.py (the lab's own two daemons see those
+kills too, as in its zk-leader scenario). Everything else is the same code.
 
 Steps: start the clusters in batches of --batch (default 5), each batch until every cluster in
 it has a lease holder; wait (bounded) until every cluster has one active and one passive node,
@@ -30,24 +31,31 @@ naming those that never do. Then:
   zk_packets_received (every client request, pings included), zk_cnt_readlatency (requests
   answered locally: reads, pings included) and zk_cnt_updatelatency (requests through the
   quorum: writes); and the CPU (% of one core: utime + stime of the process and of its reaped
-  children, the check commands, from /proc/PID/stat) and memory (VmRSS) of the daemons (median,
-  max, total), of the ZooKeeper servers (total), and the host's CPU (/proc/stat; 100 % a core);
+  children, the check commands, from /proc/PID/stat), memory (VmRSS) and threads of the
+  daemons (median, max, total), of the ZooKeeper servers (total), and the host's CPU
+  (/proc/stat; 100 % a core);
 - failover of cluster 0 while the others run (--failover-runs, default 3): SIGKILL its active
   daemon, time until the other node holds the lease and its record says active; restart the
   killed daemon and wait until it is passive again;
 - leader kill (--leader-kills, default 3): SIGKILL the ZooKeeper leader (srvr/mntr say which),
   watch every cluster's lease for --observe seconds (default 15), count lease holder changes
-  (failovers; target 0), leases that went away, and epochs the leases advanced by; then restart
-  the server and wait until all three serve.
+  (failovers; target 0), leases that went away, epochs the leases advanced by, and the most
+  threads a daemon has at the end; then restart the server and wait until all three serve.
+
+The benchmark stops itself (and everything it started) when the host's threads pass half of
+pid_max: in a ZooKeeper reconnect storm the daemons' threads multiply (kazoo's DataWatch starts
+a thread for every watch at every reconnect, each retrying without end behind one lock while
+the connection flaps), and here at 50 clusters that once used up every PID on the machine.
 
 Prints a table; with --json, one JSON object instead: {"ensemble", "clusters", "daemons",
 "session_timeout_s", "startup_s", "clusters_without_active": [...], "window_s",
 "zk_requests_per_s", "zk_requests_per_s_per_cluster", "zk_reads_per_s", "zk_writes_per_s",
-"zk_connections", "zk_znodes", "zk_watches", "daemon_cpu_percent": {"median", "max", "total"},
-"daemon_rss_mb": {...}, "zookeeper_cpu_percent", "zookeeper_rss_mb", "host_cpu_percent",
-"failover_s": [...], "failover_median_s", "leader_kills": [{"server", "election_s",
-"failovers", "leases_lost", "epochs_advanced"}], "leader_kill_failovers"}. Daemon logs and
-configs are under a temp dir (kept with --keep, and named at the end).
+"zk_connections" (the benchmark's own observer and mntr connections included), "zk_znodes",
+"zk_watches", "daemon_cpu_percent": {"median", "max", "total"}, "daemon_rss_mb": {...},
+"daemon_threads": {...}, "zookeeper_cpu_percent", "zookeeper_rss_mb", "host_cpu_percent",
+"failover_s": [...], "failover_median_s", "leader_kills": [{"server", "election_s", "failovers",
+"leases_lost", "epochs_advanced", "daemon_threads_max"}], "leader_kill_failovers"}. Daemon logs
+and configs are under a temp dir (kept with --keep, and named at the end).
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,6 +106,7 @@ REJOIN_TIMEOUT = 30.0
 SERVING_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0  # for all daemons together, after SIGTERM; SIGKILL after
 READ_TIMEOUT = 5.0
+TASK_SHARE = 0.5  # of pid_max: the host's threads past which the benchmark stops itself
 REEXEC_MARK = "FAILOVERD_ZK_SCALE_IN_FLCLI"
 COUNTERS = {
     "requests": "zk_packets_received",
@@ -171,12 +180,19 @@ def cpu_ticks(stat: str) -> int:
     return sum(int(fields[i]) for i in (11, 12, 13, 14))
 
 
-def rss_kb(status: str) -> int | None:
-    """VmRSS from /proc/PID/status, in kB; None for a process without one (a zombie)."""
+def status_number(status: str, key: str) -> int | None:
+    """A number from /proc/PID/status (``VmRSS`` in kB, ``Threads``); None when the line is
+    not there (a zombie has no VmRSS)."""
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+        name, sep, value = line.partition(":")
+        if sep and name == key:
+            return int(value.split()[0])
     return None
+
+
+def task_count(loadavg: str) -> int:
+    """Threads and processes on the host: /proc/loadavg's fourth field is running/total."""
+    return int(loadavg.split()[3].split("/")[1])
 
 
 def host_ticks(stat: str) -> tuple[int, int]:
@@ -263,6 +279,7 @@ def render_table(report: Mapping[str, Any]) -> str:
          f"{num(report['zk_znodes'], '.0f')} znodes, {num(report['zk_watches'], '.0f')} watches"),
         ("daemon CPU % of a core", trio(report["daemon_cpu_percent"])),
         ("daemon RSS MB", trio(report["daemon_rss_mb"], ".0f")),
+        ("daemon threads", trio(report["daemon_threads"], ".0f")),
         ("ZooKeeper CPU % / RSS MB", f"{num(report['zookeeper_cpu_percent'])} / "
          f"{num(report['zookeeper_rss_mb'], '.0f')} (three servers)"),
         ("host CPU % (100 a core)", num(report["host_cpu_percent"])),
@@ -274,7 +291,8 @@ def render_table(report: Mapping[str, Any]) -> str:
             (
                 f"leader {kill['server']} killed",
                 f"election {num(kill['election_s'], '.2f')} s, failovers {kill['failovers']}, "
-                f"leases lost {kill['leases_lost']}, epochs +{kill['epochs_advanced']}",
+                f"leases lost {kill['leases_lost']}, epochs +{kill['epochs_advanced']}, "
+                f"threads of a daemon at most {num(kill['daemon_threads_max'], '.0f')}",
             )
         )
     rows.append(("failovers on leader kills", f"{report['leader_kill_failovers']} (target 0)"))
@@ -586,17 +604,50 @@ class Observer:
 # -- sampling /proc -------------------------------------------------------------------------------
 
 
-def proc_sample(pids: Mapping[str, int]) -> dict[str, tuple[int, int | None]]:
-    """{name: (CPU ticks, RSS kB)} of every process still there."""
-    out: dict[str, tuple[int, int | None]] = {}
+class TaskLimitError(RuntimeError):
+    """The host is running out of threads: stop before other people's forks fail."""
+
+
+def check_tasks() -> bool:
+    """Raise TaskLimitError when the host's threads pass TASK_SHARE of pid_max (a ZooKeeper
+    reconnect storm makes every daemon's kazoo start a thread per watch per reconnect, and at
+    N = 50 here that used all of them); False otherwise, so that it can be polled."""
+    tasks = task_count(Path("/proc/loadavg").read_text())
+    limit = int(TASK_SHARE * int(Path("/proc/sys/kernel/pid_max").read_text()))
+    if tasks > limit:
+        raise TaskLimitError(f"{tasks} threads on the host, more than {limit}: stopping")
+    return False
+
+
+def pause(seconds: float) -> None:
+    """Sleep, watching the host's thread count."""
+    wait_for(check_tasks, seconds, step=0.5)
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    cpu_ticks: int
+    rss_kb: int | None
+    threads: int | None
+
+
+def proc_sample(pids: Mapping[str, int]) -> dict[str, ProcSample]:
+    """Every named process still there, from /proc."""
+    out: dict[str, ProcSample] = {}
     for name, pid in pids.items():
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        out[name] = (cpu_ticks(stat), rss_kb(status))
+        out[name] = ProcSample(
+            cpu_ticks(stat), status_number(status, "VmRSS"), status_number(status, "Threads")
+        )
     return out
+
+
+def threads(samples: Iterable[ProcSample]) -> list[float]:
+    return [float(s.threads) for s in samples if s.threads is not None]
 
 
 def daemon_pids(clusters: Sequence[ScaleCluster]) -> dict[str, int]:
@@ -615,7 +666,7 @@ Say = Callable[[str], None]
 
 
 def all_hold_lease(observer: Observer, clusters: Sequence[ScaleCluster]) -> bool:
-    return all(s.holder for s in observer.states(clusters).values())
+    return not check_tasks() and all(s.holder for s in observer.states(clusters).values())
 
 
 def start_clusters(
@@ -646,6 +697,7 @@ def wait_redundant(
 
     def all_redundant() -> bool:
         nonlocal last
+        check_tasks()
         last = observer.states(clusters)
         return all(s.redundant for s in last.values())
 
@@ -666,6 +718,7 @@ class Window:
     gauges: dict[str, float | None]
     daemon_cpu: list[float]
     daemon_rss_kb: list[float]
+    daemon_threads: list[float]
     zookeeper_cpu: float | None
     zookeeper_rss_kb: float | None
     host_cpu: float
@@ -685,7 +738,7 @@ def steady_window(
     host_before = host_ticks(Path("/proc/stat").read_text())
     procs_before = proc_sample({**daemons, **servers})
     started = time.monotonic()
-    time.sleep(seconds)
+    pause(seconds)
     took = time.monotonic() - started
     procs_after = proc_sample({**daemons, **servers})
     host_after = host_ticks(Path("/proc/stat").read_text())
@@ -694,12 +747,14 @@ def steady_window(
     def cpu(name: str) -> float | None:
         if name not in procs_before or name not in procs_after:
             return None
-        return cpu_percent(procs_before[name][0], procs_after[name][0], took, hz)
+        return cpu_percent(procs_before[name].cpu_ticks, procs_after[name].cpu_ticks, took, hz)
+
+    def rss(names: Iterable[str]) -> list[float]:
+        return [float(r) for n in names if n in procs_after and (r := procs_after[n].rss_kb)]
 
     daemon_cpu = [v for n in daemons if (v := cpu(n)) is not None]
-    daemon_rss = [float(r) for n in daemons if (r := procs_after.get(n, (0, None))[1]) is not None]
     zk_cpu = [v for n in servers if (v := cpu(n)) is not None]
-    zk_rss = [float(r) for n in servers if (r := procs_after.get(n, (0, None))[1]) is not None]
+    zk_rss = rss(servers)
     busy = host_after[0] - host_before[0]
     return Window(
         seconds=took,
@@ -710,7 +765,8 @@ def steady_window(
             "watches": gauge_sum(mntr_after, GAUGES["watches"]),
         },
         daemon_cpu=daemon_cpu,
-        daemon_rss_kb=daemon_rss,
+        daemon_rss_kb=rss(daemons),
+        daemon_threads=threads(procs_after[n] for n in daemons if n in procs_after),
         zookeeper_cpu=sum(zk_cpu) if zk_cpu else None,
         zookeeper_rss_kb=sum(zk_rss) if zk_rss else None,
         host_cpu=cpu_percent(0, busy, took, hz),
@@ -731,6 +787,7 @@ def failover_once(cluster: ScaleCluster, observer: Observer, say: Say) -> float 
     cluster.daemons[active].kill()
 
     def peer_active() -> bool:
+        check_tasks()
         s = observer.state(cluster)
         return s.holder == peer and s.roles.get(peer) == "active"
 
@@ -764,8 +821,10 @@ def leader_kill(
         lambda: (new := zk.leader()) is not None and new != leader, SERVING_TIMEOUT, step=0.05
     )
     election = time.monotonic() - killed_at if elected else None
-    time.sleep(max(0.0, killed_at + observe - time.monotonic()))
+    pause(max(0.0, killed_at + observe - time.monotonic()))
     final = observer.states(clusters)
+    samples = proc_sample(daemon_pids(clusters)).values()
+    most_threads = max((p.threads for p in samples if p.threads is not None), default=None)
     failovers = lost = advanced = 0
     for c in clusters:
         seen = observer.leases_since(c.index, killed_at)
@@ -778,6 +837,7 @@ def leader_kill(
         f"ZooKeeper leader {leader} killed: new leader after "
         + (f"{election:.2f} s" if election is not None else "no election")
         + f"; over {observe:g} s {failovers} failovers, {lost} leases lost, epochs +{advanced}"
+        + f"; a daemon's threads at most {most_threads}"
     )
     return {
         "server": leader,
@@ -785,6 +845,7 @@ def leader_kill(
         "failovers": failovers,
         "leases_lost": lost,
         "epochs_advanced": advanced,
+        "daemon_threads_max": most_threads,
     }
 
 
@@ -817,6 +878,7 @@ def build_report(
     done = [f for f in failovers_s if f is not None]
     cpu = spread(window.daemon_cpu)
     rss = spread(window.daemon_rss_kb)
+    tasks = spread(window.daemon_threads)
     return {
         "ensemble": ensemble,
         "clusters": clusters,
@@ -836,6 +898,7 @@ def build_report(
         "zk_watches": window.gauges["watches"],
         "daemon_cpu_percent": {k: _round(v, 2) for k, v in cpu.items()},
         "daemon_rss_mb": {k: _round(_mb(v), 1) for k, v in rss.items()},
+        "daemon_threads": tasks,
         "zookeeper_cpu_percent": _round(window.zookeeper_cpu, 1),
         "zookeeper_rss_mb": _round(_mb(window.zookeeper_rss_kb), 1),
         "host_cpu_percent": _round(window.host_cpu, 1),
@@ -910,7 +973,9 @@ def run(args: argparse.Namespace, workdir: Path, say: Say) -> dict[str, Any]:
         failovers = [failover_once(clusters[0], observer, say) for _ in range(args.failover_runs)]
         kills = []
         for _ in range(args.leader_kills):
-            wait_redundant(clusters, observer, REJOIN_TIMEOUT)
+            unsettled = wait_redundant(clusters, observer, REJOIN_TIMEOUT)
+            if unsettled:
+                say(f"before the leader kill, no active node in {unsettled}")
             kills.append(leader_kill(clusters, observer, zk, args.observe, say))
         return build_report(
             ensemble=args.ensemble,
@@ -965,6 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with terminated_as_interrupt():
             report = run(args, workdir, say)
+    except TaskLimitError as e:
+        say(f"stopped: {e} (everything it started is stopped)")
+        return 1
     finally:
         if args.keep:
             say(f"configs and daemon logs kept in {workdir}")

@@ -24,8 +24,9 @@ from bench.zk_scale import (
     member_addresses,
     parse_mntr,
     render_table,
-    rss_kb,
     spread,
+    status_number,
+    task_count,
 )
 from failoverd.config import load_config
 
@@ -71,9 +72,15 @@ def test_cpu_ticks_count_the_process_and_its_reaped_children() -> None:
     assert cpu_ticks(stat) == 100 + 20 + 7 + 3
 
 
-def test_rss_is_read_in_kilobytes_and_is_none_without_one() -> None:
-    assert rss_kb("Name:\tpython\nVmRSS:\t   51234 kB\nThreads:\t9\n") == 51234
-    assert rss_kb("Name:\tzombie\nState:\tZ (zombie)\n") is None
+def test_rss_and_threads_are_read_from_status_and_are_none_without_them() -> None:
+    status = "Name:\tpython\nVmRSS:\t   51234 kB\nVmRSSx:\t1 kB\nThreads:\t9\n"
+    assert status_number(status, "VmRSS") == 51234
+    assert status_number(status, "Threads") == 9
+    assert status_number("Name:\tzombie\nState:\tZ (zombie)\n", "VmRSS") is None
+
+
+def test_task_count_is_the_total_after_the_slash_in_loadavg() -> None:
+    assert task_count("0.52 0.58 0.59 3/1234 56789\n") == 1234
 
 
 def test_host_ticks_leave_idle_and_iowait_out_of_busy() -> None:
@@ -146,6 +153,7 @@ def window() -> Window:
         gauges={"connections": 104.0, "znodes": 900.0, "watches": 700.0},
         daemon_cpu=[2.0, 3.0, 4.0, 3.0],
         daemon_rss_kb=[60 * 1024.0, 62 * 1024.0, 61 * 1024.0, 61 * 1024.0],
+        daemon_threads=[20.0, 22.0, 20.0, 21.0],
         zookeeper_cpu=30.0,
         zookeeper_rss_kb=600 * 1024.0,
         host_cpu=150.0,
@@ -155,9 +163,9 @@ def window() -> Window:
 def test_report_and_table_carry_every_number() -> None:
     kills = [
         {"server": "zk3", "election_s": 0.45, "failovers": 0, "leases_lost": 0,
-         "epochs_advanced": 0},
+         "epochs_advanced": 0, "daemon_threads_max": 22},
         {"server": "zk1", "election_s": 0.5, "failovers": 1, "leases_lost": 1,
-         "epochs_advanced": 1},
+         "epochs_advanced": 1, "daemon_threads_max": 140},
     ]  # fmt: skip
     report = build_report(
         ensemble="loopback",
@@ -173,6 +181,7 @@ def test_report_and_table_carry_every_number() -> None:
     assert report["zk_requests_per_s"] == 1500.0 and report["zk_requests_per_s_per_cluster"] == 750
     assert report["daemon_cpu_percent"] == {"median": 3.0, "max": 4.0, "total": 12.0}
     assert report["daemon_rss_mb"] == {"median": 61.0, "max": 62.0, "total": 244.0}
+    assert report["daemon_threads"] == {"median": 20.5, "max": 22.0, "total": 83.0}
     assert report["zookeeper_rss_mb"] == 600.0
     assert report["failover_s"] == [2.4, None, 2.6] and report["failover_median_s"] == 2.5
     assert report["leader_kill_failovers"] == 1
@@ -189,5 +198,8 @@ def test_report_and_table_carry_every_number() -> None:
     )
     assert rows["daemon CPU % of a core"] == "median 3.0, max 4.0, total 12.0"
     assert rows["failover of cluster 0 s"] == "2.40 - 2.60 (median 2.50)"
-    assert rows["leader zk1 killed"] == ("election 0.50 s, failovers 1, leases lost 1, epochs +1")
+    assert rows["daemon threads"] == "median 20, max 22, total 83"
+    assert rows["leader zk1 killed"] == (
+        "election 0.50 s, failovers 1, leases lost 1, epochs +1, threads of a daemon at most 140"
+    )
     assert rows["failovers on leader kills"] == "1 (target 0)"
