@@ -46,23 +46,39 @@ def write_config(
     extra: str = "",
     session: float = 1.0,
     sshd: dict[str, SshServer] | None = None,
+    addresses: Mapping[str, str] = NODES,
+    timings: Mapping[str, float] | None = None,
 ) -> Path:
-    """A node's config; with ``sshd`` (one server per node) fencing goes over real SSH."""
-    ports = {n: (sshd[n].port if sshd else 22) for n in NODES}
+    """A node's config; with ``sshd`` (one server per node) fencing goes over real SSH.
+
+    ``hosts``: one ``host:port`` or several joined by commas (an ensemble). ``addresses``: the
+    members' names and addresses, for clusters that must not share NODES' (bench/zk_scale.py
+    runs many side by side). ``timings``: ``[timings]`` keys added or overriding the short ones of
+    the tests; ``extra``: more tables."""
+    timing_lines = "".join(
+        f"{key} = {value}\n"
+        for key, value in {
+            "session_timeout": session,
+            "start_timeout": 2.0,
+            **(timings or {}),
+        }.items()
+    )
+    ports = {n: (sshd[n].port if sshd else 22) for n in addresses}
     members = "\n".join(
         f'[[members]]\nname = "{n}"\naddress = "{a}"\nssh_port = {ports[n]}\n'
-        for n, a in NODES.items()
+        for n, a in addresses.items()
     )
     if sshd is not None:
-        peer = next(n for n in NODES if n != node)
+        peer = next(n for n in addresses if n != node)
         extra += (
             f'\n[fencing]\nidentity_file = "{sshd[peer].client_key}"\n'
             f'known_hosts = "{sshd[peer].known_hosts}"\nconnect_timeout = 0.5\n'
         )
     path.write_text(
         f'node = "{node}"\n{extra}\n[cluster]\nname = "{cluster}"\n'
-        f'zookeeper_hosts = ["{hosts}"]\nchroot = "{chroot}"\n\n{members}\n'
-        f"\n[timings]\nsession_timeout = {session}\nstart_timeout = 2.0\n"
+        f"zookeeper_hosts = {json.dumps(hosts.split(','))}\n"
+        f'chroot = "{chroot}"\n\n{members}\n'
+        f"\n[timings]\n{timing_lines}"
         "\n[metrics]\nenabled = false\n"
     )
     return path
@@ -83,6 +99,7 @@ class DaemonProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=None if env is None else {**os.environ, **env},
+                start_new_session=True,  # a Ctrl-C in the terminal hits the caller, who stops it
             )
 
     @property

@@ -1,22 +1,27 @@
-"""A real standalone ZooKeeper 3.8 server for tests, the demo and benchmarks.
+"""Real ZooKeeper 3.8 servers for tests, the demo and benchmarks: a standalone server, and a
+three-server ensemble on loopback.
 
-Why a real server: the failover logic depends on ZooKeeper's actual session semantics (timeout
-negotiation, ephemeral nodes vanishing on expiry, reconnects after a restart), which a fake would
-only imitate. The server listens on 127.0.0.1 only, on a free port, keeps its data under
-``base_dir`` and is stopped by PID.
+Why real servers: the failover logic depends on ZooKeeper's actual session semantics (timeout
+negotiation, ephemeral nodes vanishing on expiry, reconnects after a restart, elections), which a
+fake would only imitate. Every server listens on 127.0.0.1 only, on free ports, keeps its data
+under its ``base_dir`` and is stopped by PID.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from lab.process import ServerProcess
+from lab.process import ServerProcess, wait_for
 
 JAVA = "java"
 CLASSPATH = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
+QUORUM_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+HOST = "127.0.0.1"
 JVM_OPTIONS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 
@@ -124,3 +129,157 @@ class ZooKeeperServer(ServerProcess):
 
     def __repr__(self) -> str:
         return f"ZooKeeperServer({self.hosts}, pid={self.pid}, dir={self.base_dir})"
+
+
+# -- a three-server ensemble on loopback --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnsembleTiming:
+    """The zoo.cfg settings that decide how long a cut-off server keeps serving and how fast an
+    election ends. ``min_notification_ms``/``max_notification_ms``: FastLeaderElection's vote
+    resend interval (None: ZooKeeper's default), see lab/templates/zoo.cfg."""
+
+    tick_time_ms: int = 100
+    init_limit: int = 50
+    sync_limit: int = 20
+    min_session_timeout_ms: int = 200
+    max_session_timeout_ms: int = 20000
+    min_notification_ms: int | None = None
+    max_notification_ms: int | None = None
+
+
+# The namespace lab's settings (lab/templates/zoo.cfg, lab/cluster.py's session bounds): a
+# loopback ensemble that times elections and follower drop-outs as the lab does.
+LAB_TIMING = EnsembleTiming(
+    tick_time_ms=100,
+    init_limit=10,
+    sync_limit=5,
+    min_session_timeout_ms=1000,
+    max_session_timeout_ms=10000,
+    min_notification_ms=50,
+    max_notification_ms=400,
+)
+
+
+class QuorumServer(ServerProcess):
+    """One ``QuorumPeerMain`` of a loopback ensemble (server id ``sid``); started by the
+    ensemble, which writes its zoo.cfg."""
+
+    def __init__(self, base_dir: Path, sid: int) -> None:
+        self.sid = sid
+        self.base_dir = base_dir
+        self.host = HOST
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.election_port = free_port()
+        self.data_dir = base_dir / "data"
+        self.config_path = base_dir / "zoo.cfg"
+        self.log_path = base_dir / "zookeeper.log"
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def four_letter(self, cmd: str, timeout: float = 1.0) -> str:
+        return four_letter(self.host, self.port, cmd, timeout)
+
+    def mode(self) -> str | None:
+        """``leader``, ``follower``, or None while it serves no requests."""
+        try:
+            answer = self.four_letter("srvr", timeout=0.5)
+        except OSError:
+            return None
+        match = re.search(r"^Mode: (\w+)", answer, re.MULTILINE)
+        return match.group(1) if match else None
+
+    def spawn(self) -> None:
+        """Start the JVM on the zoo.cfg written already (a restart keeps ports and data)."""
+        cmd = [JAVA, *JVM_OPTIONS, "-cp", CLASSPATH, QUORUM_MAIN, str(self.config_path)]
+        self._spawn(cmd, self.log_path, self.base_dir)
+
+    def start(self, timeout: float = 10.0) -> None:  # the ensemble starts its servers
+        raise NotImplementedError("use LoopbackEnsemble.start")
+
+
+class LoopbackEnsemble:
+    """Three ``QuorumServer``s on 127.0.0.1 that reach each other directly; a subclass may
+    route their quorum traffic elsewhere (``route``), as the tests' relayed ensemble does."""
+
+    def __init__(self, base_dir: Path, timing: EnsembleTiming | None = None) -> None:
+        self.timing = timing or EnsembleTiming()
+        self.servers = {sid: QuorumServer(base_dir / f"zk{sid}", sid) for sid in (1, 2, 3)}
+
+    @property
+    def hosts(self) -> str:
+        """The connect string naming all three servers."""
+        return ",".join(s.hosts for s in self.servers.values())
+
+    def route(self, sid: int, target: int) -> tuple[int, int]:
+        """The (peer, election) ports on 127.0.0.1 by which server ``sid`` reaches ``target``."""
+        server = self.servers[target]
+        return server.peer_port, server.election_port
+
+    def write_configs(self) -> None:
+        t = self.timing
+        for i, server in self.servers.items():
+            server.data_dir.mkdir(parents=True, exist_ok=True)
+            (server.data_dir / "myid").write_text(f"{i}\n")
+            lines = [
+                f"tickTime={t.tick_time_ms}",
+                f"initLimit={t.init_limit}",
+                f"syncLimit={t.sync_limit}",
+                f"dataDir={server.data_dir}",
+                f"clientPort={server.port}",
+                f"clientPortAddress={HOST}",
+                "admin.enableServer=false",
+                "4lw.commands.whitelist=ruok,srvr,conf,cons,mntr",
+                f"minSessionTimeout={t.min_session_timeout_ms}",
+                f"maxSessionTimeout={t.max_session_timeout_ms}",
+                "forceSync=no",
+                "maxClientCnxns=0",
+            ]
+            if t.min_notification_ms is not None:
+                lines.append(f"fastleader.minNotificationInterval={t.min_notification_ms}")
+            if t.max_notification_ms is not None:
+                lines.append(f"fastleader.maxNotificationInterval={t.max_notification_ms}")
+            for j, other in self.servers.items():
+                peer, election = (
+                    (other.peer_port, other.election_port) if j == i else self.route(i, j)
+                )
+                lines.append(f"server.{j}={HOST}:{peer}:{election}")
+            server.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start all three and wait for one leader and two followers."""
+        for server in self.servers.values():
+            server.base_dir.mkdir(parents=True, exist_ok=True)
+        self.write_configs()
+        for server in self.servers.values():
+            server.spawn()
+        if not wait_for(self.settled, timeout, step=0.05):
+            tails = "\n".join(f"--- zk{s.sid}\n{s.log_tail(15)}" for s in self.servers.values())
+            self.stop()
+            raise ZooKeeperError(f"the ensemble did not form within {timeout} s:\n{tails}")
+
+    def modes(self) -> dict[int, str | None]:
+        return {sid: s.mode() for sid, s in self.servers.items()}
+
+    def settled(self) -> bool:
+        return sorted(str(m) for m in self.modes().values()) == ["follower", "follower", "leader"]
+
+    def leader(self) -> QuorumServer:
+        for sid, mode in self.modes().items():
+            if mode == "leader":
+                return self.servers[sid]
+        raise ZooKeeperError(f"no leader: {self.modes()}")
+
+    def a_follower(self) -> QuorumServer:
+        for sid, mode in self.modes().items():
+            if mode == "follower":
+                return self.servers[sid]
+        raise ZooKeeperError(f"no follower: {self.modes()}")
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()

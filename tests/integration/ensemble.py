@@ -1,11 +1,12 @@
 """A three-server ZooKeeper ensemble on loopback whose quorum traffic the test controls.
 
-Every server listens on its own real peer and election ports, but reaches the other two only
-through TCP relays (``Relay``): server i's zoo.cfg names server j by the relay i->j. So
-``cut(n)`` can isolate server n from the other two (its relays hold every socket open and drop
-every byte, like a partition: ZooKeeper only notices by its own timeouts) while a client stays
-connected straight to n's client port, which is never relayed. Servers are stopped by PID; the
-data lives under the test's temp dir.
+lab/zookeeper.py's ``LoopbackEnsemble``, with one change: every server listens on its own real
+peer and election ports, but reaches the other two only through TCP relays (``Relay``): server
+i's zoo.cfg names server j by the relay i->j (``route``). So ``cut(n)`` can isolate server n
+from the other two (its relays hold every socket open and drop every byte, like a partition:
+ZooKeeper only notices by its own timeouts) while a client stays connected straight to n's
+client port, which is never relayed. Servers are stopped by PID; the data lives under the test's
+temp dir.
 
 One leak, and how it is closed: when a server with a lower id opens an election connection to
 one with a higher id, the higher one drops it and connects back to the address the lower one
@@ -19,73 +20,22 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from lab.process import ServerProcess, wait_for
-from lab.zookeeper import CLASSPATH, JAVA, JVM_OPTIONS, ZooKeeperError, four_letter, free_port
+from lab.zookeeper import EnsembleTiming, LoopbackEnsemble, QuorumServer
 
 from .relay import HOST, Relay
 
-QUORUM_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+__all__ = ["Ensemble", "EnsembleTiming", "QuorumServer"]
+
 RELAY_PATIENCE = 2.0  # seconds a relay between servers keeps trying the target
 
 
-@dataclass(frozen=True)
-class EnsembleTiming:
-    """The zoo.cfg settings that decide how long a cut-off server keeps serving."""
-
-    tick_time_ms: int = 100
-    init_limit: int = 50
-    sync_limit: int = 20
-    min_session_timeout_ms: int = 200
-    max_session_timeout_ms: int = 20000
-
-
-class QuorumServer(ServerProcess):
-    """One ``QuorumPeerMain`` of the ensemble (server id ``sid``)."""
-
-    def __init__(self, base_dir: Path, sid: int) -> None:
-        self.sid = sid
-        self.base_dir = base_dir
-        self.host = HOST
-        self.port = free_port()
-        self.peer_port = free_port()
-        self.election_port = free_port()
-        self.data_dir = base_dir / "data"
-        self.config_path = base_dir / "zoo.cfg"
-        self.log_path = base_dir / "zookeeper.log"
-
-    @property
-    def hosts(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def four_letter(self, cmd: str, timeout: float = 1.0) -> str:
-        return four_letter(self.host, self.port, cmd, timeout)
-
-    def mode(self) -> str | None:
-        """``leader``, ``follower``, or None while it serves no requests."""
-        try:
-            answer = self.four_letter("srvr", timeout=0.5)
-        except OSError:
-            return None
-        match = re.search(r"^Mode: (\w+)", answer, re.MULTILINE)
-        return match.group(1) if match else None
-
-    def spawn(self) -> None:
-        cmd = [JAVA, *JVM_OPTIONS, "-cp", CLASSPATH, QUORUM_MAIN, str(self.config_path)]
-        self._spawn(cmd, self.log_path, self.base_dir)
-
-    def start(self, timeout: float = 10.0) -> None:  # the ensemble starts its servers
-        raise NotImplementedError("use Ensemble.start")
-
-
-class Ensemble:
+class Ensemble(LoopbackEnsemble):
     """Three servers, six relays per direction pair (peer and election port each way)."""
 
     def __init__(self, base_dir: Path, timing: EnsembleTiming | None = None) -> None:
-        self.timing = timing or EnsembleTiming()
-        self.servers = {sid: QuorumServer(base_dir / f"zk{sid}", sid) for sid in (1, 2, 3)}
+        super().__init__(base_dir, timing)
         # relays[(i, j)] = (peer relay, election relay) that server i uses to reach server j
         self.relays: dict[tuple[int, int], tuple[Relay, Relay]] = {}
         for i in self.servers:
@@ -96,66 +46,10 @@ class Ensemble:
                         Relay((HOST, target.election_port), RELAY_PATIENCE),
                     )
 
-    @property
-    def hosts(self) -> str:
-        """The connect string naming all three servers."""
-        return ",".join(s.hosts for s in self.servers.values())
-
-    def write_configs(self) -> None:
-        t = self.timing
-        for i, server in self.servers.items():
-            server.data_dir.mkdir(parents=True, exist_ok=True)
-            (server.data_dir / "myid").write_text(f"{i}\n")
-            lines = [
-                f"tickTime={t.tick_time_ms}",
-                f"initLimit={t.init_limit}",
-                f"syncLimit={t.sync_limit}",
-                f"dataDir={server.data_dir}",
-                f"clientPort={server.port}",
-                f"clientPortAddress={HOST}",
-                "admin.enableServer=false",
-                "4lw.commands.whitelist=ruok,srvr,conf,cons,mntr",
-                f"minSessionTimeout={t.min_session_timeout_ms}",
-                f"maxSessionTimeout={t.max_session_timeout_ms}",
-                "forceSync=no",
-            ]
-            for j, other in self.servers.items():
-                if j == i:
-                    lines.append(f"server.{j}={HOST}:{other.peer_port}:{other.election_port}")
-                else:
-                    peer, election = self.relays[(i, j)]
-                    lines.append(f"server.{j}={HOST}:{peer.port}:{election.port}")
-            server.config_path.write_text("\n".join(lines) + "\n")
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start all three and wait for one leader and two followers."""
-        for server in self.servers.values():
-            server.base_dir.mkdir(parents=True, exist_ok=True)
-        self.write_configs()
-        for server in self.servers.values():
-            server.spawn()
-        if not wait_for(self.settled, timeout, step=0.05):
-            tails = "\n".join(f"--- zk{s.sid}\n{s.log_tail(15)}" for s in self.servers.values())
-            self.stop()
-            raise ZooKeeperError(f"the ensemble did not form within {timeout} s:\n{tails}")
-
-    def modes(self) -> dict[int, str | None]:
-        return {sid: s.mode() for sid, s in self.servers.items()}
-
-    def settled(self) -> bool:
-        return sorted(str(m) for m in self.modes().values()) == ["follower", "follower", "leader"]
-
-    def leader(self) -> QuorumServer:
-        for sid, mode in self.modes().items():
-            if mode == "leader":
-                return self.servers[sid]
-        raise ZooKeeperError(f"no leader: {self.modes()}")
-
-    def a_follower(self) -> QuorumServer:
-        for sid, mode in self.modes().items():
-            if mode == "follower":
-                return self.servers[sid]
-        raise ZooKeeperError(f"no follower: {self.modes()}")
+    def route(self, sid: int, target: int) -> tuple[int, int]:
+        """Server ``sid`` reaches ``target`` through the relays ``cut`` controls."""
+        peer, election = self.relays[(sid, target)]
+        return peer.port, election.port
 
     def _relays_of(self, sid: int) -> list[Relay]:
         return [p for (i, j), pair in self.relays.items() if sid in (i, j) for p in pair]
@@ -201,8 +95,7 @@ class Ensemble:
             proxy.heal()
 
     def stop(self) -> None:
-        for server in self.servers.values():
-            server.stop()
+        super().stop()
         for pair in self.relays.values():
             for proxy in pair:
                 proxy.close()

@@ -1,0 +1,1046 @@
+"""Many clusters on one ZooKeeper ensemble: what N two-daemon clusters cost the ensemble and
+the host, how fast one of them fails over while the others run, and whether killing the
+ZooKeeper leader under all of them makes any fail over.
+
+    python bench/zk_scale.py --clusters N [--ensemble loopback|lab] [--seconds S]
+                             [--failover-runs R] [--leader-kills K] [--observe S]
+                             [--batch B] [--json] [--keep]
+
+Every cluster is two real daemons (``failoverd run``) on loopback addresses of their own
+(cluster i: 127.(1 + i // 256).(i % 256).1 and .2), with their own name and chroot
+(/failoverd/scale-007), no VIP and no database (no [postgres]: unmanaged), one command check
+(``true``, every 0.5 s), no metrics endpoint and no failsafe, so a daemon binds no port; timings
+as in the lab (session timeout 2 s, --session). Fencing: these nodes run no sshd and have no
+key, so the SSH level fails at once and the power level fences; its command is ``true`` (a
+loopback node holds nothing a power switch would have to take away; the benchmark itself kills
+the daemon it fails over from).
+
+--ensemble loopback (the default): a three-server ensemble on 127.0.0.1 with the namespace
+lab's zoo.cfg timing (lab/zookeeper.py's LoopbackEnsemble with LAB_TIMING), random ports, a temp
+dir, stopped by PID at the end. --ensemble lab: the running namespace lab's three servers
+(10.77.0.5-7:2181; `lab/lab up` first, as root). The host cannot reach them, so the benchmark
+runs itself again inside the lab's client namespace (flcli), daemons included; the leader is
+found and killed and restarted through lab/ensemble.py (the lab's own two daemons see those
+kills too, as in its zk-leader scenario). Everything else is the same code.
+
+Steps: start the clusters in batches of --batch (default 5), each batch until every cluster in
+it has a lease holder; wait (bounded) until every cluster has one active and one passive node,
+naming those that never do. Then:
+- steady window (--seconds, default 20): ZooKeeper requests per second, in total and per
+  cluster, from every server's ``mntr`` at both ends of the window, summed over the servers:
+  zk_packets_received (every client request, pings included), zk_cnt_readlatency (requests
+  answered locally: reads, pings included) and zk_cnt_updatelatency (requests through the
+  quorum: writes); and the CPU (% of one core: utime + stime of the process and of its reaped
+  children, the check commands, from /proc/PID/stat), memory (VmRSS) and threads of the
+  daemons (median, max, total), of the ZooKeeper servers (total), and the host's CPU
+  (/proc/stat; 100 % a core);
+- failover of cluster 0 while the others run (--failover-runs, default 3): SIGKILL its active
+  daemon, time until the other node holds the lease and its record says active; restart the
+  killed daemon and wait until it is passive again;
+- leader kill (--leader-kills, default 3): SIGKILL the ZooKeeper leader (srvr/mntr say which),
+  watch every cluster's lease for --observe seconds (default 15), count lease holder changes
+  (failovers; target 0), leases that went away, epochs the leases advanced by, and the most
+  threads a daemon has at the end; then restart the server and wait until all three serve.
+
+The benchmark stops itself (and everything it started) when the host's threads pass half of
+pid_max: in a ZooKeeper reconnect storm the daemons' threads multiply (kazoo's DataWatch starts
+a thread for every watch at every reconnect, each retrying without end behind one lock while
+the connection flaps), and here at 50 clusters that once used up every PID on the machine.
+
+Prints a table; with --json, one JSON object instead: {"ensemble", "clusters", "daemons",
+"session_timeout_s", "startup_s", "clusters_without_active": [...], "window_s",
+"zk_requests_per_s", "zk_requests_per_s_per_cluster", "zk_reads_per_s", "zk_writes_per_s",
+"zk_connections" (the benchmark's own observer and mntr connections included), "zk_znodes",
+"zk_watches", "daemon_cpu_percent": {"median", "max", "total"}, "daemon_rss_mb": {...},
+"daemon_threads": {...}, "zookeeper_cpu_percent", "zookeeper_rss_mb", "host_cpu_percent",
+"failover_s": [...], "failover_median_s", "leader_kills": [{"server", "election_s", "failovers",
+"leases_lost", "epochs_advanced", "daemon_threads_max"}], "leader_kill_failovers"}. Daemon logs
+and configs are under a temp dir (kept with --keep, and named at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.watchers import DataWatch
+
+from failoverd.zk.errors import MalformedRecord
+from failoverd.zk.records import lease_from_json, member_from_json
+from lab.cluster import CLIENT_NS, ZK_HOSTS, Lab, netns_id
+from lab.ensemble import SERVERS
+from lab.loopback import BIN, DaemonProcess, write_config
+from lab.process import wait_for
+from lab.zookeeper import LAB_TIMING, LoopbackEnsemble, QuorumServer, ZooKeeperError
+
+NODE_NAMES = ("n1", "n2")
+SESSION_TIMEOUT = 2.0  # the lab's
+# The lab's other timings that differ from the test defaults write_config starts from.
+LAB_TIMINGS = {"min_failover_interval": 5.0, "start_timeout": 5.0}
+CHECK_INTERVAL = 0.5  # the lab's checks
+BATCH_LEASE_TIMEOUT = 60.0  # seconds for a started batch to have its lease holders
+FAILOVER_TIMEOUT = 30.0
+REJOIN_TIMEOUT = 30.0
+SERVING_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0  # for all daemons together, after SIGTERM; SIGKILL after
+READ_TIMEOUT = 5.0
+TASK_SHARE = 0.5  # of pid_max: the host's threads past which the benchmark stops itself
+REEXEC_MARK = "FAILOVERD_ZK_SCALE_IN_FLCLI"
+COUNTERS = {
+    "requests": "zk_packets_received",
+    "reads": "zk_cnt_readlatency",
+    "writes": "zk_cnt_updatelatency",
+}
+GAUGES = {
+    "connections": "zk_num_alive_connections",
+    "znodes": "zk_znode_count",
+    "watches": "zk_watch_count",
+}
+
+
+# -- the pure parts: parsing and arithmetic -------------------------------------------------------
+
+
+def parse_mntr(text: str) -> dict[str, str]:
+    """``mntr``'s answer (``key<TAB>value`` lines) as a dict; other lines are ignored."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("\t")
+        if sep and key.startswith("zk_"):
+            out[key] = value.strip()
+    return out
+
+
+def _number(mntr: Mapping[str, str], key: str) -> float | None:
+    try:
+        return float(mntr[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def counter_rate(
+    before: Mapping[str, Mapping[str, str]],
+    after: Mapping[str, Mapping[str, str]],
+    key: str,
+    seconds: float,
+) -> float | None:
+    """Per second, summed over the servers (server -> parsed ``mntr``) that answered at both
+    ends with a counter that did not go back (a restarted server starts from 0); None if none
+    did."""
+    total = 0.0
+    counted = 0
+    for server, start in before.items():
+        a = _number(start, key)
+        b = _number(after.get(server, {}), key)
+        if a is None or b is None or b < a:
+            continue
+        total += b - a
+        counted += 1
+    return total / seconds if counted and seconds > 0 else None
+
+
+def gauge_sum(mntr: Mapping[str, Mapping[str, str]], key: str) -> float | None:
+    """A gauge summed over the servers that report it (connections: each has its own)."""
+    values = [v for m in mntr.values() if (v := _number(m, key)) is not None]
+    return sum(values) if values else None
+
+
+def gauge_max(mntr: Mapping[str, Mapping[str, str]], key: str) -> float | None:
+    """A gauge every server holds a copy of (znodes): the largest copy."""
+    values = [v for m in mntr.values() if (v := _number(m, key)) is not None]
+    return max(values) if values else None
+
+
+def cpu_ticks(stat: str) -> int:
+    """utime + stime + cutime + cstime from /proc/PID/stat: the process and its reaped
+    children (a daemon's check commands). The command name may hold spaces: split after ')'."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14))
+
+
+def status_number(status: str, key: str) -> int | None:
+    """A number from /proc/PID/status (``VmRSS`` in kB, ``Threads``); None when the line is
+    not there (a zombie has no VmRSS)."""
+    for line in status.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name == key:
+            return int(value.split()[0])
+    return None
+
+
+def task_count(loadavg: str) -> int:
+    """Threads and processes on the host: /proc/loadavg's fourth field is running/total."""
+    return int(loadavg.split()[3].split("/")[1])
+
+
+def host_ticks(stat: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's first line; idle and iowait are not
+    busy."""
+    fields = [int(x) for x in stat.splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_percent(ticks_before: int, ticks_after: int, seconds: float, hz: int) -> float:
+    """Percent of one core over ``seconds`` (200 = two cores busy)."""
+    if seconds <= 0:
+        return 0.0
+    return 100.0 * (ticks_after - ticks_before) / hz / seconds
+
+
+def spread(values: Sequence[float]) -> dict[str, float | None]:
+    """Median, max and total; None each when there is nothing to summarise."""
+    if not values:
+        return {"median": None, "max": None, "total": None}
+    return {
+        "median": statistics.median(values),
+        "max": max(values),
+        "total": sum(values),
+    }
+
+
+def count_failovers(holders: Sequence[str | None]) -> int:
+    """Changes of lease holder in a sequence of observed holders (None: no lease). A lease that
+    goes away and comes back to the same node is no failover (``leases_lost`` counts it)."""
+    changes = 0
+    last: str | None = None
+    for holder in holders:
+        if holder is None:
+            continue
+        if last is not None and holder != last:
+            changes += 1
+        last = holder
+    return changes
+
+
+def leases_lost(holders: Sequence[str | None]) -> int:
+    """How often a held lease went away (an expired session or a release)."""
+    return sum(1 for a, b in itertools.pairwise(holders) if a is not None and b is None)
+
+
+def epochs_advanced(epochs: Sequence[int | None]) -> int:
+    """By how much the lease epoch grew: every acquisition adds one, so this also counts the
+    takeovers an observer missed while it was reconnecting."""
+    seen = [e for e in epochs if e is not None]
+    return max(seen) - seen[0] if seen else 0
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _mb(kb: float | None) -> float | None:
+    return None if kb is None else kb / 1024
+
+
+def render_table(report: Mapping[str, Any]) -> str:
+    """The report as the lines a person reads; every number the JSON has, in a few rows."""
+
+    def num(value: float | None, fmt: str = ".1f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    def trio(s: Mapping[str, float | None], fmt: str = ".1f") -> str:
+        return (
+            f"median {num(s['median'], fmt)}, max {num(s['max'], fmt)}, "
+            f"total {num(s['total'], fmt)}"
+        )
+
+    missing = report["clusters_without_active"]
+    rows = [
+        ("start-up", f"{num(report['startup_s'])} s, "
+         + (f"{len(missing)} without an active node: {missing}" if missing
+            else f"all {report['clusters']} clusters active")),
+        ("ZooKeeper requests/s", f"total {num(report['zk_requests_per_s'])}, per cluster "
+         f"{num(report['zk_requests_per_s_per_cluster'], '.2f')} (reads "
+         f"{num(report['zk_reads_per_s'])}, writes {num(report['zk_writes_per_s'])})"),
+        ("ZooKeeper state", f"{num(report['zk_connections'], '.0f')} connections, "
+         f"{num(report['zk_znodes'], '.0f')} znodes, {num(report['zk_watches'], '.0f')} watches"),
+        ("daemon CPU % of a core", trio(report["daemon_cpu_percent"])),
+        ("daemon RSS MB", trio(report["daemon_rss_mb"], ".0f")),
+        ("daemon threads", trio(report["daemon_threads"], ".0f")),
+        ("ZooKeeper CPU % / RSS MB", f"{num(report['zookeeper_cpu_percent'])} / "
+         f"{num(report['zookeeper_rss_mb'], '.0f')} (three servers)"),
+        ("host CPU % (100 a core)", num(report["host_cpu_percent"])),
+        ("failover of cluster 0 s", " ".join(num(s, ".2f") for s in report["failover_s"])
+         + f" (median {num(report['failover_median_s'], '.2f')})"),
+    ]  # fmt: skip
+    for kill in report["leader_kills"]:
+        rows.append(
+            (
+                f"leader {kill['server']} killed",
+                f"election {num(kill['election_s'], '.2f')} s, failovers {kill['failovers']}, "
+                f"leases lost {kill['leases_lost']}, epochs +{kill['epochs_advanced']}, "
+                f"threads of a daemon at most {num(kill['daemon_threads_max'], '.0f')}",
+            )
+        )
+    rows.append(("failovers on leader kills", f"{report['leader_kill_failovers']} (target 0)"))
+    head = (
+        f"zk_scale: {report['clusters']} clusters ({report['daemons']} daemons) on the "
+        f"{report['ensemble']} ensemble, session timeout {report['session_timeout_s']:g} s, "
+        f"window {report['window_s']:g} s"
+    )
+    width = max(len(name) for name, _ in rows) + 2
+    return "\n".join([head, *(f"{name:<{width}}{value}" for name, value in rows)])
+
+
+# -- the ensemble under test ----------------------------------------------------------------------
+
+
+class ZooKeeperUnderTest(Protocol):
+    """The three servers the clusters share: what the benchmark asks of them and does to them."""
+
+    @property
+    def hosts(self) -> str:
+        """The connect string naming all three."""
+        ...
+
+    @property
+    def servers(self) -> tuple[str, ...]: ...
+
+    def mntr(self, server: str) -> str:
+        """The server's ``mntr`` answer; '' when it does not answer."""
+        ...
+
+    def leader(self) -> str | None: ...
+
+    def kill(self, server: str) -> None:
+        """SIGKILL the server."""
+        ...
+
+    def start(self, server: str) -> None:
+        """Start the killed server again and wait until all three serve."""
+        ...
+
+    def pids(self) -> dict[str, int]: ...
+
+    def close(self) -> None:
+        """Leave the ensemble as it was found (loopback: stopped; lab: all three running)."""
+        ...
+
+
+class LoopbackZooKeeper:
+    """A loopback ensemble of our own, with the lab's timing; stopped by PID in ``close``."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.ensemble = LoopbackEnsemble(base_dir, LAB_TIMING)
+        self.ensemble.start()
+        self.hosts = self.ensemble.hosts
+        self.servers = tuple(f"zk{sid}" for sid in self.ensemble.servers)
+
+    def _server(self, name: str) -> QuorumServer:
+        return self.ensemble.servers[int(name.removeprefix("zk"))]
+
+    def mntr(self, server: str) -> str:
+        try:
+            return self._server(server).four_letter("mntr")
+        except OSError:
+            return ""
+
+    def leader(self) -> str | None:
+        modes = self.ensemble.modes()
+        leaders = [sid for sid, mode in modes.items() if mode == "leader"]
+        return f"zk{leaders[0]}" if len(leaders) == 1 else None
+
+    def kill(self, server: str) -> None:
+        self._server(server).kill()
+
+    def start(self, server: str) -> None:
+        self._server(server).spawn()
+        if not wait_for(self.ensemble.settled, SERVING_TIMEOUT, step=0.1):
+            raise ZooKeeperError(
+                f"{server} restarted, but the ensemble does not serve: {self.ensemble.modes()}"
+            )
+
+    def pids(self) -> dict[str, int]:
+        return {f"zk{sid}": s.pid for sid, s in self.ensemble.servers.items() if s.pid is not None}
+
+    def close(self) -> None:
+        self.ensemble.stop()
+
+
+class LabZooKeeper:
+    """The running namespace lab's ensemble (lab/ensemble.py); left with all three running."""
+
+    def __init__(self, root: Path) -> None:
+        # The venv running this is the one whose failoverd the daemons run; the lab's role
+        # scripts only start ZooKeeper here, which needs none.
+        self.lab = Lab(root, venv=Path(sys.prefix))
+        self.hosts = ZK_HOSTS
+        self.servers = SERVERS
+        self.lab.zk.wait_serving(timeout=10.0)
+
+    def mntr(self, server: str) -> str:
+        return self.lab.zk.four_letter(server, "mntr")
+
+    def leader(self) -> str | None:
+        return self.lab.zk.leader()
+
+    def kill(self, server: str) -> None:
+        self.lab.zk.kill(server)
+
+    def start(self, server: str) -> None:
+        self.lab.zk.start(server, wait=True)
+        self.lab.zk.wait_serving(timeout=SERVING_TIMEOUT)
+
+    def pids(self) -> dict[str, int]:
+        return {s: pid for s in self.servers if (pid := self.lab.pid(s, "zookeeper")) is not None}
+
+    def close(self) -> None:
+        if any(self.lab.pid(s, "zookeeper") is None for s in self.servers):
+            self.lab.zk.start_all(timeout=SERVING_TIMEOUT)
+
+
+# -- the clusters ---------------------------------------------------------------------------------
+
+
+def member_addresses(index: int) -> dict[str, str]:
+    """Cluster ``index``'s own loopback addresses, one per node, unlike any other cluster's."""
+    net = f"127.{1 + index // 256}.{index % 256}"
+    return {name: f"{net}.{i}" for i, name in enumerate(NODE_NAMES, start=1)}
+
+
+def node_config_extra() -> str:
+    """The tables every scale node has on top of write_config's: fencing and one check."""
+    return (
+        "\n[fencing]\n"
+        "# No sshd and no key on these loopback nodes: the SSH level fails at once and the\n"
+        "# power level fences. A loopback node holds no VIP and no database: nothing to cut.\n"
+        'power_command = ["true"]\n'
+        "power_timeout = 5.0\n"
+        "\n[checks.alive]\n"
+        'type = "command"\n'
+        'command = ["true"]\n'
+        f"interval = {CHECK_INTERVAL}\n"
+        "timeout = 1.0\n"
+    )
+
+
+@dataclass
+class ScaleCluster:
+    """One two-daemon cluster of the benchmark: its configs, and its daemons while they run."""
+
+    index: int
+    configs: dict[str, Path]
+    daemons: dict[str, DaemonProcess] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"scale-{self.index:03d}"
+
+    @property
+    def chroot(self) -> str:
+        return f"/failoverd/{self.name}"
+
+    def start(self, node: str) -> DaemonProcess:
+        daemon = DaemonProcess(self.configs[node])
+        self.daemons[node] = daemon
+        return daemon
+
+    def peer(self, node: str) -> str:
+        return next(n for n in NODE_NAMES if n != node)
+
+
+def make_cluster(index: int, workdir: Path, hosts: str, session: float) -> ScaleCluster:
+    directory = workdir / f"scale-{index:03d}"
+    directory.mkdir(parents=True, exist_ok=True)
+    cluster = ScaleCluster(index, {})
+    for node in NODE_NAMES:
+        cluster.configs[node] = write_config(
+            directory / f"{node}.toml",
+            node,
+            hosts,
+            cluster.chroot,
+            cluster=cluster.name,
+            extra=node_config_extra(),
+            session=session,
+            addresses=member_addresses(index),
+            timings=LAB_TIMINGS,
+        )
+    return cluster
+
+
+def check_config(config: Path) -> str:
+    """``failoverd check-config`` on one generated config (it also asks the ensemble for its
+    timing); its notes, or RuntimeError with everything it said."""
+    done = subprocess.run(
+        [str(BIN / "failoverd"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"check-config {config} exited {done.returncode}:\n{done.stderr}")
+    return done.stderr.strip()
+
+
+# -- watching the clusters through ZooKeeper ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Who holds a cluster's lease (and its epoch) and what each member's record says."""
+
+    holder: str | None
+    epoch: int | None
+    roles: dict[str, str | None]
+
+    @property
+    def redundant(self) -> bool:
+        """One active holding the lease, the other passive."""
+        if self.holder is None:
+            return False
+        other = next(n for n in self.roles if n != self.holder)
+        return self.roles.get(self.holder) == "active" and self.roles.get(other) == "passive"
+
+
+def _lease(data: bytes | None) -> tuple[str | None, int | None]:
+    if not data:
+        return None, None
+    try:
+        lease = lease_from_json(data)
+    except MalformedRecord:
+        return None, None
+    return lease.node, lease.epoch
+
+
+def _role(node: str, data: bytes | None) -> str | None:
+    if not data:
+        return None
+    return getattr(member_from_json(node, data), "role", None)
+
+
+class Observer:
+    """One kazoo client of the benchmark's own: reads the clusters' records, and watches their
+    leases so that a leader kill's failovers are seen as they happen."""
+
+    def __init__(self, hosts: str) -> None:
+        logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+        # A long session: the observer must outlive a leader kill without losing its watches.
+        self.client = KazooClient(hosts=hosts, timeout=10.0)
+        self.client.start(timeout=15.0)
+        self._lock = threading.Lock()
+        self.lease_log: dict[int, list[tuple[float, str | None, int | None]]] = {}
+        self._watches: list[DataWatch] = []
+
+    def read(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """Every path's data, asked all at once; None for a missing node or no answer."""
+        pending = {p: self.client.get_async(p) for p in paths}
+        out: dict[str, bytes | None] = {}
+        for path, result in pending.items():
+            try:
+                out[path] = result.get(timeout=READ_TIMEOUT)[0]
+            except (NoNodeError, KazooException, KazooTimeoutError):
+                out[path] = None
+        return out
+
+    def states(self, clusters: Sequence[ScaleCluster]) -> dict[int, ClusterState]:
+        paths = [f"{c.chroot}/lease" for c in clusters] + [
+            f"{c.chroot}/members/{n}" for c in clusters for n in NODE_NAMES
+        ]
+        data = self.read(paths)
+        out = {}
+        for c in clusters:
+            holder, epoch = _lease(data[f"{c.chroot}/lease"])
+            roles = {n: _role(n, data[f"{c.chroot}/members/{n}"]) for n in NODE_NAMES}
+            out[c.index] = ClusterState(holder, epoch, roles)
+        return out
+
+    def state(self, cluster: ScaleCluster) -> ClusterState:
+        return self.states([cluster])[cluster.index]
+
+    def watch_leases(self, clusters: Sequence[ScaleCluster]) -> None:
+        """Log every change of every cluster's lease (time, holder, epoch) from now on."""
+        for c in clusters:
+            self.lease_log[c.index] = []
+            seen = functools.partial(self._lease_seen, c.index)
+            self._watches.append(DataWatch(self.client, f"{c.chroot}/lease", seen))
+
+    def _lease_seen(self, index: int, data: bytes | None, _stat: Any, _event: Any = None) -> None:
+        """DataWatch's callback (kazoo's thread): the lease is now ``data``."""
+        holder, epoch = _lease(data)
+        with self._lock:
+            self.lease_log[index].append((time.monotonic(), holder, epoch))
+
+    def leases_since(self, index: int, since: float) -> list[tuple[str | None, int | None]]:
+        """The lease as it was at ``since`` and every change after it."""
+        with self._lock:
+            log = list(self.lease_log.get(index, []))
+        before = [(h, e) for t, h, e in log if t < since][-1:]
+        return before + [(h, e) for t, h, e in log if t >= since]
+
+    def delete_tree(self, path: str) -> None:
+        with contextlib.suppress(KazooException, KazooTimeoutError):
+            self.client.delete(path, recursive=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(KazooException, KazooTimeoutError):
+            self.client.stop()
+        self.client.close()
+
+
+# -- sampling /proc -------------------------------------------------------------------------------
+
+
+class TaskLimitError(RuntimeError):
+    """The host is running out of threads: stop before other people's forks fail."""
+
+
+def check_tasks() -> bool:
+    """Raise TaskLimitError when the host's threads pass TASK_SHARE of pid_max (a ZooKeeper
+    reconnect storm makes every daemon's kazoo start a thread per watch per reconnect, and at
+    N = 50 here that used all of them); False otherwise, so that it can be polled."""
+    tasks = task_count(Path("/proc/loadavg").read_text())
+    limit = int(TASK_SHARE * int(Path("/proc/sys/kernel/pid_max").read_text()))
+    if tasks > limit:
+        raise TaskLimitError(f"{tasks} threads on the host, more than {limit}: stopping")
+    return False
+
+
+def pause(seconds: float) -> None:
+    """Sleep, watching the host's thread count."""
+    wait_for(check_tasks, seconds, step=0.5)
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    cpu_ticks: int
+    rss_kb: int | None
+    threads: int | None
+
+
+def proc_sample(pids: Mapping[str, int]) -> dict[str, ProcSample]:
+    """Every named process still there, from /proc."""
+    out: dict[str, ProcSample] = {}
+    for name, pid in pids.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        out[name] = ProcSample(
+            cpu_ticks(stat), status_number(status, "VmRSS"), status_number(status, "Threads")
+        )
+    return out
+
+
+def threads(samples: Iterable[ProcSample]) -> list[float]:
+    return [float(s.threads) for s in samples if s.threads is not None]
+
+
+def daemon_pids(clusters: Sequence[ScaleCluster]) -> dict[str, int]:
+    return {
+        f"{c.name}/{n}": d.pid
+        for c in clusters
+        for n, d in c.daemons.items()
+        if d.proc.poll() is None
+    }
+
+
+# -- the steps ------------------------------------------------------------------------------------
+
+
+Say = Callable[[str], None]
+
+
+def all_hold_lease(observer: Observer, clusters: Sequence[ScaleCluster]) -> bool:
+    return not check_tasks() and all(s.holder for s in observer.states(clusters).values())
+
+
+def start_clusters(
+    clusters: Sequence[ScaleCluster], observer: Observer, batch: int, say: Say
+) -> None:
+    """Both daemons of ``batch`` clusters at a time; the next batch once every cluster of this
+    one has a lease holder (bounded), so that the start-ups (imports, sessions) do not pile up."""
+    for first in range(0, len(clusters), batch):
+        group = clusters[first : first + batch]
+        for c in group:
+            for node in NODE_NAMES:
+                c.start(node)
+        held = wait_for(
+            functools.partial(all_hold_lease, observer, group), BATCH_LEASE_TIMEOUT, 0.2
+        )
+        say(
+            f"started clusters {group[0].index}..{group[-1].index}"
+            + ("" if held else f" (not all holding a lease after {BATCH_LEASE_TIMEOUT:g} s)")
+        )
+
+
+def wait_redundant(
+    clusters: Sequence[ScaleCluster], observer: Observer, timeout: float
+) -> list[str]:
+    """Until every cluster has one active and one passive node (bounded); the names of those
+    without an active node at the end."""
+    last: dict[int, ClusterState] = {}
+
+    def all_redundant() -> bool:
+        nonlocal last
+        check_tasks()
+        last = observer.states(clusters)
+        return all(s.redundant for s in last.values())
+
+    wait_for(all_redundant, timeout, step=0.5)
+    return [
+        c.name
+        for c in clusters
+        if (s := last.get(c.index)) is None or s.holder is None or s.roles.get(s.holder) != "active"
+    ]
+
+
+@dataclass
+class Window:
+    """What the steady window measured."""
+
+    seconds: float
+    rates: dict[str, float | None]
+    gauges: dict[str, float | None]
+    daemon_cpu: list[float]
+    daemon_rss_kb: list[float]
+    daemon_threads: list[float]
+    zookeeper_cpu: float | None
+    zookeeper_rss_kb: float | None
+    host_cpu: float
+
+
+def steady_window(
+    clusters: Sequence[ScaleCluster], zk: ZooKeeperUnderTest, seconds: float
+) -> Window:
+    hz = os.sysconf("SC_CLK_TCK")
+    daemons = daemon_pids(clusters)
+    servers = zk.pids()
+
+    def mntr_all() -> dict[str, dict[str, str]]:
+        return {s: parse_mntr(zk.mntr(s)) for s in zk.servers}
+
+    mntr_before = mntr_all()
+    host_before = host_ticks(Path("/proc/stat").read_text())
+    procs_before = proc_sample({**daemons, **servers})
+    started = time.monotonic()
+    pause(seconds)
+    took = time.monotonic() - started
+    procs_after = proc_sample({**daemons, **servers})
+    host_after = host_ticks(Path("/proc/stat").read_text())
+    mntr_after = mntr_all()
+
+    def cpu(name: str) -> float | None:
+        if name not in procs_before or name not in procs_after:
+            return None
+        return cpu_percent(procs_before[name].cpu_ticks, procs_after[name].cpu_ticks, took, hz)
+
+    def rss(names: Iterable[str]) -> list[float]:
+        return [float(r) for n in names if n in procs_after and (r := procs_after[n].rss_kb)]
+
+    daemon_cpu = [v for n in daemons if (v := cpu(n)) is not None]
+    zk_cpu = [v for n in servers if (v := cpu(n)) is not None]
+    zk_rss = rss(servers)
+    busy = host_after[0] - host_before[0]
+    return Window(
+        seconds=took,
+        rates={k: counter_rate(mntr_before, mntr_after, key, took) for k, key in COUNTERS.items()},
+        gauges={
+            "connections": gauge_sum(mntr_after, GAUGES["connections"]),
+            "znodes": gauge_max(mntr_after, GAUGES["znodes"]),
+            "watches": gauge_sum(mntr_after, GAUGES["watches"]),
+        },
+        daemon_cpu=daemon_cpu,
+        daemon_rss_kb=rss(daemons),
+        daemon_threads=threads(procs_after[n] for n in daemons if n in procs_after),
+        zookeeper_cpu=sum(zk_cpu) if zk_cpu else None,
+        zookeeper_rss_kb=sum(zk_rss) if zk_rss else None,
+        host_cpu=cpu_percent(0, busy, took, hz),
+    )
+
+
+def failover_once(cluster: ScaleCluster, observer: Observer, say: Say) -> float | None:
+    """SIGKILL the cluster's active daemon; seconds until the peer holds the lease and says it
+    is active (None: not within FAILOVER_TIMEOUT). Then the killed one is started again, and
+    this returns once it is passive (bounded)."""
+    before = observer.state(cluster)
+    if not before.redundant or before.holder is None:
+        say(f"{cluster.name} is not redundant before the failover: {before}")
+        return None
+    active = before.holder
+    peer = cluster.peer(active)
+    killed_at = time.monotonic()
+    cluster.daemons[active].kill()
+
+    def peer_active() -> bool:
+        check_tasks()
+        s = observer.state(cluster)
+        return s.holder == peer and s.roles.get(peer) == "active"
+
+    took = (
+        time.monotonic() - killed_at if wait_for(peer_active, FAILOVER_TIMEOUT, step=0.02) else None
+    )
+    cluster.start(active)
+    back = wait_for(lambda: observer.state(cluster).redundant, REJOIN_TIMEOUT, step=0.2)
+    say(
+        f"{cluster.name}: {active} killed, {peer} active after "
+        + (f"{took:.2f} s" if took is not None else f"more than {FAILOVER_TIMEOUT:g} s")
+        + ("" if back else f"; {active} not passive again within {REJOIN_TIMEOUT:g} s")
+    )
+    return took
+
+
+def leader_kill(
+    clusters: Sequence[ScaleCluster],
+    observer: Observer,
+    zk: ZooKeeperUnderTest,
+    observe: float,
+    say: Say,
+) -> dict[str, Any]:
+    """SIGKILL the ZooKeeper leader, watch every lease for ``observe`` seconds, restart it."""
+    leader = zk.leader() or wait_for(zk.leader, SERVING_TIMEOUT, step=0.1)
+    if leader is None:
+        raise ZooKeeperError("no ZooKeeper leader to kill")
+    killed_at = time.monotonic()
+    zk.kill(leader)
+    elected = wait_for(
+        lambda: (new := zk.leader()) is not None and new != leader, SERVING_TIMEOUT, step=0.05
+    )
+    election = time.monotonic() - killed_at if elected else None
+    pause(max(0.0, killed_at + observe - time.monotonic()))
+    final = observer.states(clusters)
+    samples = proc_sample(daemon_pids(clusters)).values()
+    most_threads = max((p.threads for p in samples if p.threads is not None), default=None)
+    failovers = lost = advanced = 0
+    for c in clusters:
+        seen = observer.leases_since(c.index, killed_at)
+        seen.append((final[c.index].holder, final[c.index].epoch))
+        failovers += count_failovers([h for h, _ in seen])
+        lost += leases_lost([h for h, _ in seen])
+        advanced += epochs_advanced([e for _, e in seen])
+    zk.start(leader)
+    say(
+        f"ZooKeeper leader {leader} killed: new leader after "
+        + (f"{election:.2f} s" if election is not None else "no election")
+        + f"; over {observe:g} s {failovers} failovers, {lost} leases lost, epochs +{advanced}"
+        + f"; a daemon's threads at most {most_threads}"
+    )
+    return {
+        "server": leader,
+        "election_s": _round(election),
+        "failovers": failovers,
+        "leases_lost": lost,
+        "epochs_advanced": advanced,
+        "daemon_threads_max": most_threads,
+    }
+
+
+def stop_daemons(clusters: Sequence[ScaleCluster]) -> None:
+    """SIGTERM to all at once (an active steps down cleanly), then SIGKILL whoever outlives
+    STOP_TIMEOUT; by PID."""
+    daemons = [d for c in clusters for d in c.daemons.values()]
+    for d in daemons:
+        d.signal(signal.SIGCONT)
+        d.signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for d in daemons:
+        if d.wait(max(0.1, deadline - time.monotonic())) is None:
+            d.kill()
+
+
+def build_report(
+    *,
+    ensemble: str,
+    clusters: int,
+    session: float,
+    startup_s: float,
+    without_active: Sequence[str],
+    window: Window,
+    failovers_s: Sequence[float | None],
+    kills: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The one JSON object: every measurement, rounded."""
+    requests = window.rates["requests"]
+    done = [f for f in failovers_s if f is not None]
+    cpu = spread(window.daemon_cpu)
+    rss = spread(window.daemon_rss_kb)
+    tasks = spread(window.daemon_threads)
+    return {
+        "ensemble": ensemble,
+        "clusters": clusters,
+        "daemons": 2 * clusters,
+        "session_timeout_s": session,
+        "startup_s": _round(startup_s, 1),
+        "clusters_without_active": list(without_active),
+        "window_s": _round(window.seconds, 1),
+        "zk_requests_per_s": _round(requests, 1),
+        "zk_requests_per_s_per_cluster": _round(
+            None if requests is None else requests / clusters, 2
+        ),
+        "zk_reads_per_s": _round(window.rates["reads"], 1),
+        "zk_writes_per_s": _round(window.rates["writes"], 1),
+        "zk_connections": window.gauges["connections"],
+        "zk_znodes": window.gauges["znodes"],
+        "zk_watches": window.gauges["watches"],
+        "daemon_cpu_percent": {k: _round(v, 2) for k, v in cpu.items()},
+        "daemon_rss_mb": {k: _round(_mb(v), 1) for k, v in rss.items()},
+        "daemon_threads": tasks,
+        "zookeeper_cpu_percent": _round(window.zookeeper_cpu, 1),
+        "zookeeper_rss_mb": _round(_mb(window.zookeeper_rss_kb), 1),
+        "host_cpu_percent": _round(window.host_cpu, 1),
+        "failover_s": [_round(f) for f in failovers_s],
+        "failover_median_s": _round(statistics.median(done)) if done else None,
+        "leader_kills": list(kills),
+        "leader_kill_failovers": sum(int(k["failovers"]) for k in kills),
+    }
+
+
+# -- running it -----------------------------------------------------------------------------------
+
+
+def in_client_namespace() -> bool:
+    """Whether this process runs in the lab's client namespace (flcli)."""
+    want = netns_id(f"/run/netns/{CLIENT_NS}")
+    return want is not None and netns_id("/proc/self/ns/net") == want
+
+
+def reexec_in_client_namespace() -> None:
+    """Run this command again inside flcli (``ip netns exec``), whence the lab's ZooKeeper is
+    reachable; the daemons, the observer and check-config then all run there."""
+    if netns_id(f"/run/netns/{CLIENT_NS}") is None:
+        raise SystemExit(f"zk_scale: no {CLIENT_NS} namespace: is the lab up (`lab/lab up`)?")
+    if os.environ.get(REEXEC_MARK):
+        raise SystemExit(f"zk_scale: ran again in {CLIENT_NS}, but is not in it")
+    script = str(Path(__file__).resolve())
+    os.environ[REEXEC_MARK] = "1"
+    os.execvp("ip", ["ip", "netns", "exec", CLIENT_NS, sys.executable, script, *sys.argv[1:]])
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so that every ``finally`` stops what it started."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace, workdir: Path, say: Say) -> dict[str, Any]:
+    """Everything, in order; whatever was started is stopped by PID on the way out."""
+    zk: ZooKeeperUnderTest | None = None
+    observer: Observer | None = None
+    clusters: list[ScaleCluster] = []
+    try:
+        if args.ensemble == "lab":
+            zk = LabZooKeeper(args.lab_root)
+        else:
+            zk = LoopbackZooKeeper(workdir / "zookeeper")
+        say(f"ZooKeeper ({args.ensemble}): {zk.hosts}, leader {zk.leader()}")
+        observer = Observer(zk.hosts)
+        clusters = [make_cluster(i, workdir, zk.hosts, args.session) for i in range(args.clusters)]
+        notes = check_config(clusters[0].configs["n1"])
+        say("check-config: ok" + (f"; {notes}" if notes else ""))
+        observer.watch_leases(clusters)
+        started = time.monotonic()
+        start_clusters(clusters, observer, args.batch, say)
+        without_active = wait_redundant(clusters, observer, args.settle)
+        startup = time.monotonic() - started
+        say(
+            f"{len(clusters) - len(without_active)} of {len(clusters)} clusters active after "
+            f"{startup:.1f} s" + (f"; none active: {without_active}" if without_active else "")
+        )
+        window = steady_window(clusters, zk, args.seconds)
+        say(f"steady window of {window.seconds:.1f} s measured")
+        failovers = [failover_once(clusters[0], observer, say) for _ in range(args.failover_runs)]
+        kills = []
+        for _ in range(args.leader_kills):
+            unsettled = wait_redundant(clusters, observer, REJOIN_TIMEOUT)
+            if unsettled:
+                say(f"before the leader kill, no active node in {unsettled}")
+            kills.append(leader_kill(clusters, observer, zk, args.observe, say))
+        return build_report(
+            ensemble=args.ensemble,
+            clusters=len(clusters),
+            session=args.session,
+            startup_s=startup,
+            without_active=without_active,
+            window=window,
+            failovers_s=failovers,
+            kills=kills,
+        )
+    finally:
+        stop_daemons(clusters)
+        if observer is not None:
+            for c in clusters:  # the lab's ensemble outlives us: leave no chroots there
+                observer.delete_tree(c.chroot)
+            observer.close()
+        if zk is not None:
+            zk.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clusters", type=int, default=10, help="two-daemon clusters (10)")
+    parser.add_argument("--ensemble", choices=("loopback", "lab"), default="loopback")
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady window (20 s)")
+    parser.add_argument("--failover-runs", type=int, default=3, help="failovers of cluster 0 (3)")
+    parser.add_argument("--leader-kills", type=int, default=3, help="ZooKeeper leader kills (3)")
+    parser.add_argument("--observe", type=float, default=15.0, help="seconds after a kill (15)")
+    parser.add_argument("--batch", type=int, default=5, help="clusters started at a time (5)")
+    parser.add_argument(
+        "--settle", type=float, default=120.0, help="seconds for all to be active (120)"
+    )
+    parser.add_argument("--session", type=float, default=SESSION_TIMEOUT, help="session timeout")
+    parser.add_argument("--lab-root", type=Path, default=Path("/var/tmp/failoverd-lab"))
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    parser.add_argument("--keep", action="store_true", help="keep the configs and daemon logs")
+    args = parser.parse_args(argv)
+    if args.clusters < 1 or args.batch < 1:
+        parser.error("--clusters and --batch must be at least 1")
+    if min(args.failover_runs, args.leader_kills) < 0:
+        parser.error("--failover-runs and --leader-kills must not be negative")
+    if min(args.seconds, args.observe, args.settle, args.session) <= 0:
+        parser.error("--seconds, --observe, --settle and --session must be positive")
+    if args.ensemble == "lab" and not in_client_namespace():
+        reexec_in_client_namespace()
+
+    def say(line: str) -> None:
+        print(f"zk_scale: {line}", file=sys.stderr, flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="failoverd-zk-scale-"))
+    try:
+        with terminated_as_interrupt():
+            report = run(args, workdir, say)
+    except TaskLimitError as e:
+        say(f"stopped: {e} (everything it started is stopped)")
+        return 1
+    finally:
+        if args.keep:
+            say(f"configs and daemon logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(report) if args.json else render_table(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
