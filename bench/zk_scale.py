@@ -4,16 +4,17 @@ ZooKeeper leader under all of them makes any fail over.
 
     python bench/zk_scale.py --clusters N [--ensemble loopback|lab] [--seconds S]
                              [--failover-runs R] [--leader-kills K] [--observe S]
-                             [--batch B] [--json] [--keep]
+                             [--batch B] [--session T] [--failsafe] [--json] [--keep]
 
 Every cluster is two real daemons (``failoverd run``) on loopback addresses of their own
 (cluster i: 127.(1 + i // 256).(i % 256).1 and .2), with their own name and chroot
 (/failoverd/scale-007), no VIP and no database (no [postgres]: unmanaged), one command check
-(``true``, every 0.5 s), no metrics endpoint and no failsafe, so a daemon binds no port; timings
-as in the lab (session timeout 2 s, --session). Fencing: these nodes run no sshd and have no
-key, so the SSH level fails at once and the power level fences; its command is ``true`` (a
-loopback node holds nothing a power switch would have to take away; the benchmark itself kills
-the daemon it fails over from).
+(``true``, every 0.5 s), no metrics endpoint and, unless --failsafe, no failsafe, so a daemon
+binds no port (with --failsafe, each its pledge port on its own address, one secret for all,
+pledge_ttl = the session timeout); timings as in the lab (session timeout 2 s, --session).
+Fencing: these nodes run no sshd and have no key, so the SSH level fails at once and the power
+level fences; its command is ``true`` (a loopback node holds nothing a power switch would have
+to take away; the benchmark itself kills the daemon it fails over from).
 
 --ensemble loopback (the default): a three-server ensemble on 127.0.0.1 with the namespace
 lab's zoo.cfg timing (lab/zookeeper.py's LoopbackEnsemble with LAB_TIMING), random ports, a temp
@@ -67,6 +68,7 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -299,7 +301,7 @@ def render_table(report: Mapping[str, Any]) -> str:
     head = (
         f"zk_scale: {report['clusters']} clusters ({report['daemons']} daemons) on the "
         f"{report['ensemble']} ensemble, session timeout {report['session_timeout_s']:g} s, "
-        f"window {report['window_s']:g} s"
+        f"failsafe {'on' if report.get('failsafe') else 'off'}, window {report['window_s']:g} s"
     )
     width = max(len(name) for name, _ in rows) + 2
     return "\n".join([head, *(f"{name:<{width}}{value}" for name, value in rows)])
@@ -421,9 +423,18 @@ def member_addresses(index: int) -> dict[str, str]:
     return {name: f"{net}.{i}" for i, name in enumerate(NODE_NAMES, start=1)}
 
 
-def node_config_extra() -> str:
-    """The tables every scale node has on top of write_config's: fencing and one check."""
-    return (
+def node_config_extra(failsafe: FailsafeFiles | None = None, node: str = "") -> str:
+    """The tables every scale node has on top of write_config's: fencing and one check, and
+    the failsafe (each node its own store, one secret for all) when asked for."""
+    pledges = ""
+    if failsafe is not None:
+        pledges = (
+            "\n[failsafe]\nenabled = true\n"
+            f'secret_file = "{failsafe.secret}"\n'
+            f'store_dir = "{failsafe.store_dir(node)}"\n'
+            f"pledge_ttl = {failsafe.pledge_ttl}\n"
+        )
+    return pledges + (
         "\n[fencing]\n"
         "# No sshd and no key on these loopback nodes: the SSH level fails at once and the\n"
         "# power level fences. A loopback node holds no VIP and no database: nothing to cut.\n"
@@ -435,6 +446,27 @@ def node_config_extra() -> str:
         f"interval = {CHECK_INTERVAL}\n"
         "timeout = 1.0\n"
     )
+
+
+@dataclass(frozen=True)
+class FailsafeFiles:
+    """The failsafe's secret (one for every cluster, mode 0600) and where each node keeps its
+    promises; pledge_ttl is the session timeout, the least check-config takes."""
+
+    secret: Path
+    stores: Path
+    pledge_ttl: float
+
+    @classmethod
+    def create(cls, workdir: Path, pledge_ttl: float) -> FailsafeFiles:
+        secret = workdir / "failsafe.key"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(48))
+        return cls(secret, workdir / "failsafe", pledge_ttl)
+
+    def store_dir(self, node: str) -> Path:
+        return self.stores / node
 
 
 @dataclass
@@ -462,7 +494,9 @@ class ScaleCluster:
         return next(n for n in NODE_NAMES if n != node)
 
 
-def make_cluster(index: int, workdir: Path, hosts: str, session: float) -> ScaleCluster:
+def make_cluster(
+    index: int, workdir: Path, hosts: str, session: float, failsafe: FailsafeFiles | None = None
+) -> ScaleCluster:
     directory = workdir / f"scale-{index:03d}"
     directory.mkdir(parents=True, exist_ok=True)
     cluster = ScaleCluster(index, {})
@@ -473,7 +507,7 @@ def make_cluster(index: int, workdir: Path, hosts: str, session: float) -> Scale
             hosts,
             cluster.chroot,
             cluster=cluster.name,
-            extra=node_config_extra(),
+            extra=node_config_extra(failsafe, f"{cluster.name}-{node}"),
             session=session,
             addresses=member_addresses(index),
             timings=LAB_TIMINGS,
@@ -867,6 +901,7 @@ def build_report(
     ensemble: str,
     clusters: int,
     session: float,
+    failsafe: bool,
     startup_s: float,
     without_active: Sequence[str],
     window: Window,
@@ -884,6 +919,7 @@ def build_report(
         "clusters": clusters,
         "daemons": 2 * clusters,
         "session_timeout_s": session,
+        "failsafe": failsafe,
         "startup_s": _round(startup_s, 1),
         "clusters_without_active": list(without_active),
         "window_s": _round(window.seconds, 1),
@@ -956,7 +992,10 @@ def run(args: argparse.Namespace, workdir: Path, say: Say) -> dict[str, Any]:
             zk = LoopbackZooKeeper(workdir / "zookeeper")
         say(f"ZooKeeper ({args.ensemble}): {zk.hosts}, leader {zk.leader()}")
         observer = Observer(zk.hosts)
-        clusters = [make_cluster(i, workdir, zk.hosts, args.session) for i in range(args.clusters)]
+        failsafe = FailsafeFiles.create(workdir, args.session) if args.failsafe else None
+        clusters = [
+            make_cluster(i, workdir, zk.hosts, args.session, failsafe) for i in range(args.clusters)
+        ]
         notes = check_config(clusters[0].configs["n1"])
         say("check-config: ok" + (f"; {notes}" if notes else ""))
         observer.watch_leases(clusters)
@@ -981,6 +1020,7 @@ def run(args: argparse.Namespace, workdir: Path, say: Say) -> dict[str, Any]:
             ensemble=args.ensemble,
             clusters=len(clusters),
             session=args.session,
+            failsafe=args.failsafe,
             startup_s=startup,
             without_active=without_active,
             window=window,
@@ -1011,6 +1051,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--session", type=float, default=SESSION_TIMEOUT, help="session timeout")
     parser.add_argument("--lab-root", type=Path, default=Path("/var/tmp/failoverd-lab"))
+    parser.add_argument(
+        "--failsafe", action="store_true", help="peer pledges on (an election is ridden out)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     parser.add_argument("--keep", action="store_true", help="keep the configs and daemon logs")
     args = parser.parse_args(argv)

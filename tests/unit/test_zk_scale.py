@@ -171,13 +171,14 @@ def test_report_and_table_carry_every_number() -> None:
         ensemble="loopback",
         clusters=2,
         session=2.0,
+        failsafe=True,
         startup_s=12.34,
         without_active=["scale-001"],
         window=window(),
         failovers_s=[2.4, None, 2.6],
         kills=kills,
     )
-    assert report["daemons"] == 4 and report["window_s"] == 20.0
+    assert report["daemons"] == 4 and report["window_s"] == 20.0 and report["failsafe"]
     assert report["zk_requests_per_s"] == 1500.0 and report["zk_requests_per_s_per_cluster"] == 750
     assert report["daemon_cpu_percent"] == {"median": 3.0, "max": 4.0, "total": 12.0}
     assert report["daemon_rss_mb"] == {"median": 61.0, "max": 62.0, "total": 244.0}
@@ -189,7 +190,7 @@ def test_report_and_table_carry_every_number() -> None:
     lines = text.splitlines()
     assert lines[0] == (
         "zk_scale: 2 clusters (4 daemons) on the loopback ensemble, session timeout 2 s, "
-        "window 20 s"
+        "failsafe on, window 20 s"
     )
     rows = {line[:27].strip(): line[27:] for line in lines[1:]}
     assert rows["start-up"] == "12.3 s, 1 without an active node: ['scale-001']"
