@@ -91,7 +91,7 @@ from kazoo.recipe.watchers import DataWatch
 
 from failoverd.zk.errors import MalformedRecord
 from failoverd.zk.records import lease_from_json, member_from_json
-from lab.cluster import CLIENT_NS, ZK_HOSTS, Lab, netns_id
+from lab.cluster import CLIENT_NS, ZK_HOSTS, Lab, LabError, netns_id
 from lab.ensemble import SERVERS
 from lab.loopback import BIN, DaemonProcess, write_config
 from lab.process import wait_for
@@ -105,7 +105,7 @@ CHECK_INTERVAL = 0.5  # the lab's checks
 BATCH_LEASE_TIMEOUT = 60.0  # seconds for a started batch to have its lease holders
 FAILOVER_TIMEOUT = 30.0
 REJOIN_TIMEOUT = 30.0
-SERVING_TIMEOUT = 60.0
+SERVING_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0  # for all daemons together, after SIGTERM; SIGKILL after
 READ_TIMEOUT = 5.0
 TASK_SHARE = 0.5  # of pid_max: the host's threads past which the benchmark stops itself
@@ -403,7 +403,17 @@ class LabZooKeeper:
         self.lab.zk.kill(server)
 
     def start(self, server: str) -> None:
-        self.lab.zk.start(server, wait=True)
+        # Running, then serving: under the load of many clusters a restarted server may take
+        # longer than the role script's 35 s to sync with the leader (initLimit is 1 s here, so
+        # it retries), and the script would stop it again.
+        for attempt in range(3):  # bounded: a JVM started on a saturated host may hang
+            try:
+                self.lab.zk.start(server, wait=False)
+                break
+            except LabError as e:
+                if attempt == 2:
+                    raise
+                print(f"zk_scale: starting {server} again: {e}", file=sys.stderr)
         self.lab.zk.wait_serving(timeout=SERVING_TIMEOUT)
 
     def pids(self) -> dict[str, int]:

@@ -100,7 +100,7 @@ start() {
         fi
         say "srvr said: $(four srvr | head -n 1)"
         stop_pid "$PIDFILE" "$MARKER" TERM 5 2>/dev/null || true
-        die "ZooKeeper did not $ZK_WAIT on $ADDR:$ZK_PORT within 35 s (log $LOG)"
+        die "ZooKeeper was not $ZK_WAIT on $ADDR:$ZK_PORT within 35 s (log $LOG)"
     fi
     if [[ $ready == serving ]]; then
         say "serving on $ADDR:$ZK_PORT, $(four srvr | sed -n 's/^Mode: //p') (pid" \
