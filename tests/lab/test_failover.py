@@ -602,6 +602,20 @@ def test_the_zookeeper_leader_killed_is_not_a_failover(lab: Lab, workdir: Path) 
     assert lab.zk.mode(killed) == "follower"
 
 
+def test_an_active_on_an_isolated_follower_is_down_before_the_passive_promotes(
+    lab: Lab, workdir: Path
+) -> None:
+    """Point 2 of the ZooKeeper issue: the active and the follower its session is on, cut off
+    from the leader, the third server and the passive. The follower answers reads for a while;
+    the round-trip (a sync) does not trust it, so the active self-fences before its session
+    expires at the leader, and no sample sees two primaries when the passive takes over."""
+    result = scenarios.run(lab, "zk-isolated-follower", workdir)
+    print(report(result))
+    assert_safe(result)
+    assert result.verdict.lost == [], report(result)
+    heals(lab, result)
+
+
 def test_the_active_cut_off_from_zookeeper_alone_keeps_serving_on_pledges(
     lab: Lab, workdir: Path
 ) -> None:
