@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from kazoo.exceptions import ConnectionClosedError
-from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from failoverd.core import (
     ClusterView,
@@ -45,6 +44,7 @@ from failoverd.zk.records import (
     sync_from_json,
 )
 from failoverd.zk.session import MAX_LOOP, Session
+from failoverd.zk.watchers import ChildrenWatch, DataWatch
 
 log = logging.getLogger(__name__)
 
