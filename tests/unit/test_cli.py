@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
-from failoverd import __version__
-from failoverd.cli import failoverctl_main, failoverd_main
+from failoverd import __version__, cli
+from failoverd.cli import (
+    EXIT_CONFIG,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    failoverctl_main,
+    failoverd_main,
+)
+from failoverd.status import CRITICAL, DEGRADED, HEALTHY, UNKNOWN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,3 +40,108 @@ def test_the_version_is_written_once() -> None:
     assert "version" in project["project"]["dynamic"]
     dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
     assert dynamic == {"attr": "failoverd.__version__"}
+
+
+CONFIG = """\
+node = "fln1"
+
+[cluster]
+name = "lab"
+zookeeper_hosts = ["127.0.0.1:1"]
+
+[[members]]
+name = "fln1"
+address = "10.77.0.11"
+
+[[members]]
+name = "fln2"
+address = "10.77.0.12"
+
+[vip]
+address = "10.77.0.100/24"
+interface = "eth0"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A valid configuration; any attempt to reach ZooKeeper fails the test."""
+
+    def no_zookeeper(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("contacted ZooKeeper")
+
+    monkeypatch.setattr(cli, "ZkCluster", no_zookeeper)
+    path = tmp_path / "failoverd.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def ctl(config: Path, *argv: str) -> Result:
+    return CliRunner().invoke(failoverctl_main, ["-c", str(config), *argv])
+
+
+def one_line_error(done: Result) -> str:
+    """The single stderr line of a refused command, checked to be just that."""
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit), done.exception
+    return done.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "command"),
+    [
+        (["status", "--watch", "--interval", "-1"], "--interval", "status"),
+        (["status", "--watch", "--interval", "0"], "--interval", "status"),
+        (["--timeout", "-1", "status"], "--timeout", ""),
+        (["promote", "--timeout", "-1", "--yes"], "--timeout", "promote"),
+        (["promote", "--timeout", "0", "--yes"], "--timeout", "promote"),
+        (["rejoin", "fln2", "--timeout", "-5", "--yes"], "--timeout", "rejoin"),
+        (["history", "-n", "0"], "-n", "history"),
+        (["history", "--limit", "-3"], "--limit", "history"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_not_critical(
+    config: Path, argv: list[str], option: str, command: str
+) -> None:
+    """Exit 64, not click's 2: `failoverctl status` run as a check would read 2 as critical."""
+    done = ctl(config, *argv)
+    assert done.exit_code == EXIT_USAGE == 64
+    line = one_line_error(done)
+    assert line.startswith("failoverctl: error: Invalid value for ") and option in line, line
+    assert line.endswith(f"(see '{' '.join(['failoverctl', command]).strip()} -h')"), line
+
+
+def test_the_usage_codes_stay_out_of_the_monitoring_range() -> None:
+    assert {EXIT_USAGE, EXIT_REFUSED, EXIT_CONFIG}.isdisjoint(
+        {HEALTHY, DEGRADED, CRITICAL, UNKNOWN}
+    )
+    assert len({EXIT_USAGE, EXIT_REFUSED, EXIT_CONFIG}) == 3
+
+
+def test_an_unknown_command_or_option_is_a_usage_error(config: Path) -> None:
+    done = ctl(config, "stauts")
+    assert done.exit_code == EXIT_USAGE
+    assert (
+        one_line_error(done)
+        == "failoverctl: error: No such command 'stauts'. Did you mean 'status'? "
+        "(see 'failoverctl -h')"
+    )
+    assert ctl(config, "status", "--jsn").exit_code == EXIT_USAGE
+    daemon = CliRunner().invoke(failoverd_main, ["run", "--log-level", "loud"])
+    assert daemon.exit_code == EXIT_USAGE and "--log-level" in one_line_error(daemon)
+
+
+def test_rejoin_rejects_an_unknown_node_with_the_same_code(config: Path) -> None:
+    done = ctl(config, "rejoin", "fln9", "--yes")
+    assert done.exit_code == EXIT_USAGE
+    assert one_line_error(done) == (
+        "failoverctl: error: rejoin refused: unknown node 'fln9' (members: fln1, fln2)"
+    )
+
+
+def test_a_broken_configuration_is_not_critical(config: Path) -> None:
+    config.write_text(CONFIG.replace('node = "fln1"', 'node = "fln9"'))
+    done = ctl(config, "status")
+    assert done.exit_code == EXIT_CONFIG == 78
+    assert str(config) in done.stderr and "fln9" in done.stderr
