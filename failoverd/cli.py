@@ -40,6 +40,7 @@ from failoverd.switchover import (
     REQUESTED,
     Plan,
     SwitchoverRefusedError,
+    check_target,
     phase_of,
     plan_switchover,
 )
@@ -419,14 +420,18 @@ def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
 @click.pass_context
 def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s: float) -> None:
     """Planned switchover to NODE (default: the passive), losing no acknowledged write."""
-    with _connected(ctx) as (cfg, zk):
+    cfg = _load(ctx.obj[0])
+    members = [m.name for m in cfg.members]
+    try:
+        check_target(members, node)  # before ZooKeeper: a typo neither waits nor writes
+    except SwitchoverRefusedError as e:
+        _fail(f"switchover refused: {e}", EXIT_USAGE)
+    with _connected(ctx, cfg=cfg) as (cfg, zk):
         view = _read_view(zk, ctx.obj[1])
         if view is None:
             _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
         try:
-            plan = plan_switchover(
-                view, [m.name for m in cfg.members], node, force, cfg.replication_mode
-            )
+            plan = plan_switchover(view, members, node, force, cfg.replication_mode)
         except SwitchoverRefusedError as e:
             _fail(f"switchover refused: {e}", EXIT_REFUSED)
         for warning in plan.warnings:

@@ -392,7 +392,7 @@ def test_planned_switchover_loses_nothing_and_leaves_the_cluster_redundant(
 def test_switchover_refused_while_paused_and_to_an_unknown_node(lab: Lab) -> None:
     active = scenarios.wait_redundant(lab)
     unknown = lab.failoverctl(active, "promote", "fln9", "--yes")
-    assert unknown.returncode == 75 and "unknown node 'fln9'" in unknown.stderr  # refused
+    assert unknown.returncode == 64 and "unknown node 'fln9'" in unknown.stderr  # usage
     assert lab.failoverctl(active, "pause").returncode == 0
     try:
         paused = lab.failoverctl(active, "promote", "--yes", "--force")

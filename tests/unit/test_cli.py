@@ -132,6 +132,14 @@ def test_an_unknown_command_or_option_is_a_usage_error(config: Path) -> None:
     assert daemon.exit_code == EXIT_USAGE and "--log-level" in one_line_error(daemon)
 
 
+def test_promote_rejects_an_unknown_node_from_the_configuration_alone(config: Path) -> None:
+    done = ctl(config, "--timeout", "20", "promote", "fln9", "--yes")
+    assert done.exit_code == EXIT_USAGE
+    assert one_line_error(done) == (
+        "failoverctl: error: switchover refused: unknown node 'fln9' (members: fln1, fln2)"
+    )
+
+
 def test_rejoin_rejects_an_unknown_node_with_the_same_code(config: Path) -> None:
     done = ctl(config, "rejoin", "fln9", "--yes")
     assert done.exit_code == EXIT_USAGE
