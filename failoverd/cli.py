@@ -302,7 +302,18 @@ def _read_view(zk: ZkCluster, timeout: float) -> ClusterView | None:
 )
 @click.pass_context
 def status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float) -> None:
-    """Cluster state; exit 0 healthy, 1 degraded, 2 critical, 3 unknown."""
+    """Cluster state; exit 0 healthy, 1 degraded, 2 critical, 3 unknown.
+
+    Ctrl-C ends --watch with exit 0: it is the only way out of a view that has no end, not a
+    verdict on the cluster. A one-shot status interrupted before its verdict exits 3, unknown.
+    """
+    try:
+        _status(ctx, as_json_flag, watch, interval)
+    except KeyboardInterrupt:
+        sys.exit(0 if watch else UNKNOWN)
+
+
+def _status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float) -> NoReturn:
     with _connected(ctx, unknown_exit=UNKNOWN) as (cfg, zk):
         view = _read_view(zk, ctx.obj[1])
         if view is None:

@@ -6,8 +6,10 @@ Nothing here reaches ZooKeeper: every command under test must refuse or answer b
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,6 +22,8 @@ from failoverd.cli import (
     failoverctl_main,
     failoverd_main,
 )
+from failoverd.config import load_config
+from failoverd.core import ClusterView, LeaseInfo, MemberStatus
 from failoverd.status import CRITICAL, DEGRADED, HEALTHY, UNKNOWN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,3 +157,62 @@ def test_a_broken_configuration_is_not_critical(config: Path) -> None:
     done = ctl(config, "status")
     assert done.exit_code == EXIT_CONFIG == 78
     assert str(config) in done.stderr and "fln9" in done.stderr
+
+
+class FakeZk:
+    """Just what `status` reads once connected."""
+
+    def view(self) -> ClusterView:
+        return VIEW
+
+    def read_history(self, limit: int) -> list[dict[str, object]]:
+        return []
+
+
+VIEW = ClusterView(
+    epoch=3,
+    lease=LeaseInfo("fln1", 3, 50.0, False),
+    last_leader=None,
+    members=(
+        MemberStatus("fln1", "active", 3, False, True, "active (epoch 3)", lsn=0x3000060),
+        MemberStatus("fln2", "passive", 3, True, True, "passive", lsn=0x3000000),
+    ),
+)
+
+
+@pytest.fixture
+def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`status` sees VIEW, without ZooKeeper."""
+
+    @contextmanager
+    def fake(ctx: object, unknown_exit: int = 1, cfg: object = None) -> Iterator[tuple[Any, Any]]:
+        yield load_config(config), FakeZk()
+
+    monkeypatch.setattr(cli, "_connected", fake)
+    monkeypatch.setattr(cli, "_read_view", lambda zk, timeout: VIEW)
+    return config
+
+
+def test_ctrl_c_ends_watch_quietly_with_exit_0(
+    connected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only way out of --watch is not a verdict: not 1 (degraded), as click's abort was."""
+
+    def interrupted(seconds: float) -> NoReturn:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", interrupted)
+    done = ctl(connected, "status", "--watch")
+    assert done.exit_code == 0, done.output
+    assert "cluster lab" in done.stdout and done.stderr == ""
+
+
+def test_ctrl_c_before_a_one_shot_verdict_is_unknown(
+    connected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(zk: object, timeout: float) -> NoReturn:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_read_view", interrupted)
+    done = ctl(connected, "status")
+    assert done.exit_code == UNKNOWN and done.stdout == "" and done.stderr == ""
