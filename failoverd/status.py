@@ -219,18 +219,29 @@ def _checks(m: MemberStatus) -> str:
     return ", ".join(parts) or "-"
 
 
+TAKEOVER_LABELS = {
+    "failover": "last failover",
+    "switchover": "last switchover",
+    "stepdown": "last takeover after a step-down",
+}
+"""History kinds that moved the lease to a node, and how status names the latest."""
+
+
 def last_takeover(history: Sequence[Mapping[str, object]]) -> str | None:
-    """The latest failover, step-down takeover or switchover, in words."""
+    """The latest failover, step-down takeover or switchover, in words, named by its kind: a
+    planned switchover is not a failover, and an operator reading "failover" would go looking
+    for a fault."""
     for rec in reversed(history):
-        if rec.get("kind") in ("failover", "stepdown", "switchover") and rec.get("to"):
+        kind = rec.get("kind")
+        if isinstance(kind, str) and kind in TAKEOVER_LABELS and rec.get("to"):
             when = rec.get("time")
             stamp = _when(float(when)) if isinstance(when, int | float) else "?"
             phases = rec.get("phases")
             total = phases.get("total") if isinstance(phases, dict) else None
-            took = f" in {total:.2f} s" if isinstance(total, int | float) else ""
+            took = f"in {total:.2f} s, " if isinstance(total, int | float) else ""
             return (
-                f"last failover: {stamp} {rec.get('from') or '?'} -> {rec.get('to')} "
-                f"({rec.get('kind')}{took}, epoch {rec.get('epoch')}): {rec.get('reason', '')}"
+                f"{TAKEOVER_LABELS[kind]}: {stamp} {rec.get('from') or '?'} -> {rec.get('to')} "
+                f"({took}epoch {rec.get('epoch')}): {rec.get('reason', '')}"
             )
     return None
 

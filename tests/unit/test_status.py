@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from failoverd.core import (
     CheckStatus,
     ClusterView,
@@ -105,9 +107,30 @@ def test_table_shows_the_last_failover_and_json_round_trips() -> None:
         }
     ]
     table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
-    assert "last failover:" in table and "fln2 -> fln1 (failover in 0.43 s, epoch 3)" in table
+    assert "last failover: 1970-01-01 00:01:30Z fln2 -> fln1 (in 0.43 s, epoch 3)" in table
     doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
     assert doc["state"] == "healthy" and doc["lease"]["node"] == "fln1"
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("switchover", "last switchover:"),
+        ("stepdown", "last takeover after a step-down:"),
+        ("failover", "last failover:"),
+    ],
+)
+def test_the_last_takeover_is_named_by_its_kind(kind: str, label: str) -> None:
+    """A planned switchover is not a failover: an operator reading "failover" looks for a fault."""
+    view = cluster(member("fln1", "active"), member("fln2", "passive"))
+    history = [
+        {"kind": "failover", "from": "fln1", "to": "fln2", "epoch": 2, "time": 80.0},
+        {"kind": kind, "from": "fln2", "to": "fln1", "epoch": 3, "time": 90.0, "reason": "r"},
+        {"kind": "fence", "from": "fln2", "to": None, "epoch": 3, "time": 95.0},
+    ]
+    table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
+    takeover = [line for line in table.splitlines() if line.startswith("last ") and "->" in line]
+    assert takeover == [f"{label} 1970-01-01 00:01:30Z fln2 -> fln1 (epoch 3): r"]
 
 
 def test_pending_rejoin_requests_and_the_position_are_shown() -> None:
