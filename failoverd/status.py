@@ -19,6 +19,7 @@ from failoverd.core import (
     ReplicationMode,
     Role,
     format_bytes,
+    format_lsn,
 )
 
 HEALTHY, DEGRADED, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -271,7 +272,7 @@ def as_table(
         lines.append(takeover)
     if view.last_leader is not None:
         ll = view.last_leader
-        lsn = "" if ll.final_lsn is None else f", final LSN {ll.final_lsn}"
+        lsn = "" if ll.final_lsn is None else f", final LSN {format_lsn(ll.final_lsn)}"
         lines.append(
             f"last release: {ll.node} epoch {ll.epoch} ({'clean' if ll.clean else 'unclean'}{lsn})"
         )

@@ -10,6 +10,7 @@ import pytest
 from failoverd.core import (
     CheckStatus,
     ClusterView,
+    LastLeader,
     LeaseInfo,
     MalformedMember,
     MemberStatus,
@@ -131,6 +132,17 @@ def test_the_last_takeover_is_named_by_its_kind(kind: str, label: str) -> None:
     table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
     takeover = [line for line in table.splitlines() if line.startswith("last ") and "->" in line]
     assert takeover == [f"{label} 1970-01-01 00:01:30Z fln2 -> fln1 (epoch 3): r"]
+
+
+def test_lsns_read_as_postgresql_writes_them() -> None:
+    """``0/BC614E``, as in pg_stat_replication and the server log, not 12345678."""
+    last = LastLeader("fln2", 3, final_lsn=12345678, clean=True)
+    view = replace(cluster(member("fln1", "active"), member("fln2", "passive")), last_leader=last)
+    table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0)
+    assert "last release: fln2 epoch 3 (clean, final LSN 0/BC614E)" in table
+    assert "12345678" not in table
+    doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
+    assert doc["last_leader"]["final_lsn"] == 12345678  # JSON keeps the number, for arithmetic
 
 
 def test_pending_rejoin_requests_and_the_position_are_shown() -> None:
