@@ -159,7 +159,11 @@ def as_json(
             members.append({"node": m.node, "malformed": m.error})
         else:
             record = asdict(m)
+            # One age: seconds since the publisher wrote it. The model's ``age`` counts from
+            # when this reader first saw the record, which for a one-shot command is about 0.
+            del record["age"]
             record["age_s"] = round(max(0.0, now - m.published_at), 3)
+            record["lag_bytes"] = lag_bytes(view, m)
             members.append(record)
     doc = {
         "cluster": cluster,
@@ -190,14 +194,23 @@ def as_json(
     return json.dumps(doc, indent=2, sort_keys=True)
 
 
-def _lag(view: ClusterView, m: MemberStatus) -> str:
-    """A passive's distance behind the active, from both published LSNs."""
+def lag_bytes(view: ClusterView, m: MemberStatus) -> int | None:
+    """A passive's distance behind the active in bytes, from both published LSNs; None when
+    not a passive or either LSN is unknown."""
     if m.role != Role.PASSIVE.value or m.lsn is None or view.lease is None:
-        return "-"
+        return None
     active = view.member(view.lease.node)
     if not isinstance(active, MemberStatus) or active.lsn is None:
-        return "?"
-    return format_bytes(max(0, active.lsn - m.lsn))
+        return None
+    return max(0, active.lsn - m.lsn)
+
+
+def _lag(view: ClusterView, m: MemberStatus) -> str:
+    """The LAG cell: "-" where lag has no meaning, "?" for a passive whose lag is unknown."""
+    if m.role != Role.PASSIVE.value or m.lsn is None or view.lease is None:
+        return "-"
+    lag = lag_bytes(view, m)
+    return "?" if lag is None else format_bytes(lag)
 
 
 def _replication_line(view: ClusterView, assessment: Assessment, now: float) -> str:

@@ -145,6 +145,22 @@ def test_lsns_read_as_postgresql_writes_them() -> None:
     assert doc["last_leader"]["final_lsn"] == 12345678  # JSON keeps the number, for arithmetic
 
 
+def test_json_has_one_age_and_the_passive_s_lag() -> None:
+    view = cluster(
+        member("fln1", "active", lsn=134 * MB, age=0.2),
+        member("fln2", "passive", lsn=100 * MB, age=0.2),
+    )
+    doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
+    by_node = {m["node"]: m for m in doc["members"]}
+    for m in by_node.values():
+        assert "age" not in m and m["age_s"] == 1.0  # published at 99.0, read at 100.0
+    assert by_node["fln2"]["lag_bytes"] == 34 * MB
+    assert by_node["fln1"]["lag_bytes"] is None  # the active lags nothing
+    unknown = cluster(member("fln1", "active"), member("fln2", "passive", lsn=100 * MB))
+    doc = json.loads(as_json(unknown, assess(unknown, MEMBERS), "lab", "/x", 100.0))
+    assert [m["lag_bytes"] for m in doc["members"]] == [None, None]  # the active's LSN unknown
+
+
 def test_pending_rejoin_requests_and_the_position_are_shown() -> None:
     base = cluster(member("fln1", "active"), member("fln2", "fenced", reason="diverged"))
     requests = (
