@@ -4,9 +4,44 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import structlog
+
+DECISION_LEVELS: Final[Mapping[str, int]] = {
+    # error: a person must act now, or two primaries may take writes.
+    "two_primaries": logging.ERROR,  # both databases answer as primary, no lease to decide
+    "fencing_exhausted": logging.ERROR,  # every fencing level reached the peer and failed
+    "peer_left_serving": logging.ERROR,  # the peer serves without its daemon, no fence reaches
+    "epoch_regressed": logging.ERROR,  # ZooKeeper's epoch went back: its state was lost
+    # warning: safety held, but by giving something up, or an action failed and is retried.
+    "fence_failed": logging.WARNING,  # the fence reached the peer and failed: not promoting
+    "fence_blocked": logging.WARNING,  # the fence could not be run or reach: not taking over
+    "fence_incomplete": logging.WARNING,  # fenced, but stopping the database or VIP failed
+    "self_fenced": logging.WARNING,  # it could no longer prove its lease: VIP off, database down
+    "stale_primary": logging.WARNING,  # fenced as a stale primary: must rejoin
+    "must_rejoin": logging.WARNING,  # its data cannot follow the active as it is
+    "rejoin_failed": logging.WARNING,
+    "rejoin_needs_clone": logging.WARNING,  # only a clone helps, and reclone = false
+    "replica_stalled": logging.WARNING,  # the replica stopped following the active
+    "sync_dropped": logging.WARNING,  # no synchronous standby: commits on the primary only
+    "sync_failed": logging.WARNING,
+    "not_sync_standby": logging.WARNING,  # sync mode: not taking over, it may lose writes
+    "stop_failed": logging.WARNING,  # keeping the lease while a primary may still take writes
+    "restart_failed": logging.WARNING,
+    "vip_removal_failed": logging.WARNING,
+    "database_hung": logging.WARNING,  # PostgreSQL runs but does not answer: killing it
+    "leased_action_late": logging.WARNING,  # an action ran past its lease: ignored
+    "failsafe_failed": logging.WARNING,
+}
+"""The level of each decision by its reason code (the core's ``Reason.code``); info for every
+other code. One table, so what pages and what merely narrates is decided in one place."""
+
+
+def decision_level(code: str) -> int:
+    """The logging level to log a decision with this reason code at."""
+    return DECISION_LEVELS.get(code, logging.INFO)
 
 
 def configure(level: str = "info", json: bool | None = None) -> None:
