@@ -1,13 +1,24 @@
-"""structlog set-up: JSON lines for journald and pipes, key=value on a terminal."""
+"""structlog set-up: JSON lines for journald and pipes, key=value on a terminal.
+
+Under systemd, stdout is a stream to the journal, which reads a line's priority only from a
+``<N>`` prefix (``SyslogLevelPrefix=yes``, the default): without it every line, "fencing
+exhausted" too, is priority 6 and ``journalctl -p warning`` shows nothing. So each line gets the
+prefix of its level, but only when stdout is that stream (``JOURNAL_STREAM``), never on a
+terminal or in a pipe, where ``<4>`` would be noise.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, TextIO
 
 import structlog
+
+SYSLOG_PRIORITY: Final = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+"""syslog(3) priorities for the logging levels, as journald stores them (``PRIORITY=``)."""
 
 DECISION_LEVELS: Final[Mapping[str, int]] = {
     # error: a person must act now, or two primaries may take writes.
@@ -44,6 +55,30 @@ def decision_level(code: str) -> int:
     return DECISION_LEVELS.get(code, logging.INFO)
 
 
+def stdout_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:
+    """Is ``stream`` the journal's stream? systemd sets ``JOURNAL_STREAM`` to its
+    ``device:inode`` (systemd.exec(5)); a child whose stdout was redirected inherits the
+    variable, so it is compared, not just looked for."""
+    expected = env.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+class _PriorityPrefix:
+    """Wraps a renderer: ``<N>`` before each line, N the syslog priority of its level."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        level = str(event_dict.get("level", method_name)).lower()
+        line = self.renderer(logger, method_name, event_dict)
+        return f"<{SYSLOG_PRIORITY.get(level, 6)}>{line}"
+
+
 def configure(level: str = "info", json: bool | None = None) -> None:
     """Route structlog and the stdlib ``logging`` (kazoo, paramiko) to stdout in one format."""
     if json is None:
@@ -56,6 +91,8 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    if stdout_is_journal(os.environ, sys.stdout):
+        renderer = _PriorityPrefix(renderer)
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],

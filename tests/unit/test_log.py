@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from structlog.testing import capture_logs
 
 from failoverd.core import Reason, Role, State, Step
 from failoverd.daemon import log_decisions
-from failoverd.log import DECISION_LEVELS, decision_level, get
+from failoverd.log import DECISION_LEVELS, decision_level, get, stdout_is_journal
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = "\n".join(p.read_text() for p in sorted((REPO / "failoverd" / "core").glob("*.py")))
@@ -56,3 +59,49 @@ def test_decisions_are_logged_at_their_level() -> None:
         ("passive", "info"),
     ]
     assert seen[1]["reason"] == "every fencing level reached fln2 but failed"
+
+
+def test_stdout_is_the_journal_only_when_its_device_and_inode_match(tmp_path: Path) -> None:
+    with (tmp_path / "out").open("w") as out:
+        st = os.fstat(out.fileno())
+        assert stdout_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, out)
+        assert not stdout_is_journal({}, out)
+        # Inherited by a child whose stdout goes elsewhere: not the journal.
+        assert not stdout_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"}, out)
+
+
+EMIT = """
+import logging, sys
+from failoverd import log
+log.configure("info", json=True)
+logger = log.get().bind(node="fln1")
+logger.log(log.decision_level("passive"), "passive", reason="passive")
+logger.log(log.decision_level("self_fenced"), "self_fenced", reason="no round-trip")
+logger.log(log.decision_level("two_primaries"), "two_primaries", reason="both primary")
+logging.getLogger("kazoo").warning("connection dropped")
+"""
+
+
+def emit(tmp_path: Path, journal: bool) -> list[str]:
+    """The lines a daemon writes, with stdout a file that is, or is not, the journal's stream."""
+    out = tmp_path / f"out-{journal}"
+    with out.open("w") as f:
+        st = os.fstat(f.fileno())
+        env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        env["PYTHONPATH"] = str(REPO)
+        if journal:
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        subprocess.run([sys.executable, "-c", EMIT], stdout=f, env=env, check=True, timeout=60)
+    return out.read_text().splitlines()
+
+
+def test_the_journal_gets_each_line_s_priority(tmp_path: Path) -> None:
+    """systemd reads ``<N>`` at the start of a stdout line as its priority (SyslogLevelPrefix)."""
+    lines = emit(tmp_path, journal=True)
+    assert [line[:3] for line in lines] == ["<6>", "<4>", "<3>", "<4>"], lines
+    assert all(line[3] == "{" for line in lines), lines  # then the JSON line, unchanged
+    assert '"event": "self_fenced"' in lines[1] and '"level": "warning"' in lines[1]
+
+
+def test_no_prefix_on_a_pipe_or_a_file(tmp_path: Path) -> None:
+    assert all(line.startswith("{") for line in emit(tmp_path, journal=False))
