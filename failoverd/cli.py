@@ -73,6 +73,12 @@ def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     sys.exit(code)
 
 
+# click >= 8.2 raises this for a bare group (`failoverctl`): its help is the right answer.
+_NO_ARGS_IS_HELP: tuple[type[Exception], ...] = tuple(
+    t for t in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if t is not None
+)
+
+
 class _UsageError(click.ClickException):
     """click's usage error, said in one line like every other error, and with EXIT_USAGE."""
 
@@ -80,9 +86,13 @@ class _UsageError(click.ClickException):
 
     def __init__(self, error: click.UsageError) -> None:
         super().__init__(error.format_message().rstrip("."))
+        self.error = error
         self.ctx = error.ctx
 
-    def show(self, file: object = None) -> None:
+    def show(self, file: Any = None) -> None:
+        if isinstance(self.error, _NO_ARGS_IS_HELP):
+            self.error.show(file)
+            return
         if self.ctx is None:
             click.echo(f"{_prog()}: error: {self.message}", err=True)
             return

@@ -136,6 +136,15 @@ def test_an_unknown_command_or_option_is_a_usage_error(config: Path) -> None:
     assert daemon.exit_code == EXIT_USAGE and "--log-level" in one_line_error(daemon)
 
 
+def test_a_bare_command_shows_its_help_as_a_usage_error() -> None:
+    """Not "error: Usage: ..." on one line: the help itself, and still not 2."""
+    done = CliRunner().invoke(failoverctl_main, [])
+    assert done.exit_code == EXIT_USAGE
+    assert done.output.startswith("Usage: failoverctl [OPTIONS] COMMAND") and "error:" not in (
+        done.output
+    )
+
+
 def test_promote_rejects_an_unknown_node_from_the_configuration_alone(config: Path) -> None:
     done = ctl(config, "--timeout", "20", "promote", "fln9", "--yes")
     assert done.exit_code == EXIT_USAGE
