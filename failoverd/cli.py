@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -40,6 +40,7 @@ from failoverd.switchover import (
     REQUESTED,
     Plan,
     SwitchoverRefusedError,
+    check_target,
     phase_of,
     plan_switchover,
 )
@@ -49,14 +50,80 @@ from failoverd.zk.fourletter import read_conf
 DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
 CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"
 
-EXIT_CONFIG = 2
-EXIT_STARTUP = 1
+# Exit codes, one table for both programs. `failoverctl status` owns 0-3 (the monitoring-plugin
+# convention: healthy, degraded, critical, unknown), so the tools' own errors stay out of that
+# range: a typo run as a check must not read as "critical" (click's usage code is 2).
+EXIT_FAILED = 1  # tried and not done: not confirmed, not completed in time, ZooKeeper unreachable
+EXIT_STARTUP = 1  # the daemon could not start
+EXIT_USAGE = 64  # EX_USAGE: the command line is wrong, judged from it and the configuration alone
+EXIT_REFUSED = 75  # EX_TEMPFAIL: the cluster's state refuses it (paused, active already...); retry
+EXIT_CONFIG = 78  # EX_CONFIG: the configuration file has problems
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def _prog() -> str:
+    """The program's name as the user typed it."""
+    ctx = click.get_current_context(silent=True)
+    name = ctx.find_root().info_name if ctx is not None else None
+    return name or Path(sys.argv[0]).name
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """One clear line on stderr, never a traceback."""
-    click.echo(f"{Path(sys.argv[0]).name}: error: {message}", err=True)
+    click.echo(f"{_prog()}: error: {message}", err=True)
     sys.exit(code)
+
+
+# click >= 8.2 raises this for a bare group (`failoverctl`): its help is the right answer.
+_NO_ARGS_IS_HELP: tuple[type[Exception], ...] = tuple(
+    t for t in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if t is not None
+)
+
+
+class _UsageError(click.ClickException):
+    """click's usage error, said in one line like every other error, and with EXIT_USAGE."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message().rstrip("."))
+        self.error = error
+        self.ctx = error.ctx
+
+    def show(self, file: Any = None) -> None:
+        if isinstance(self.error, _NO_ARGS_IS_HELP):
+            self.error.show(file)
+            return
+        if self.ctx is None:
+            click.echo(f"{_prog()}: error: {self.message}", err=True)
+            return
+        prog = self.ctx.find_root().info_name
+        help_hint = f"{self.ctx.command_path} -h"
+        click.echo(f"{prog}: error: {self.message} (see '{help_hint}')", err=True)
+
+
+class _Group(click.Group):
+    """A command group whose usage errors exit EXIT_USAGE, not click's 2 ("critical")."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            raise _UsageError(e) from e
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _UsageError(e) from e
+
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 def _load(path: str) -> Config:
@@ -71,7 +138,7 @@ def _load(path: str) -> Config:
 # -- failoverd ----------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("failoverd", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="failoverd")
 def failoverd_main() -> None:
     """failoverd: active/passive failover on a ZooKeeper lease."""
@@ -88,7 +155,7 @@ def check_config(file: str, offline: bool) -> None:
     """Print every problem in FILE and exit non-zero, or print the effective configuration.
 
     Then, unless --offline, ask each ZooKeeper server for its timing and say whether a session
-    could expire before this node's self-fence (exit 2, as `failoverd run` would refuse it).
+    could expire before this node's self-fence (exit 78, as `failoverd run` would refuse it).
     """
     cfg = _load(file)
     click.echo(effective_config_toml(cfg), nl=False)
@@ -169,7 +236,7 @@ def fence_self_command(config_path: str) -> None:
 # -- failoverctl --------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("failoverctl", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="failoverctl")
 @click.option(
     "-c",
@@ -180,7 +247,9 @@ def fence_self_command(config_path: str) -> None:
     show_default=True,
     help=CONFIG_HELP,
 )
-@click.option("--timeout", default=3.0, show_default=True, help="seconds to wait for ZooKeeper")
+@click.option(
+    "--timeout", default=3.0, show_default=True, type=POSITIVE, help="seconds to wait for ZooKeeper"
+)
 @click.pass_context
 def failoverctl_main(ctx: click.Context, config_path: str, timeout: float) -> None:
     """Inspect and steer a failoverd cluster through ZooKeeper, from any host that reaches it."""
@@ -191,7 +260,7 @@ def failoverctl_main(ctx: click.Context, config_path: str, timeout: float) -> No
 
 @contextmanager
 def _connected(
-    ctx: click.Context, unknown_exit: int = 1, cfg: Config | None = None
+    ctx: click.Context, unknown_exit: int = EXIT_FAILED, cfg: Config | None = None
 ) -> Iterator[tuple[Config, ZkCluster]]:
     """A started client for the configured cluster (``cfg`` when loaded already), closed after."""
     config_path, timeout = ctx.obj
@@ -234,10 +303,27 @@ def _read_view(zk: ZkCluster, timeout: float) -> ClusterView | None:
 @failoverctl_main.command("status")
 @click.option("--json", "as_json_flag", is_flag=True, help="machine-readable output")
 @click.option("--watch", is_flag=True, help="redraw every --interval seconds until Ctrl-C")
-@click.option("--interval", default=1.0, show_default=True, help="seconds between redraws")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="seconds between redraws",
+)
 @click.pass_context
 def status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float) -> None:
-    """Cluster state; exit 0 healthy, 1 degraded, 2 critical, 3 unknown."""
+    """Cluster state; exit 0 healthy, 1 degraded, 2 critical, 3 unknown.
+
+    Ctrl-C ends --watch with exit 0: it is the only way out of a view that has no end, not a
+    verdict on the cluster. A one-shot status interrupted before its verdict exits 3, unknown.
+    """
+    try:
+        _status(ctx, as_json_flag, watch, interval)
+    except KeyboardInterrupt:
+        sys.exit(0 if watch else UNKNOWN)
+
+
+def _status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float) -> NoReturn:
     with _connected(ctx, unknown_exit=UNKNOWN) as (cfg, zk):
         view = _read_view(zk, ctx.obj[1])
         if view is None:
@@ -297,7 +383,14 @@ def resume(ctx: click.Context) -> None:
 
 @failoverctl_main.command("history")
 @click.option("--json", "as_json_flag", is_flag=True, help="one JSON object per line")
-@click.option("-n", "--limit", default=20, show_default=True, help="how many events, newest last")
+@click.option(
+    "-n",
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="how many events, newest last",
+)
 @click.pass_context
 def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
     """Failovers, switchovers, step-downs and fences: when, epoch, from, to, why, phases."""
@@ -342,21 +435,26 @@ def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
     "wait_s",
     default=30.0,
     show_default=True,
+    type=POSITIVE,
     help="seconds the request stays valid and the command waits",
 )
 @click.pass_context
 def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s: float) -> None:
     """Planned switchover to NODE (default: the passive), losing no acknowledged write."""
-    with _connected(ctx) as (cfg, zk):
+    cfg = _load(ctx.obj[0])
+    members = [m.name for m in cfg.members]
+    try:
+        check_target(members, node)  # before ZooKeeper: a typo neither waits nor writes
+    except SwitchoverRefusedError as e:
+        _fail(f"switchover refused: {e}", EXIT_USAGE)
+    with _connected(ctx, cfg=cfg) as (cfg, zk):
         view = _read_view(zk, ctx.obj[1])
         if view is None:
             _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
         try:
-            plan = plan_switchover(
-                view, [m.name for m in cfg.members], node, force, cfg.replication_mode
-            )
+            plan = plan_switchover(view, members, node, force, cfg.replication_mode)
         except SwitchoverRefusedError as e:
-            _fail(f"switchover refused: {e}", 2)
+            _fail(f"switchover refused: {e}", EXIT_REFUSED)
         for warning in plan.warnings:
             click.echo(f"! {warning}")
         what = (
@@ -365,7 +463,7 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
             else (f"promote {plan.target}")
         )
         if not yes and not click.confirm(f"{what} (epoch {plan.epoch})?", default=False):
-            _fail("not confirmed; nothing changed", 1)
+            _fail("not confirmed; nothing changed", EXIT_FAILED)
         request = SwitchoverRequest(
             target=plan.target,
             from_epoch=plan.epoch,
@@ -394,6 +492,7 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
     "wait_s",
     default=120.0,
     show_default=True,
+    type=POSITIVE,
     help="seconds to follow progress (the request stays until the node acts on it)",
 )
 @click.pass_context
@@ -404,7 +503,7 @@ def rejoin(ctx: click.Context, node: str, reclone: bool, yes: bool, wait_s: floa
     try:
         check_node(members, node)  # before ZooKeeper: a typo neither waits nor writes
     except RejoinRefusedError as e:
-        _fail(f"rejoin refused: {e}", 2)
+        _fail(f"rejoin refused: {e}", EXIT_USAGE)
     with _connected(ctx, cfg=cfg) as (cfg, zk):
         view = _read_view(zk, ctx.obj[1])
         if view is None:
@@ -412,14 +511,14 @@ def rejoin(ctx: click.Context, node: str, reclone: bool, yes: bool, wait_s: floa
         try:
             plan = plan_rejoin(view, members, node, reclone)
         except RejoinRefusedError as e:
-            _fail(f"rejoin refused: {e}", 2)
+            _fail(f"rejoin refused: {e}", EXIT_REFUSED)
         for warning in plan.warnings:
             click.echo(f"! {warning}")
         what = f"{'re-clone' if reclone else 'rejoin'} {node}" + (
             f" as a passive of {plan.active}" if plan.active else ""
         )
         if not yes and not click.confirm(f"{what} (epoch {plan.epoch})?", default=False):
-            _fail("not confirmed; nothing changed", 1)
+            _fail("not confirmed; nothing changed", EXIT_FAILED)
         zk.request_rejoin(node, reclone, f"{getpass.getuser()}@{socket.gethostname()}")
         started = boottime()
         click.echo(f"requested: {what}; following for up to {wait_s:g} s")
@@ -434,7 +533,7 @@ def rejoin(ctx: click.Context, node: str, reclone: bool, yes: bool, wait_s: floa
             _fail(
                 f"{node} has not rejoined within {wait_s:g} s: {progress.state}; {request} "
                 "(see `failoverctl status`)",
-                1,
+                EXIT_FAILED,
             )
         now = zk.view()
         active = now.lease.node if now is not None and now.lease is not None else plan.active
@@ -499,7 +598,7 @@ def _report_unfinished(zk: ZkCluster, plan: Plan, phase: str) -> None:
     _fail(
         f"switchover not completed (last phase: {phase}{why}); {holder} holds the lease. "
         "The request is ignored once its deadline passes; see `failoverctl status`.",
-        1,
+        EXIT_FAILED,
     )
 
 

@@ -65,9 +65,22 @@ DEFAULT_MAX_LAG: Final = 16 * 1024 * 1024
 # Node, cluster and check names end up in ZooKeeper paths, metric labels and log lines.
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME_RULE: Final = "letters, digits, '_', '.' and '-', starting with a letter or digit"
-# PostgreSQL-style memory units: multiples of 1024, case-sensitive as in postgresql.conf.
+# Sizes: PostgreSQL's memory units as postgresql.conf writes them (kB, MB, GB, TB: multiples of
+# 1024, not of 1000) and their IEC names (KiB, MiB, GiB, TiB), which say the same unambiguously.
+# Case-sensitive, as in postgresql.conf: "16mb" is refused rather than guessed at.
 _SIZE_RE: Final = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
-_SIZE_UNITS: Final = {"": 1, "B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_SIZE_UNITS: Final = {
+    "": 1,
+    "B": 1,
+    "kB": 1024,
+    "MB": 1024**2,
+    "GB": 1024**3,
+    "TB": 1024**4,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+}
 _IFNAMSIZ: Final = 16  # Linux interface names are at most IFNAMSIZ - 1 bytes
 _NO_VIP: Final = ipaddress.IPv4Interface("0.0.0.0/32")  # placeholder while [vip] has a problem
 

@@ -100,6 +100,23 @@ def settings_from(cfg: Config) -> Settings:
     )
 
 
+def log_decisions(log: Any, before: State, result: Step) -> None:
+    """Each decision once, by its reason code, also one superseded within the step; at the level
+    its code has in ``log.DECISION_LEVELS``, so a failed fence is a warning in the journal."""
+    previous = before.reason.code
+    for decision in result.decisions:
+        if decision.code != previous:
+            log.log(
+                logmod.decision_level(decision.code),
+                decision.code,
+                reason=decision.text,
+                role=result.state.role.value,
+                previous_role=before.role.value,
+                epoch=result.state.epoch,
+            )
+        previous = decision.code
+
+
 class Daemon:
     def __init__(
         self,
@@ -466,18 +483,7 @@ class Daemon:
         self.metrics.update(before, result, obs)
         if self.failsafe is not None:
             self.metrics.update_failsafe(self.failsafe.stats())
-        # Each decision once, by its reason code, also one superseded within the step.
-        previous = before.reason.code
-        for decision in result.decisions:
-            if decision.code != previous:
-                self.log.info(
-                    decision.code,
-                    reason=decision.text,
-                    role=result.state.role.value,
-                    previous_role=before.role.value,
-                    epoch=result.state.epoch,
-                )
-            previous = decision.code
+        log_decisions(self.log, before, result)
         self._report(result.state)
         for action in result.actions:
             if not isinstance(action, Publish):

@@ -19,6 +19,7 @@ from failoverd.core import (
     ReplicationMode,
     Role,
     format_bytes,
+    format_lsn,
 )
 
 HEALTHY, DEGRADED, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -158,7 +159,11 @@ def as_json(
             members.append({"node": m.node, "malformed": m.error})
         else:
             record = asdict(m)
+            # One age: seconds since the publisher wrote it. The model's ``age`` counts from
+            # when this reader first saw the record, which for a one-shot command is about 0.
+            del record["age"]
             record["age_s"] = round(max(0.0, now - m.published_at), 3)
+            record["lag_bytes"] = lag_bytes(view, m)
             members.append(record)
     doc = {
         "cluster": cluster,
@@ -189,14 +194,23 @@ def as_json(
     return json.dumps(doc, indent=2, sort_keys=True)
 
 
-def _lag(view: ClusterView, m: MemberStatus) -> str:
-    """A passive's distance behind the active, from both published LSNs."""
+def lag_bytes(view: ClusterView, m: MemberStatus) -> int | None:
+    """A passive's distance behind the active in bytes, from both published LSNs; None when
+    not a passive or either LSN is unknown."""
     if m.role != Role.PASSIVE.value or m.lsn is None or view.lease is None:
-        return "-"
+        return None
     active = view.member(view.lease.node)
     if not isinstance(active, MemberStatus) or active.lsn is None:
-        return "?"
-    return format_bytes(max(0, active.lsn - m.lsn))
+        return None
+    return max(0, active.lsn - m.lsn)
+
+
+def _lag(view: ClusterView, m: MemberStatus) -> str:
+    """The LAG cell: "-" where lag has no meaning, "?" for a passive whose lag is unknown."""
+    if m.role != Role.PASSIVE.value or m.lsn is None or view.lease is None:
+        return "-"
+    lag = lag_bytes(view, m)
+    return "?" if lag is None else format_bytes(lag)
 
 
 def _replication_line(view: ClusterView, assessment: Assessment, now: float) -> str:
@@ -219,18 +233,29 @@ def _checks(m: MemberStatus) -> str:
     return ", ".join(parts) or "-"
 
 
+TAKEOVER_LABELS = {
+    "failover": "last failover",
+    "switchover": "last switchover",
+    "stepdown": "last takeover after a step-down",
+}
+"""History kinds that moved the lease to a node, and how status names the latest."""
+
+
 def last_takeover(history: Sequence[Mapping[str, object]]) -> str | None:
-    """The latest failover, step-down takeover or switchover, in words."""
+    """The latest failover, step-down takeover or switchover, in words, named by its kind: a
+    planned switchover is not a failover, and an operator reading "failover" would go looking
+    for a fault."""
     for rec in reversed(history):
-        if rec.get("kind") in ("failover", "stepdown", "switchover") and rec.get("to"):
+        kind = rec.get("kind")
+        if isinstance(kind, str) and kind in TAKEOVER_LABELS and rec.get("to"):
             when = rec.get("time")
             stamp = _when(float(when)) if isinstance(when, int | float) else "?"
             phases = rec.get("phases")
             total = phases.get("total") if isinstance(phases, dict) else None
-            took = f" in {total:.2f} s" if isinstance(total, int | float) else ""
+            took = f"in {total:.2f} s, " if isinstance(total, int | float) else ""
             return (
-                f"last failover: {stamp} {rec.get('from') or '?'} -> {rec.get('to')} "
-                f"({rec.get('kind')}{took}, epoch {rec.get('epoch')}): {rec.get('reason', '')}"
+                f"{TAKEOVER_LABELS[kind]}: {stamp} {rec.get('from') or '?'} -> {rec.get('to')} "
+                f"({took}epoch {rec.get('epoch')}): {rec.get('reason', '')}"
             )
     return None
 
@@ -260,7 +285,7 @@ def as_table(
         lines.append(takeover)
     if view.last_leader is not None:
         ll = view.last_leader
-        lsn = "" if ll.final_lsn is None else f", final LSN {ll.final_lsn}"
+        lsn = "" if ll.final_lsn is None else f", final LSN {format_lsn(ll.final_lsn)}"
         lines.append(
             f"last release: {ll.node} epoch {ll.epoch} ({'clean' if ll.clean else 'unclean'}{lsn})"
         )

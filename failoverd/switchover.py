@@ -26,6 +26,13 @@ class Plan:
     warnings: tuple[str, ...] = ()
 
 
+def check_target(members: Sequence[str], target: str | None) -> None:
+    """Is ``target`` one of the configured members (or left to be chosen)? Decided from the
+    configuration alone, before ZooKeeper is contacted: a typo must not wait for a connection."""
+    if target is not None and target not in members:
+        raise SwitchoverRefusedError(f"unknown node {target!r} (members: {', '.join(members)})")
+
+
 def plan_switchover(
     view: ClusterView,
     members: Sequence[str],
@@ -43,8 +50,7 @@ def plan_switchover(
             f"a switchover to {view.switchover.target or 'the peer'} is pending already "
             f"(requested by {view.switchover.requested_by})"
         )
-    if target is not None and target not in members:
-        raise SwitchoverRefusedError(f"unknown node {target!r} (members: {', '.join(members)})")
+    check_target(members, target)
     lease = view.lease
     source = lease.node if lease is not None else None
     if target is None:

@@ -15,6 +15,7 @@ from failoverd.core.model import (
     StartReplica,
     StopDatabase,
 )
+from failoverd.core.policy import format_lsn
 
 
 def begin(st: context.Ctx, kind: str, text: str) -> None:
@@ -108,7 +109,7 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
         st.set(demotion=d)
     # Handed over.
     now = st.obs.now
-    lsn = "" if d.final_lsn is None else f" at LSN {d.final_lsn}"
+    lsn = "" if d.final_lsn is None else f" at LSN {format_lsn(d.final_lsn)}"
     text = f"stepped down ({d.kind}){lsn} in {now - d.started_at:.2f} s"
     if d.kind in ("stepdown", "switchover"):
         st.set(last_failover_at=now)

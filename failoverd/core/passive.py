@@ -292,12 +292,12 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
             and st.managed_db()
             and not policy.replayed_up_to(db, last.final_lsn, last.timeline)
         ):
-            at = "unknown" if db.replayed_lsn is None else str(db.replayed_lsn)
+            at = "unknown" if db.replayed_lsn is None else policy.format_lsn(db.replayed_lsn)
             on = "" if db.timeline is None else f" on timeline {db.timeline}"
             want = "" if last.timeline is None else f" on timeline {last.timeline}"
             st.decide(
                 "waiting_for_replay",
-                f"{last.node} stepped down at LSN {last.final_lsn}{want}; "
+                f"{last.node} stepped down at LSN {policy.format_lsn(last.final_lsn)}{want}; "
                 f"replayed {at}{on}: waiting before taking over",
             )
             return

@@ -240,7 +240,7 @@ def test_ensemble_timing_that_could_outlast_the_self_fence_is_refused(tmp_path: 
         )
         checked = failoverd("check-config", cfg)
         done = failoverd("run", cfg)
-    assert checked.returncode == 2, checked.stderr
+    assert checked.returncode == 78, checked.stderr  # EX_CONFIG, never 2 (critical)
     assert f"error: {cfg}: timings.self_fence_after: ZooKeeper's tickTime is 1 s" in checked.stderr
     assert done.returncode == 1
     line = done.stderr.strip()
@@ -309,7 +309,7 @@ def test_check_config_prints_all_errors_or_the_effective_config(tmp_path: Path) 
         .replace("session_timeout", "session_timout")
     )
     done = failoverd("check-config", bad)
-    assert done.returncode == 2
+    assert done.returncode == 78  # EX_CONFIG
     assert "n9" in done.stderr and "did you mean 'session_timeout'" in done.stderr
     assert all(line.startswith(str(bad)) for line in done.stderr.splitlines())
 
@@ -339,4 +339,4 @@ def test_promote_switches_over_and_reports_the_window(cluster: dict[str, Any]) -
     assert "the target is active" in done.stdout and "writes were unavailable for" in done.stdout
     assert roles(zk, chroot) == {active: "passive", passive: "active"}
     again = ctl(cluster["configs"][active], "promote", passive, "--yes")
-    assert again.returncode == 2 and "is the active node already" in again.stderr
+    assert again.returncode == 75 and "is the active node already" in again.stderr  # refused

@@ -392,11 +392,11 @@ def test_planned_switchover_loses_nothing_and_leaves_the_cluster_redundant(
 def test_switchover_refused_while_paused_and_to_an_unknown_node(lab: Lab) -> None:
     active = scenarios.wait_redundant(lab)
     unknown = lab.failoverctl(active, "promote", "fln9", "--yes")
-    assert unknown.returncode == 2 and "unknown node 'fln9'" in unknown.stderr
+    assert unknown.returncode == 64 and "unknown node 'fln9'" in unknown.stderr  # usage
     assert lab.failoverctl(active, "pause").returncode == 0
     try:
         paused = lab.failoverctl(active, "promote", "--yes", "--force")
-        assert paused.returncode == 2 and "paused" in paused.stderr, paused.stderr
+        assert paused.returncode == 75 and "paused" in paused.stderr, paused.stderr  # refused
         assert paused.stderr.count("\n") == 1  # one clear line, no traceback
     finally:
         assert lab.failoverctl(active, "resume").returncode == 0

@@ -848,6 +848,11 @@ def test_short_session_timeout_with_defaults_is_valid() -> None:
         ('" 8 MB "', 8 * 1024**2),
         ("1048576", 1048576),
         ("0", 0),
+        # IEC names mean the same multiples of 1024 as PostgreSQL's kB, MB, GB, TB.
+        ('"16 MiB"', 16 * 1024**2),
+        ('"512KiB"', 512 * 1024),
+        ('"1 GiB"', 1024**3),
+        ('"2TiB"', 2 * 1024**4),
     ],
 )
 def test_max_lag_sizes(value: str, expected: int) -> None:
@@ -855,13 +860,17 @@ def test_max_lag_sizes(value: str, expected: int) -> None:
     assert cfg.failover.max_lag_on_failover == expected
 
 
+SIZE_UNITS = "B, kB, MB, GB, TB, KiB, MiB, GiB, TiB"
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ('"16mb"', "invalid size unit 'mb' in '16mb': use B, kB, MB, GB, TB (multiples of 1024)"),
-        ('"16 XB"', "invalid size unit 'XB' in '16 XB': use B, kB, MB, GB, TB (multiples of 1024)"),
-        ('"1.5GB"', "invalid size '1.5GB': expected a number and a unit (B, kB, MB, GB, TB)"),
-        ('"lots"', "invalid size 'lots': expected a number and a unit (B, kB, MB, GB, TB)"),
+        ('"16mb"', f"invalid size unit 'mb' in '16mb': use {SIZE_UNITS} (multiples of 1024)"),
+        ('"16 mib"', f"invalid size unit 'mib' in '16 mib': use {SIZE_UNITS} (multiples of 1024)"),
+        ('"16 XB"', f"invalid size unit 'XB' in '16 XB': use {SIZE_UNITS} (multiples of 1024)"),
+        ('"1.5GB"', f"invalid size '1.5GB': expected a number and a unit ({SIZE_UNITS})"),
+        ('"lots"', f"invalid size 'lots': expected a number and a unit ({SIZE_UNITS})"),
         ("-1", "must be at least 0 bytes, got -1"),
         (
             "1.5",

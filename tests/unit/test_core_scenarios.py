@@ -267,7 +267,8 @@ def test_the_passive_waits_for_replay_then_promotes_without_fencing() -> None:
 
     n1 = passive_at_epoch_3()
     seen = n1.see(stepped_down(201.6, replayed=8800)).expect(Role.PASSIVE, "waiting_for_replay")
-    assert seen.text == "n2 stepped down at LSN 9100; replayed 8800: waiting before taking over"
+    # LSNs in PostgreSQL's notation: 9100 is 0/238C, 8800 is 0/2260.
+    assert seen.text == "n2 stepped down at LSN 0/238C; replayed 0/2260: waiting before taking over"
     n1.see(stepped_down(201.7, replayed=9100)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
     seen = n1.see(stepped_down(201.8, 9100).lease_mine(4).answer(n1.state, epoch=4))
     seen.expect(Role.PROMOTING, "promoting", "Promote")  # no FencePeer: it said how it ended

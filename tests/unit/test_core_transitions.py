@@ -472,7 +472,8 @@ def test_passive_waits_for_replay_up_to_the_final_lsn_of_a_clean_step_down() -> 
     seen = Node(state=passive()).see(replace_db(base, replayed=8999))
     seen.expect(Role.PASSIVE, "waiting_for_replay")
     assert (
-        seen.text == f"{PEER} stepped down at LSN 9000; replayed 8999: waiting before taking over"
+        seen.text
+        == f"{PEER} stepped down at LSN 0/2328; replayed 0/2327: waiting before taking over"
     )
     seen = Node(state=passive()).see(replace_db(base, replayed=None))
     seen.expect(Role.PASSIVE, "waiting_for_replay")
@@ -954,6 +955,7 @@ def test_demoting_goes_vip_stop_release_replica_in_that_order() -> None:
     seen.expect(Role.DEMOTING, "stepped_down", "StartReplica", "RecordEvent", "RunHook")
     assert seen.one(StartReplica).primary == PEER
     assert seen.state.last_failover_at == 102.0
+    assert " at LSN 0/238C in " in seen.text  # PostgreSQL's notation, as in its own views
     seen = node.see(Obs(103).lease_free(EPOCH).answer(node.state))
     seen.expect(Role.PASSIVE, "passive")
 

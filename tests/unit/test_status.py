@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from failoverd.core import (
     CheckStatus,
     ClusterView,
+    LastLeader,
     LeaseInfo,
     MalformedMember,
     MemberStatus,
@@ -105,9 +108,57 @@ def test_table_shows_the_last_failover_and_json_round_trips() -> None:
         }
     ]
     table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
-    assert "last failover:" in table and "fln2 -> fln1 (failover in 0.43 s, epoch 3)" in table
+    assert "last failover: 1970-01-01 00:01:30Z fln2 -> fln1 (in 0.43 s, epoch 3)" in table
     doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
     assert doc["state"] == "healthy" and doc["lease"]["node"] == "fln1"
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("switchover", "last switchover:"),
+        ("stepdown", "last takeover after a step-down:"),
+        ("failover", "last failover:"),
+    ],
+)
+def test_the_last_takeover_is_named_by_its_kind(kind: str, label: str) -> None:
+    """A planned switchover is not a failover: an operator reading "failover" looks for a fault."""
+    view = cluster(member("fln1", "active"), member("fln2", "passive"))
+    history = [
+        {"kind": "failover", "from": "fln1", "to": "fln2", "epoch": 2, "time": 80.0},
+        {"kind": kind, "from": "fln2", "to": "fln1", "epoch": 3, "time": 90.0, "reason": "r"},
+        {"kind": "fence", "from": "fln2", "to": None, "epoch": 3, "time": 95.0},
+    ]
+    table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
+    takeover = [line for line in table.splitlines() if line.startswith("last ") and "->" in line]
+    assert takeover == [f"{label} 1970-01-01 00:01:30Z fln2 -> fln1 (epoch 3): r"]
+
+
+def test_lsns_read_as_postgresql_writes_them() -> None:
+    """``0/BC614E``, as in pg_stat_replication and the server log, not 12345678."""
+    last = LastLeader("fln2", 3, final_lsn=12345678, clean=True)
+    view = replace(cluster(member("fln1", "active"), member("fln2", "passive")), last_leader=last)
+    table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0)
+    assert "last release: fln2 epoch 3 (clean, final LSN 0/BC614E)" in table
+    assert "12345678" not in table
+    doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
+    assert doc["last_leader"]["final_lsn"] == 12345678  # JSON keeps the number, for arithmetic
+
+
+def test_json_has_one_age_and_the_passive_s_lag() -> None:
+    view = cluster(
+        member("fln1", "active", lsn=134 * MB, age=0.2),
+        member("fln2", "passive", lsn=100 * MB, age=0.2),
+    )
+    doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
+    by_node = {m["node"]: m for m in doc["members"]}
+    for m in by_node.values():
+        assert "age" not in m and m["age_s"] == 1.0  # published at 99.0, read at 100.0
+    assert by_node["fln2"]["lag_bytes"] == 34 * MB
+    assert by_node["fln1"]["lag_bytes"] is None  # the active lags nothing
+    unknown = cluster(member("fln1", "active"), member("fln2", "passive", lsn=100 * MB))
+    doc = json.loads(as_json(unknown, assess(unknown, MEMBERS), "lab", "/x", 100.0))
+    assert [m["lag_bytes"] for m in doc["members"]] == [None, None]  # the active's LSN unknown
 
 
 def test_pending_rejoin_requests_and_the_position_are_shown() -> None:

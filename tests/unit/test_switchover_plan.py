@@ -22,6 +22,7 @@ from failoverd.switchover import (
     REQUESTED,
     Plan,
     SwitchoverRefusedError,
+    check_target,
     phase_of,
     plan_switchover,
 )
@@ -120,3 +121,13 @@ def test_phases_in_order() -> None:
         members=(member("fln2", "active"),),
     )
     assert phase_of(done, plan, True) == DONE
+
+
+def test_the_target_is_checked_against_the_configuration_alone() -> None:
+    """`promote fln9` is refused before ZooKeeper is contacted; no target means "the other"."""
+    check_target(["fln1", "fln2"], "fln2")
+    check_target(["fln1", "fln2"], None)
+    with pytest.raises(
+        SwitchoverRefusedError, match=r"unknown node 'fln9' \(members: fln1, fln2\)"
+    ):
+        check_target(["fln1", "fln2"], "fln9")

@@ -1,0 +1,227 @@
+"""`failoverd` and `failoverctl` as a new user meets them: bad input, exit codes, versions.
+
+Nothing here reaches ZooKeeper: every command under test must refuse or answer before it would.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from click.testing import CliRunner, Result
+
+from failoverd import __version__, cli
+from failoverd.cli import (
+    EXIT_CONFIG,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    failoverctl_main,
+    failoverd_main,
+)
+from failoverd.config import load_config
+from failoverd.core import ClusterView, LeaseInfo, MemberStatus
+from failoverd.status import CRITICAL, DEGRADED, HEALTHY, UNKNOWN
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("main", "prog"), [(failoverd_main, "failoverd"), (failoverctl_main, "failoverctl")]
+)
+def test_both_programs_say_the_one_version(main: object, prog: str) -> None:
+    done = CliRunner().invoke(main, ["--version"])  # type: ignore[arg-type]
+    assert (done.exit_code, done.output) == (0, f"{prog}, version {__version__}\n")
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml reads it from failoverd.__version__, so the two cannot disagree."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert "version" in project["project"]["dynamic"]
+    dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
+    assert dynamic == {"attr": "failoverd.__version__"}
+
+
+CONFIG = """\
+node = "fln1"
+
+[cluster]
+name = "lab"
+zookeeper_hosts = ["127.0.0.1:1"]
+
+[[members]]
+name = "fln1"
+address = "10.77.0.11"
+
+[[members]]
+name = "fln2"
+address = "10.77.0.12"
+
+[vip]
+address = "10.77.0.100/24"
+interface = "eth0"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A valid configuration; any attempt to reach ZooKeeper fails the test."""
+
+    def no_zookeeper(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("contacted ZooKeeper")
+
+    monkeypatch.setattr(cli, "ZkCluster", no_zookeeper)
+    path = tmp_path / "failoverd.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def ctl(config: Path, *argv: str) -> Result:
+    return CliRunner().invoke(failoverctl_main, ["-c", str(config), *argv])
+
+
+def one_line_error(done: Result) -> str:
+    """The single stderr line of a refused command, checked to be just that."""
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit), done.exception
+    return done.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "command"),
+    [
+        (["status", "--watch", "--interval", "-1"], "--interval", "status"),
+        (["status", "--watch", "--interval", "0"], "--interval", "status"),
+        (["--timeout", "-1", "status"], "--timeout", ""),
+        (["promote", "--timeout", "-1", "--yes"], "--timeout", "promote"),
+        (["promote", "--timeout", "0", "--yes"], "--timeout", "promote"),
+        (["rejoin", "fln2", "--timeout", "-5", "--yes"], "--timeout", "rejoin"),
+        (["history", "-n", "0"], "-n", "history"),
+        (["history", "--limit", "-3"], "--limit", "history"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_not_critical(
+    config: Path, argv: list[str], option: str, command: str
+) -> None:
+    """Exit 64, not click's 2: `failoverctl status` run as a check would read 2 as critical."""
+    done = ctl(config, *argv)
+    assert done.exit_code == EXIT_USAGE == 64
+    line = one_line_error(done)
+    assert line.startswith("failoverctl: error: Invalid value for ") and option in line, line
+    assert line.endswith(f"(see '{' '.join(['failoverctl', command]).strip()} -h')"), line
+
+
+def test_the_usage_codes_stay_out_of_the_monitoring_range() -> None:
+    assert {EXIT_USAGE, EXIT_REFUSED, EXIT_CONFIG}.isdisjoint(
+        {HEALTHY, DEGRADED, CRITICAL, UNKNOWN}
+    )
+    assert len({EXIT_USAGE, EXIT_REFUSED, EXIT_CONFIG}) == 3
+
+
+def test_an_unknown_command_or_option_is_a_usage_error(config: Path) -> None:
+    done = ctl(config, "stauts")
+    assert done.exit_code == EXIT_USAGE
+    assert (
+        one_line_error(done)
+        == "failoverctl: error: No such command 'stauts'. Did you mean 'status'? "
+        "(see 'failoverctl -h')"
+    )
+    assert ctl(config, "status", "--jsn").exit_code == EXIT_USAGE
+    daemon = CliRunner().invoke(failoverd_main, ["run", "--log-level", "loud"])
+    assert daemon.exit_code == EXIT_USAGE and "--log-level" in one_line_error(daemon)
+
+
+def test_a_bare_command_shows_its_help_as_a_usage_error() -> None:
+    """Not "error: Usage: ..." on one line: the help itself, and still not 2."""
+    done = CliRunner().invoke(failoverctl_main, [])
+    assert done.exit_code == EXIT_USAGE
+    assert done.output.startswith("Usage: failoverctl [OPTIONS] COMMAND") and "error:" not in (
+        done.output
+    )
+
+
+def test_promote_rejects_an_unknown_node_from_the_configuration_alone(config: Path) -> None:
+    done = ctl(config, "--timeout", "20", "promote", "fln9", "--yes")
+    assert done.exit_code == EXIT_USAGE
+    assert one_line_error(done) == (
+        "failoverctl: error: switchover refused: unknown node 'fln9' (members: fln1, fln2)"
+    )
+
+
+def test_rejoin_rejects_an_unknown_node_with_the_same_code(config: Path) -> None:
+    done = ctl(config, "rejoin", "fln9", "--yes")
+    assert done.exit_code == EXIT_USAGE
+    assert one_line_error(done) == (
+        "failoverctl: error: rejoin refused: unknown node 'fln9' (members: fln1, fln2)"
+    )
+
+
+def test_a_broken_configuration_is_not_critical(config: Path) -> None:
+    config.write_text(CONFIG.replace('node = "fln1"', 'node = "fln9"'))
+    done = ctl(config, "status")
+    assert done.exit_code == EXIT_CONFIG == 78
+    assert str(config) in done.stderr and "fln9" in done.stderr
+
+
+class FakeZk:
+    """Just what `status` reads once connected."""
+
+    def view(self) -> ClusterView:
+        return VIEW
+
+    def read_history(self, limit: int) -> list[dict[str, object]]:
+        return []
+
+
+VIEW = ClusterView(
+    epoch=3,
+    lease=LeaseInfo("fln1", 3, 50.0, False),
+    last_leader=None,
+    members=(
+        MemberStatus("fln1", "active", 3, False, True, "active (epoch 3)", lsn=0x3000060),
+        MemberStatus("fln2", "passive", 3, True, True, "passive", lsn=0x3000000),
+    ),
+)
+
+
+@pytest.fixture
+def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`status` sees VIEW, without ZooKeeper."""
+
+    @contextmanager
+    def fake(ctx: object, unknown_exit: int = 1, cfg: object = None) -> Iterator[tuple[Any, Any]]:
+        yield load_config(config), FakeZk()
+
+    monkeypatch.setattr(cli, "_connected", fake)
+    monkeypatch.setattr(cli, "_read_view", lambda zk, timeout: VIEW)
+    return config
+
+
+def test_ctrl_c_ends_watch_quietly_with_exit_0(
+    connected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only way out of --watch is not a verdict: not 1 (degraded), as click's abort was."""
+
+    def interrupted(seconds: float) -> NoReturn:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", interrupted)
+    done = ctl(connected, "status", "--watch")
+    assert done.exit_code == 0, done.output
+    assert "cluster lab" in done.stdout and done.stderr == ""
+
+
+def test_ctrl_c_before_a_one_shot_verdict_is_unknown(
+    connected: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(zk: object, timeout: float) -> NoReturn:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_read_view", interrupted)
+    done = ctl(connected, "status")
+    assert done.exit_code == UNKNOWN and done.stdout == "" and done.stderr == ""
