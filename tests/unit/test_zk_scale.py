@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.zk_scale import (
-    ClusterState,
+from bench.zk_scale import ClusterState, make_cluster, member_addresses
+from bench.zk_scale_report import (
     Window,
     build_report,
     count_failovers,
@@ -20,8 +20,6 @@ from bench.zk_scale import (
     gauge_sum,
     host_ticks,
     leases_lost,
-    make_cluster,
-    member_addresses,
     parse_mntr,
     render_table,
     spread,
