@@ -392,7 +392,7 @@ def _without_fault(
         failed=len(acks) - len(ok),
         outage_s=None,
         split_brain_samples=_split_brain(samples),
-        epoch_order_violations=_epoch_order_violations(ok),
+        epoch_order_violations=epoch_order_violations(ok),
         lost=_lost(ok, surviving_ids),
     )
 
@@ -419,7 +419,7 @@ def _with_fault(
         failed=len(acks) - len(ok),
         outage_s=outage,
         split_brain_samples=_split_brain(samples),
-        epoch_order_violations=_epoch_order_violations(ok),
+        epoch_order_violations=epoch_order_violations(ok),
         lost=_lost(ok, surviving_ids),
         nodes_after=sorted({str(a["node"]) for a in ok if a["sent"] >= fault_at}),
         served_after=recovered[0][1] if recovered else None,
@@ -430,7 +430,7 @@ def _split_brain(samples: Sequence[Mapping[str, Any]]) -> int:
     return sum(1 for s in samples if len(s["vip"]) > 1 or len(s["writable"]) > 1)
 
 
-def _epoch_order_violations(ok: Sequence[Mapping[str, Any]]) -> list[str]:
+def epoch_order_violations(ok: Sequence[Mapping[str, Any]]) -> list[str]:
     """A write of epoch e acknowledged after the first acknowledgement of a later epoch."""
     violations = []
     by_epoch: dict[int, list[float]] = {}
