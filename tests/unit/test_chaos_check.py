@@ -3,11 +3,14 @@ into an otherwise clean history, is found, named and placed in the fault it happ
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lab.chaos import KIND_NAMES, ChaosRun, history_from_record, history_record
 from lab.chaos_check import Fault, History, OperatorWait, fault_at, judge
 
 CRASH = Fault(
@@ -188,3 +191,23 @@ def test_fault_records_round_trip() -> None:
     assert Fault.from_record(CRASH.record()) == CRASH
     assert fault_at([CRASH, LEADER_KILL], 21.0) == 0
     assert fault_at([CRASH, LEADER_KILL], 25.0) is None
+
+
+def test_a_plan_covers_every_kind_first_and_replays_by_seed() -> None:
+    def plan(seed: int, count: int) -> list[str]:
+        run = ChaosRun(None, Path("/nonexistent"), seed)  # type: ignore[arg-type]
+        return [k.name for k in run.plan(count)]
+
+    first = plan(5, 40)
+    assert sorted(first[: len(KIND_NAMES)]) == sorted(KIND_NAMES)
+    assert plan(5, 40) == first
+    assert plan(6, 40) != first
+    assert plan(5, 3) == first[:3]
+
+
+def test_a_history_survives_its_json_form() -> None:
+    h = clean_history()
+    h.operator_waits = [OperatorWait(t=20.0, node="fln1", reason="must_rejoin", data_at_risk=False)]
+    again = history_from_record(json.loads(json.dumps(history_record(h))))
+    assert again == h
+    assert [v.rule for v in judge(again).violations] == ["operator_needed"]

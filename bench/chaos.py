@@ -1,0 +1,137 @@
+"""Chaos run on the lab: random faults one after another, judged over the whole history.
+
+    python bench/chaos.py --faults N --seed S [--writers N] [--json] [--out DIR]
+    python bench/chaos.py --judge HISTORY.json [--json]
+
+The nemesis (lab/chaos.py) draws each fault from a seeded random source: every kind once in a
+shuffled order, then kinds at random; each is held for a random time, healed, and the cluster
+must be healthy again (one active, the other streaming) within 60 s before the next. Writers
+post donations through the VIP all along and a sampler records, every 50 ms, who holds the VIP
+and which database takes writes. The judge (lab/chaos_check.py) then checks the whole history:
+never two VIP holders or two primaries, no write of an old epoch acknowledged after a newer
+one, every acknowledged donation on the primary at the end, healthy again after each heal,
+no move for faults that must not move the service, no operator wait without data at risk.
+
+Exit 0 with no violation, 1 with any (printed with the seed and the fault history that
+reproduce them), 2 when the lab could not run. The whole history is written to
+``OUT/history.json`` (default: a temporary directory, printed) so that ``--judge`` can judge it
+again. ``--json`` prints one summary document: seed, faults, violations, per kind the count,
+median outage, median time to healthy and failovers, and per fault what it cost.
+
+The lab is brought up if it is not up (and taken down again at the end); one that was up is
+left as found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lab.chaos import KIND_NAMES, ChaosRun, history_from_record, history_record
+from lab.chaos_check import History, Judgement, judge
+from lab.cluster import Lab, LabError
+from lab.ensemble import ZooKeeperFaultError
+
+
+def summary(history: History, verdict: Judgement) -> dict[str, Any]:
+    return {
+        "seed": history.seed,
+        "profile": history.profile,
+        "faults": len(history.faults),
+        "acknowledged": sum(1 for a in history.acks if a.get("ok")),
+        "samples": len(history.samples),
+        "violations": [v.line() for v in verdict.violations],
+        "by_kind": verdict.by_kind(),
+        "per_fault": [
+            {
+                "index": r.index,
+                "kind": r.kind,
+                "target": f.target,
+                "outage_s": r.outage_s,
+                "to_healthy_s": r.to_healthy_s,
+                "failovers": r.failovers,
+                "detail": f.detail,
+            }
+            for r, f in zip(
+                verdict.faults, sorted(history.faults, key=lambda f: f.started), strict=True
+            )
+        ],
+    }
+
+
+def report(history: History, verdict: Judgement) -> str:
+    lines = [f"chaos run, seed {history.seed}: {len(history.faults)} faults"]
+    lines.append(f"{'kind':<22} {'n':>3} {'outage med':>11} {'healthy med':>12} {'failovers':>9}")
+    for kind, row in sorted(verdict.by_kind().items()):
+        healthy = row["to_healthy_median_s"]
+        lines.append(
+            f"{kind:<22} {row['faults']:>3} {row['outage_median_s']:>10.2f}s "
+            f"{'-' if healthy is None else f'{healthy:.2f}s':>12} {row['failovers']:>9}"
+        )
+    if verdict.ok:
+        lines.append("0 violations")
+    else:
+        lines.append(f"{len(verdict.violations)} VIOLATIONS (seed {history.seed}):")
+        lines += [f"  {v.line()}" for v in verdict.violations]
+        lines.append("fault history:")
+        lines += [
+            f"  #{f.index} {f.kind} on {f.target} started {f.started:.2f} healed "
+            f"{f.healed if f.healed is None else round(f.healed, 2)} healthy "
+            f"{f.healthy_at if f.healthy_at is None else round(f.healthy_at, 2)} "
+            f"{f.active_before}@{f.epoch_before} -> {f.active_after}@{f.epoch_after} {f.detail}"
+            for f in history.faults
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faults", type=int, default=len(KIND_NAMES))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--writers", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="directory for the history and the workload")
+    parser.add_argument("--judge", type=Path, help="judge a recorded history.json again")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.faults < 1 or args.writers < 1:
+        parser.error("--faults and --writers must be at least 1")
+    if args.judge is not None:
+        history = history_from_record(json.loads(args.judge.read_text()))
+    else:
+        out = args.out or Path(tempfile.mkdtemp(prefix="failoverd-chaos-"))
+        out.mkdir(parents=True, exist_ok=True)
+        lab = Lab()
+        was_up = lab.is_up()
+        try:
+            if not was_up:
+                lab.up()
+            run = ChaosRun(
+                lab, out / "workload", args.seed, say=lambda s: print(s, file=sys.stderr)
+            )
+            history = run.run(args.faults, writers=args.writers)
+        except (LabError, ZooKeeperFaultError) as e:
+            print(f"chaos: the lab could not run: {e}", file=sys.stderr)
+            return 2
+        finally:
+            if not was_up:
+                lab.down()
+        (out / "history.json").write_text(json.dumps(history_record(history)))
+        print(f"chaos: history in {out / 'history.json'}", file=sys.stderr)
+        for note in run.notes:
+            print(f"chaos: {note}", file=sys.stderr)
+    verdict = judge(history)
+    if args.json:
+        print(json.dumps(summary(history, verdict), indent=2, sort_keys=True))
+    else:
+        print(report(history, verdict))
+    return 0 if verdict.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
