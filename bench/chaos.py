@@ -2,6 +2,7 @@
 
     python bench/chaos.py --faults N --seed S [--writers N] [--json] [--out DIR]
     python bench/chaos.py --judge HISTORY.json [--json]
+    python bench/chaos.py --load cpu|report|writes|all [--seconds 60] [--json]
 
 The nemesis (lab/chaos.py) draws each fault from a seeded random source: every kind once in a
 shuffled order, then kinds at random; each is held for a random time, healed, and the cluster
@@ -17,6 +18,11 @@ reproduce them), 2 when the lab could not run. The whole history is written to
 ``OUT/history.json`` (default: a temporary directory, printed) so that ``--judge`` can judge it
 again. ``--json`` prints one summary document: seed, faults, violations, per kind the count,
 median outage, median time to healthy and failovers, and per fault what it cost.
+
+``--load`` runs no fault: a load that must not move the service, for ``--seconds`` on a
+redundant cluster (lab/loads.py): ``cpu``, every core saturated by stress-ng from the active's
+namespace; ``report``, GET /totals in four loops through the VIP; ``writes``, 16 closed-loop
+writers. Exit 1 when any load moved the service (a false failover).
 
 The lab is brought up if it is not up (and taken down again at the end); one that was up is
 left as found.
@@ -37,6 +43,7 @@ from lab.chaos import KIND_NAMES, ChaosRun, history_from_record, history_record
 from lab.chaos_check import History, Judgement, judge
 from lab.cluster import Lab, LabError
 from lab.ensemble import ZooKeeperFaultError
+from lab.loads import LOADS, LoadResult, run_load
 
 
 def summary(history: History, verdict: Judgement) -> dict[str, Any]:
@@ -90,6 +97,37 @@ def report(history: History, verdict: Judgement) -> str:
     return "\n".join(lines)
 
 
+def loads(names: tuple[str, ...], seconds: float, out: Path | None, as_json: bool) -> int:
+    """Each load in turn on one lab; 1 when any moved the service."""
+    workdir = out or Path(tempfile.mkdtemp(prefix="failoverd-loads-"))
+    lab = Lab()
+    was_up = lab.is_up()
+    results: list[LoadResult] = []
+    try:
+        if not was_up:
+            lab.up()
+        for name in names:
+            print(f"load {name} for {seconds:g} s", file=sys.stderr)
+            results.append(run_load(lab, name, seconds, workdir))
+    except (LabError, ZooKeeperFaultError) as e:
+        print(f"chaos: the lab could not run: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if not was_up:
+            lab.down()
+    if as_json:
+        print(json.dumps([r.summary() for r in results], indent=2, sort_keys=True))
+    else:
+        for r in results:
+            print(
+                f"{r.load:<7} {'MOVED' if r.moved else 'stayed'} on {r.active_before}: "
+                f"epoch {r.epoch_before} -> {r.epoch_after}, {r.acknowledged} acknowledged, "
+                f"{r.failed} failed, longest gap {r.max_gap_s} s, load {r.load_done} done "
+                f"{r.load_failed} failed {'; '.join(n for n in r.notes if n)}"
+            )
+    return 1 if any(r.moved for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", type=int, default=len(KIND_NAMES))
@@ -97,10 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--out", type=Path, help="directory for the history and the workload")
     parser.add_argument("--judge", type=Path, help="judge a recorded history.json again")
+    parser.add_argument("--load", choices=(*LOADS, "all"), help="a load, no fault")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long each load runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.faults < 1 or args.writers < 1:
-        parser.error("--faults and --writers must be at least 1")
+    if args.faults < 1 or args.writers < 1 or args.seconds <= 0:
+        parser.error("--faults and --writers must be at least 1, --seconds positive")
+    if args.load is not None:
+        return loads(
+            LOADS if args.load == "all" else (args.load,), args.seconds, args.out, args.json
+        )
     if args.judge is not None:
         history = history_from_record(json.loads(args.judge.read_text()))
     else:
