@@ -149,16 +149,21 @@ def failoverd_main() -> None:
 @click.option(
     "--offline",
     is_flag=True,
-    help="do not ask the ZooKeeper servers for their timing (the 'conf' four-letter word)",
+    help="check the file only: not this node's files and interface, nor ZooKeeper's timing",
 )
 def check_config(file: str, offline: bool) -> None:
     """Print every problem in FILE and exit non-zero, or print the effective configuration.
 
-    Then, unless --offline, ask each ZooKeeper server for its timing and say whether a session
-    could expire before this node's self-fence (exit 78, as `failoverd run` would refuse it).
+    Then, unless --offline, check on this node what the file names (fencing key and
+    known_hosts holding the peer, secret files' modes, PostgreSQL's binaries, data directory and
+    config_file, the VIP inside its interface's network), ask each ZooKeeper server for its
+    timing and say whether a session could expire before this node's self-fence. Any error:
+    exit 78, as `failoverd run` would refuse it or fail at the first failover.
     """
     cfg = _load(file)
     click.echo(effective_config_toml(cfg), nl=False)
+    how = "this host's name, as node is not set" if cfg.node_from_host else "set by node"
+    click.echo(f"info: {cfg.path}: node: this node is {cfg.node} ({how})", err=True)
     if cfg.postgres is not None:
         # Not an error in the file: the node works, but a diverged ex-primary can only be
         # rejoined by a clone. Said where the operator looks, before it is needed.
@@ -167,6 +172,11 @@ def check_config(file: str, offline: bool) -> None:
             click.echo(f"warning: {cfg.path}: postgres.data_dir: {unable}", err=True)
     if offline:
         return
+    from failoverd.preflight import preflight  # noqa: PLC0415  (paramiko, netlink)
+
+    on_node = preflight(cfg)
+    for checked in on_node:
+        click.echo(f"{checked.level}: {cfg.path}: {checked.key}: {checked.text}", err=True)
     found = quorum.assess(
         read_conf(cfg.cluster.zookeeper_hosts, timeout=1.0),
         requested_timeout=cfg.timings.session_timeout,
@@ -174,7 +184,7 @@ def check_config(file: str, offline: bool) -> None:
     )
     for finding in found.findings:
         click.echo(f"{finding.level}: {cfg.path}: {finding.key}: {finding.text}", err=True)
-    if found.refused:
+    if found.refused or any(f.level == "error" for f in on_node):
         sys.exit(EXIT_CONFIG)
 
 

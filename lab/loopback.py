@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lab.sshd import SshServer
+from lab.sshd import SshServer, stand_in_fencing
 
 NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
 BIN = Path(sys.executable).parent
@@ -68,12 +68,16 @@ def write_config(
         f'[[members]]\nname = "{n}"\naddress = "{a}"\nssh_port = {ports[n]}\n'
         for n, a in addresses.items()
     )
+    peer = next(n for n in addresses if n != node)
     if sshd is not None:
-        peer = next(n for n in addresses if n != node)
         extra += (
             f'\n[fencing]\nidentity_file = "{sshd[peer].client_key}"\n'
             f'known_hosts = "{sshd[peer].known_hosts}"\nconnect_timeout = 0.5\n'
         )
+    elif "[fencing]" not in extra:
+        # Files that check-config accepts, for a peer that no sshd of the test serves.
+        identity, known = stand_in_fencing(path.parent, list(addresses.values()))
+        extra += f'\n[fencing]\nidentity_file = "{identity}"\nknown_hosts = "{known}"\n'
     path.write_text(
         f'node = "{node}"\n{extra}\n[cluster]\nname = "{cluster}"\n'
         f"zookeeper_hosts = {json.dumps(hosts.split(','))}\n"
