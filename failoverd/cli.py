@@ -232,14 +232,37 @@ def run(config_path: str, log_level: str) -> None:
 def fence_self_command(config_path: str) -> None:
     """Remove the VIP, then stop the local PostgreSQL. Idempotent; needs no ZooKeeper.
 
-    Run by the peer over SSH before it promotes, and safe on a node in any state.
+    Run by the peer over SSH before it promotes, and safe on a node in any state. When sshd's
+    $SSH_ORIGINAL_COMMAND is exactly "failoverd fence-self --dry-run" (`failoverctl
+    check-fencing`), it only checks that it could fence, and changes nothing.
     """
-    from failoverd.fencing import fence_self  # noqa: PLC0415  (keeps other commands light)
+    from failoverd.fencing import (  # noqa: PLC0415  (keeps other commands light)
+        dry_run_requested,
+        fence_self,
+        fence_self_dry_run,
+    )
 
+    if dry_run_requested(os.environ):
+        _fence_self_dry_run(config_path, fence_self_dry_run)
     cfg = _load(config_path)
     logmod.configure("warning", json=False)
     ok, detail = fence_self(cfg, logmod.get().bind(node=cfg.node))
     click.echo(f"fence-self on {cfg.node}: {'done' if ok else 'FAILED'}: {detail}")
+    sys.exit(0 if ok else 1)
+
+
+def _fence_self_dry_run(config_path: str, dry_run: Any) -> NoReturn:
+    """The peer's side of check-fencing: one line, exit 0 when this node could fence itself."""
+    from failoverd.fencecheck import dry_run_line  # noqa: PLC0415
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        problems = [f"configuration: {p}" for p in e.problems]
+        click.echo(dry_run_line(socket.gethostname(), problems))
+        sys.exit(1)
+    ok, line = dry_run(cfg)
+    click.echo(line)
     sys.exit(0 if ok else 1)
 
 
@@ -362,6 +385,29 @@ def _status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float
             time.sleep(interval)
             view = zk.view() or view
     sys.exit(result.code)
+
+
+@failoverctl_main.command("check-fencing")
+@click.option("--node", "node", help="the member whose fence to check (default: the peer)")
+@click.pass_context
+def check_fencing_command(ctx: click.Context, node: str | None) -> None:
+    """Prove the SSH fence of the peer works, without fencing it: connect as the fence does and
+    ask the peer's `failoverd fence-self` for a dry run. Exit 0 ok, 1 failed."""
+    from failoverd.fencecheck import check_fencing  # noqa: PLC0415  (paramiko)
+
+    cfg = _load(ctx.obj[0])
+    members = {m.name: m for m in cfg.members}
+    if node is not None and node not in members:
+        _fail(f"--node {node!r} is not a member: {', '.join(members)}", EXIT_USAGE)
+    try:
+        target = members[node] if node is not None else cfg.peer
+    except LookupError as e:
+        _fail(f"{cfg.path}: node: {e}; name the member with --node", EXIT_USAGE)
+    found = check_fencing(target, cfg.fencing)
+    if found.ok:
+        click.echo(f"fencing of {found.node}: {found.detail}")
+        return
+    _fail(f"fencing of {found.node}: FAILED: {found.detail}", EXIT_FAILED)
 
 
 @failoverctl_main.command("init")
