@@ -39,9 +39,11 @@ from failoverd.actions.fence import (
 )
 from failoverd.clock import boottime, walltime
 from failoverd.config import FENCE_DRY_RUN_COMMAND, FencingConfig, Member
+from failoverd.core import Role
 
 __all__ = [
     "DRY_RUN_PREFIX",
+    "FENCING_CHECK_PAUSED",
     "FencingCheck",
     "FencingChecker",
     "check_fencing",
@@ -50,6 +52,8 @@ __all__ = [
 
 DRY_RUN_PREFIX: Final = "fence-self dry run on "
 RETRY_SKIPPED_AFTER: Final = 5.0  # seconds: a check skipped during a takeover is tried again soon
+FENCING_CHECK_PAUSED: Final = frozenset({Role.PROMOTING, Role.DEMOTING, Role.FENCED})
+"""Roles in which the daemon starts no check: taking over, stepping down, fenced itself."""
 
 # FencingCheck.problem values, beside the connect kinds of failoverd.actions.fence
 OK: Final = "ok"

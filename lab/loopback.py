@@ -19,6 +19,7 @@ from lab.sshd import SshServer, stand_in_fencing
 
 NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def start_sshd(base: Path, configs: dict[str, Path]) -> dict[str, SshServer]:
@@ -27,7 +28,9 @@ def start_sshd(base: Path, configs: dict[str, Path]) -> dict[str, SshServer]:
         n: SshServer(
             base / f"sshd-{n}",
             host=NODES[n],
-            forced_command=f"{BIN / 'failoverd'} fence-self -c {configs[n]}",
+            # This checkout's failoverd, as lab/cluster.py does: sshd passes no PYTHONPATH.
+            forced_command=f"/usr/bin/env PYTHONPATH={REPO} {BIN / 'failoverd'} fence-self "
+            f"-c {configs[n]}",
         )
         for n in NODES
     }

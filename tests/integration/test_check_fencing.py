@@ -22,8 +22,9 @@ import pytest
 from failoverd.actions.fence import fence_peer
 from failoverd.config import FENCE_DRY_RUN_COMMAND, load_config
 from failoverd.core import FenceOutcome
-from lab.loopback import BIN
+from lab.loopback import BIN, NODES, DaemonProcess, start_sshd, write_config
 from lab.postgres import BIN_DIR, PostgresServer
+from lab.process import wait_for
 from lab.sshd import SshServer, keygen, known_hosts_name
 
 pytestmark = pytest.mark.integration
@@ -301,3 +302,36 @@ def test_only_the_exact_dry_run_string_spares_the_node(
     real = fence_self(original)
     assert real.stdout.startswith("fence-self on n2: done"), real.stdout + real.stderr
     assert not pg.running
+
+
+# -- the daemon's periodic check --------------------------------------------------------------
+
+
+def test_the_daemon_checks_the_fence_at_start_up(zookeeper: Any, tmp_path: Path) -> None:
+    """Two daemons on loopback, each peer's sshd forcing the real fence-self: n1's check passes
+    as a dry run (n2 keeps running); n2, whose known_hosts lost n1, warns with the reason."""
+    chroot = f"/failoverd/checkfence-{uuid.uuid4().hex[:8]}"
+    paths = {n: tmp_path / f"{n}.toml" for n in NODES}
+    sshd = start_sshd(tmp_path, paths)
+    configs = {n: write_config(paths[n], n, zookeeper.hosts, chroot, sshd=sshd) for n in NODES}
+    sshd["n1"].known_hosts.write_text("")  # n2 fences n1 with this file
+    daemons = [DaemonProcess(configs["n1"]), DaemonProcess(configs["n2"])]
+    try:
+
+        def event(daemon: DaemonProcess, name: str) -> dict[str, Any] | None:
+            return next((e for e in daemon.events() if e.get("event") == name), None)
+
+        ok = wait_for(lambda: event(daemons[0], "fencing_check_ok"), 30)
+        assert ok is not None, daemons[0].log.read_text()[-3000:]
+        assert ok["peer"] == "n2"
+        assert "fence-self dry run on n2: ok: could fence; changed nothing" in ok["detail"]
+        failed = wait_for(lambda: event(daemons[1], "fencing_check_failed"), 30)
+        assert failed is not None, daemons[1].log.read_text()[-3000:]
+        assert failed["level"] == "warning"
+        assert failed["problem"] == "host_key_unknown"
+        assert all(d.proc.poll() is None for d in daemons)
+    finally:
+        for d in daemons:
+            d.stop()
+        for server in sshd.values():
+            server.stop()
