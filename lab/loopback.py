@@ -78,9 +78,13 @@ def write_config(
             f'known_hosts = "{sshd[peer].known_hosts}"\nconnect_timeout = 0.5\n'
         )
     elif "[fencing]" not in extra:
-        # Files that check-config accepts, for a peer that no sshd of the test serves.
+        # Files that check-config accepts, for a peer that no sshd of the test serves; no
+        # periodic fencing check, which could only fail there.
         identity, known = stand_in_fencing(path.parent, list(addresses.values()))
-        extra += f'\n[fencing]\nidentity_file = "{identity}"\nknown_hosts = "{known}"\n'
+        extra += (
+            f'\n[fencing]\nidentity_file = "{identity}"\nknown_hosts = "{known}"\n'
+            "check_interval = 0\n"
+        )
     path.write_text(
         f'node = "{node}"\n{extra}\n[cluster]\nname = "{cluster}"\n'
         f"zookeeper_hosts = {json.dumps(hosts.split(','))}\n"

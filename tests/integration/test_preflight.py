@@ -229,3 +229,21 @@ def test_check_config_lists_them_and_exits_78_and_offline_skips_them(good_node: 
     (good_node / "id_ed25519").chmod(0o600)
     assert check_config().returncode == 0
     assert os.stat(good_node / "id_ed25519").st_mode & 0o777 == 0o600
+
+
+def test_check_config_refuses_the_template_for_its_placeholders_only() -> None:
+    template = Path(__file__).resolve().parents[2] / "config" / "failoverd.toml"
+    done = subprocess.run(
+        [str(BIN / "failoverd"), "check-config", str(template)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 78
+    lines = done.stderr.splitlines()
+    assert len(lines) == 13, done.stderr
+    assert all(f"{template}: " in ln and ": not filled in: <" in ln for ln in lines), done.stderr
+    assert f"{template}: vip.interface: not filled in: <VIP-INTERFACE> is the network" in (
+        done.stderr
+    )
