@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -251,7 +251,9 @@ def fence_self_command(config_path: str) -> None:
     sys.exit(0 if ok else 1)
 
 
-def _fence_self_dry_run(config_path: str, dry_run: Any) -> NoReturn:
+def _fence_self_dry_run(
+    config_path: str, dry_run: Callable[[Config], tuple[bool, str]]
+) -> NoReturn:
     """The peer's side of check-fencing: one line, exit 0 when this node could fence itself."""
     from failoverd.fencecheck import dry_run_line  # noqa: PLC0415
 
