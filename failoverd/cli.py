@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -149,16 +149,21 @@ def failoverd_main() -> None:
 @click.option(
     "--offline",
     is_flag=True,
-    help="do not ask the ZooKeeper servers for their timing (the 'conf' four-letter word)",
+    help="check the file only: not this node's files and interface, nor ZooKeeper's timing",
 )
 def check_config(file: str, offline: bool) -> None:
     """Print every problem in FILE and exit non-zero, or print the effective configuration.
 
-    Then, unless --offline, ask each ZooKeeper server for its timing and say whether a session
-    could expire before this node's self-fence (exit 78, as `failoverd run` would refuse it).
+    Then, unless --offline, check on this node what the file names (fencing key and
+    known_hosts holding the peer, secret files' modes, PostgreSQL's binaries, data directory and
+    config_file, the VIP inside its interface's network), ask each ZooKeeper server for its
+    timing and say whether a session could expire before this node's self-fence. Any error:
+    exit 78, as `failoverd run` would refuse it or fail at the first failover.
     """
     cfg = _load(file)
     click.echo(effective_config_toml(cfg), nl=False)
+    how = "this host's name, as node is not set" if cfg.node_from_host else "set by node"
+    click.echo(f"info: {cfg.path}: node: this node is {cfg.node} ({how})", err=True)
     if cfg.postgres is not None:
         # Not an error in the file: the node works, but a diverged ex-primary can only be
         # rejoined by a clone. Said where the operator looks, before it is needed.
@@ -167,6 +172,11 @@ def check_config(file: str, offline: bool) -> None:
             click.echo(f"warning: {cfg.path}: postgres.data_dir: {unable}", err=True)
     if offline:
         return
+    from failoverd.preflight import preflight  # noqa: PLC0415  (paramiko, netlink)
+
+    on_node = preflight(cfg)
+    for checked in on_node:
+        click.echo(f"{checked.level}: {cfg.path}: {checked.key}: {checked.text}", err=True)
     found = quorum.assess(
         read_conf(cfg.cluster.zookeeper_hosts, timeout=1.0),
         requested_timeout=cfg.timings.session_timeout,
@@ -174,7 +184,7 @@ def check_config(file: str, offline: bool) -> None:
     )
     for finding in found.findings:
         click.echo(f"{finding.level}: {cfg.path}: {finding.key}: {finding.text}", err=True)
-    if found.refused:
+    if found.refused or any(f.level == "error" for f in on_node):
         sys.exit(EXIT_CONFIG)
 
 
@@ -222,14 +232,39 @@ def run(config_path: str, log_level: str) -> None:
 def fence_self_command(config_path: str) -> None:
     """Remove the VIP, then stop the local PostgreSQL. Idempotent; needs no ZooKeeper.
 
-    Run by the peer over SSH before it promotes, and safe on a node in any state.
+    Run by the peer over SSH before it promotes, and safe on a node in any state. When sshd's
+    $SSH_ORIGINAL_COMMAND is exactly "failoverd fence-self --dry-run" (`failoverctl
+    check-fencing`), it only checks that it could fence, and changes nothing.
     """
-    from failoverd.fencing import fence_self  # noqa: PLC0415  (keeps other commands light)
+    from failoverd.fencing import (  # noqa: PLC0415  (keeps other commands light)
+        dry_run_requested,
+        fence_self,
+        fence_self_dry_run,
+    )
 
+    if dry_run_requested(os.environ):
+        _fence_self_dry_run(config_path, fence_self_dry_run)
     cfg = _load(config_path)
     logmod.configure("warning", json=False)
     ok, detail = fence_self(cfg, logmod.get().bind(node=cfg.node))
     click.echo(f"fence-self on {cfg.node}: {'done' if ok else 'FAILED'}: {detail}")
+    sys.exit(0 if ok else 1)
+
+
+def _fence_self_dry_run(
+    config_path: str, dry_run: Callable[[Config], tuple[bool, str]]
+) -> NoReturn:
+    """The peer's side of check-fencing: one line, exit 0 when this node could fence itself."""
+    from failoverd.fencecheck import dry_run_line  # noqa: PLC0415
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        problems = [f"configuration: {p}" for p in e.problems]
+        click.echo(dry_run_line(socket.gethostname(), problems))
+        sys.exit(1)
+    ok, line = dry_run(cfg)
+    click.echo(line)
     sys.exit(0 if ok else 1)
 
 
@@ -352,6 +387,29 @@ def _status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float
             time.sleep(interval)
             view = zk.view() or view
     sys.exit(result.code)
+
+
+@failoverctl_main.command("check-fencing")
+@click.option("--node", "node", help="the member whose fence to check (default: the peer)")
+@click.pass_context
+def check_fencing_command(ctx: click.Context, node: str | None) -> None:
+    """Prove the SSH fence of the peer works, without fencing it: connect as the fence does and
+    ask the peer's `failoverd fence-self` for a dry run. Exit 0 ok, 1 failed."""
+    from failoverd.fencecheck import check_fencing  # noqa: PLC0415  (paramiko)
+
+    cfg = _load(ctx.obj[0])
+    members = {m.name: m for m in cfg.members}
+    if node is not None and node not in members:
+        _fail(f"--node {node!r} is not a member: {', '.join(members)}", EXIT_USAGE)
+    try:
+        target = members[node] if node is not None else cfg.peer
+    except LookupError as e:
+        _fail(f"{cfg.path}: node: {e}; name the member with --node", EXIT_USAGE)
+    found = check_fencing(target, cfg.fencing)
+    if found.ok:
+        click.echo(f"fencing of {found.node}: {found.detail}")
+        return
+    _fail(f"fencing of {found.node}: FAILED: {found.detail}", EXIT_FAILED)
 
 
 @failoverctl_main.command("init")

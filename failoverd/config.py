@@ -18,6 +18,7 @@ import difflib
 import ipaddress
 import math
 import re
+import socket
 import tomllib
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "CHECK_TYPES",
+    "FENCE_DRY_RUN_COMMAND",
     "CheckConfig",
     "CheckType",
     "ClusterConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "Timings",
     "VipConfig",
     "effective_config_toml",
+    "host_node_name",
     "load_config",
     "parse_config",
 ]
@@ -81,6 +84,10 @@ _SIZE_UNITS: Final = {
     "GiB": 1024**3,
     "TiB": 1024**4,
 }
+# `failoverctl check-fencing` sends this to the peer; its `failoverd fence-self` (the forced
+# command) runs a dry run for exactly this $SSH_ORIGINAL_COMMAND and fences for anything else.
+FENCE_DRY_RUN_COMMAND: Final = "failoverd fence-self --dry-run"
+FENCE_CHECK_MIN_INTERVAL: Final = 10.0
 _IFNAMSIZ: Final = 16  # Linux interface names are at most IFNAMSIZ - 1 bytes
 _NO_VIP: Final = ipaddress.IPv4Interface("0.0.0.0/32")  # placeholder while [vip] has a problem
 
@@ -166,6 +173,9 @@ class FencingConfig:
     # "{node}" and "{address}" are replaced by the peer's name and address. Exit 0: it is off.
     power_command: tuple[str, ...] | None = None
     power_timeout: float = 10.0
+    # Seconds between two dry runs of the SSH fence (`failoverctl check-fencing`) by the
+    # daemon, the first at start-up; 0: never. A broken fence is found before it is needed.
+    check_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -219,6 +229,8 @@ class PostgresConfig:
     dbname: str = "postgres"
     password_file: Path | None = None
     data_dir: Path | None = None
+    # postgresql.conf lives here, not in data_dir (Debian: /etc/postgresql/15/main/postgresql.conf)
+    config_file: Path | None = None
     bin_dir: Path = DEFAULT_PG_BIN_DIR
     service_user: str = "postgres"
     # auto: a stopped or diverged node rejoins by itself (follow, pg_rewind, or a clone);
@@ -291,6 +303,8 @@ class Config:
     hooks: HooksConfig
     replication: ReplicationConfig = ReplicationConfig()
     failsafe: FailsafeConfig = FailsafeConfig()
+    # True when `node` was not set and is this host's name (check-config says so).
+    node_from_host: bool = field(default=False, metadata={"toml": False}, compare=False)
 
     @property
     def self_member(self) -> Member:
@@ -806,16 +820,45 @@ def _read_fencing(top: _Table) -> FencingConfig:
     t = top.table("fencing")
     t.reject_unknown(_FENCING_KEYS)
     d = FencingConfig()
+    command = t.string("command", d.command)
+    if t.ok("command") and command.split() == FENCE_DRY_RUN_COMMAND.split():
+        t.problem(
+            "command",
+            f"{command!r} asks the peer for a dry run, which fences nothing: use "
+            f"{d.command!r} (the peer's forced command decides what runs)",
+        )
     return FencingConfig(
         ssh_user=t.string("ssh_user", d.ssh_user),
         identity_file=t.path("identity_file", d.identity_file),
         known_hosts=t.path("known_hosts", d.known_hosts),
         connect_timeout=t.number("connect_timeout", d.connect_timeout),
         command_timeout=t.number("command_timeout", d.command_timeout),
-        command=t.string("command", d.command),
+        command=command,
         power_command=_read_power_command(t),
         power_timeout=t.number("power_timeout", d.power_timeout),
+        check_interval=_read_check_interval(t, d.check_interval),
     )
+
+
+def _read_check_interval(t: _Table, default: float) -> float:
+    """0 (never) or at least FENCE_CHECK_MIN_INTERVAL: each check is an SSH login on the peer."""
+    value = t.get("check_interval")
+    if value is _MISSING:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        t.problem("check_interval", _expected("a number of seconds (0: never)", value))
+        return default
+    number = float(value)
+    if number == 0:
+        return 0.0
+    if not math.isfinite(number) or number < FENCE_CHECK_MIN_INTERVAL:
+        t.problem(
+            "check_interval",
+            f"must be 0 (never) or at least {_num(FENCE_CHECK_MIN_INTERVAL)} s, got {value}: "
+            "each check is an SSH login on the peer",
+        )
+        return default
+    return number
 
 
 def _read_power_command(t: _Table) -> tuple[str, ...] | None:
@@ -934,6 +977,7 @@ def _read_postgres(top: _Table) -> PostgresConfig | None:
         dbname=t.string("dbname", d.dbname),
         password_file=t.optional_path("password_file"),
         data_dir=t.optional_path("data_dir"),
+        config_file=t.optional_path("config_file"),
         bin_dir=t.path("bin_dir", d.bin_dir),
         service_user=t.string("service_user", d.service_user),
         rejoin=_read_rejoin_mode(t, d.rejoin),
@@ -1071,15 +1115,33 @@ def _read_hooks(top: _Table) -> HooksConfig:
     )
 
 
-def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
+def host_node_name() -> str:
+    """This host's short name (``socket.gethostname()`` up to the first dot): ``node``'s default,
+    so one file serves both nodes of a site that names its hosts after its members."""
+    return socket.gethostname().split(".", 1)[0]
+
+
+def _read_config(out: _Collector, data: Mapping[str, Any], hostname: str | None) -> Config:
     top = _Table(out, "", data)
     top.reject_unknown(_TOP_KEYS)
-    node = top.string("node", pattern=_NAME_RE)
+    node_from_host = "node" not in data
+    if node_from_host:
+        node = host_node_name() if hostname is None else hostname
+        if not _NAME_RE.fullmatch(node):
+            top.problem("node", f"not set, and this host's name {node!r} is no valid node name")
+    else:
+        node = top.string("node", pattern=_NAME_RE)
     cluster = _read_cluster(top)
     members = _read_members(top)
     if top.ok("node") and members and all(m.name for m in members):
         names = [m.name for m in members]
-        if node not in names:
+        if node not in names and node_from_host:
+            top.problem(
+                "node",
+                f"not set, and this host's name {node!r} is not in members: "
+                f"{', '.join(names)} (set node to this node's member name)",
+            )
+        elif node not in names:
             top.problem("node", f"node {node!r} is not in members: {', '.join(names)}")
     vip = _read_vip(top)
     for i, member in enumerate(members):
@@ -1112,6 +1174,7 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
         hooks=_read_hooks(top),
         replication=_read_replication(top, postgres),
         failsafe=_read_failsafe(top, timings),
+        node_from_host=node_from_host,
     )
 
 
@@ -1121,8 +1184,72 @@ def _read_config(out: _Collector, data: Mapping[str, Any]) -> Config:
 _TOML_WHERE_RE: Final = re.compile(r"(?s)(.*) \((at [^()]*)\)")
 
 
-def parse_config(text: str, path: Path) -> Config:
-    """Parse and validate config text; `path` names the file in messages."""
+# --------------------------------------------------------------------------------------------
+# Placeholders: config/failoverd.toml is a template whose site-specific values read "<LIKE-THIS>"
+
+_PLACEHOLDER_RE: Final = re.compile(r"<([A-Z0-9][A-Z0-9_-]*)>")
+_ADDRESS_RULE: Final = "an IP address the peer reaches it at (SSH, PostgreSQL)"
+PLACEHOLDER_HINTS: Final[dict[str, str]] = {
+    "CLUSTER-NAME": 'the cluster\'s name, the same on both nodes, e.g. "shop"',
+    **{
+        f"ZOOKEEPER-HOST-{i}": f"ZooKeeper server {i}'s address (3 or 5 servers; delete the "
+        "entries you do not have)"
+        for i in range(1, 6)
+    },
+    "NODE-1-NAME": "the first node's name, e.g. its short host name",
+    "NODE-2-NAME": "the second node's name, e.g. its short host name",
+    "NODE-1-ADDRESS": f"the first node's address: {_ADDRESS_RULE}",
+    "NODE-2-ADDRESS": f"the second node's address: {_ADDRESS_RULE}",
+    "SERVICE-IP": "the service IP clients connect to, e.g. 192.0.2.100",
+    "PREFIX-LENGTH": "the prefix length of the VIP interface's network, e.g. 24",
+    "VIP-INTERFACE": "the network interface the service IP goes on (`ip -br addr`), e.g. eth0",
+    "THIS-NODE-ADDRESS": "this node's own address, where Prometheus scrapes it "
+    "(127.0.0.1: this host only)",
+    "APP-HEALTH-URL": "the app's health URL on this node, e.g. http://127.0.0.1:8080/health",
+    "SQUID-HEALTH-URL": "the same page through Squid on this node, e.g. http://127.0.0.1:80/health",
+}
+
+
+def _placeholders(value: object, key: str = "") -> Iterable[tuple[str, list[str]]]:
+    """(dotted key, placeholder names) for every string that still holds one."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _placeholders(item, f"{key}.{name}" if key else name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _placeholders(item, f"{key}[{i}]")
+    elif isinstance(value, str):
+        names = _PLACEHOLDER_RE.findall(value)
+        if names:
+            yield key, names
+
+
+def _placeholder_problems(path: Path, data: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for key, names in _placeholders(data):
+        what = "; ".join(
+            f"<{n}> is {PLACEHOLDER_HINTS.get(n, 'a value of this site')}" for n in names
+        )
+        problems.append(Problem(path, key, f"not filled in: {what}"))
+    return problems
+
+
+def _about_placeholder(problem: Problem, filled: Sequence[Problem]) -> bool:
+    """Whether a problem only repeats an unfilled placeholder (its key or its text)."""
+    for p in filled:
+        if problem.key == p.key or problem.key.startswith((f"{p.key}.", f"{p.key}[")):
+            return True
+        if p.key.startswith(f"{problem.key}["):
+            return True
+    return _PLACEHOLDER_RE.search(problem.message) is not None
+
+
+def parse_config(text: str, path: Path, *, hostname: str | None = None) -> Config:
+    """Parse and validate config text; `path` names the file in messages.
+
+    ``hostname`` stands in for this host's name (``node``'s default) in tests. A template
+    value left as "<PLACEHOLDER>" is reported as such, and not again as the invalid value it is.
+    """
     out = _Collector(Path(path))
     try:
         data = tomllib.loads(text)
@@ -1133,13 +1260,17 @@ def parse_config(text: str, path: Path) -> Config:
         else:
             out.add("", f"TOML syntax error: {exc}")
         raise ConfigError(out.problems) from None
-    config = _read_config(out, data)
+    config = _read_config(out, data, hostname)
+    unfilled = _placeholder_problems(out.path, data)
+    if unfilled:
+        others = [p for p in out.problems if not _about_placeholder(p, unfilled)]
+        raise ConfigError(unfilled + others)
     if out.problems:
         raise ConfigError(out.problems)
     return config
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, hostname: str | None = None) -> Config:
     """Load and validate a config file; ConfigError lists every problem at once."""
     path = Path(path)
     try:
@@ -1155,7 +1286,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             [Problem(path, "", f"config file is not valid UTF-8 (line {line})")]
         ) from None
-    return parse_config(text, path)
+    return parse_config(text, path, hostname=hostname)
 
 
 # --------------------------------------------------------------------------------------------

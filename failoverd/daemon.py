@@ -50,6 +50,7 @@ from failoverd.core import (
     supervision_role,
 )
 from failoverd.failsafe import FailsafeChannel, FailsafeError
+from failoverd.fencecheck import FENCING_CHECK_PAUSED, FencingChecker
 from failoverd.metrics import Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
@@ -161,6 +162,19 @@ class Daemon:
         # ExecStopPost reads to decide whether to fence (failoverd/stoppost.py).
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.metrics = Metrics(self.settings, cfg.cluster.name)
+        # A dry run of the SSH fence of the peer at start-up and every check_interval, on its
+        # own thread (failoverd/fencecheck.py); None when disabled.
+        self.fencing_checker = (
+            FencingChecker(
+                cfg.peer,
+                cfg.fencing,
+                self.log,
+                lambda found, at: self.metrics.fencing_checked(found.ok, at),
+                lambda: self.state.role not in FENCING_CHECK_PAUSED,
+            )
+            if cfg.fencing.check_interval > 0
+            else None
+        )
         self.role_file = role_file_path(os.environ)
         self._role_written: str | None = None
         self._role_file_error: str | None = None
@@ -240,6 +254,8 @@ class Daemon:
                     "rewind_impossible", reason=unable, data_dir=str(self.cfg.postgres.data_dir)
                 )
         self.checks.start()
+        if self.fencing_checker is not None:
+            self.fencing_checker.start()
         return True
 
     def wait_for_zookeeper(self) -> bool:
@@ -559,6 +575,8 @@ class Daemon:
                 self._sleep_until_next()
         finally:
             self.checks.stop()
+            if self.fencing_checker is not None:
+                self.fencing_checker.close()
             self.runner.close()
             self._close_failsafe()
             self.zk.close()

@@ -6,16 +6,21 @@ local PostgreSQL: fast (clean, replicas get the end of WAL), immediate if that h
 the last resort. It never needs ZooKeeper (the node being fenced may have lost it), never asks
 anything, and is idempotent: no VIP, a database already stopped, or no [postgres] section at all
 are all success. A failed step does not stop the next one: a fence does all it can.
+
+The one exception is the dry run (failoverd/fencecheck.py): under the forced command of the
+peer's key sshd puts what the peer asked for in ``$SSH_ORIGINAL_COMMAND``; when that is exactly
+``FENCE_DRY_RUN_COMMAND``, fence-self checks that it could fence and changes nothing. Anything
+else, or nothing, is a real fence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from failoverd.actions.postgres import LocalDatabase
 from failoverd.actions.vip import remove_vip as _remove_vip
-from failoverd.config import Config, VipConfig
+from failoverd.config import FENCE_DRY_RUN_COMMAND, Config, VipConfig
 
 RemoveVip = Callable[[VipConfig], tuple[bool, str]]
 
@@ -66,3 +71,18 @@ def fence_self(
         ok = ok and stopped.ok
         parts.append(f"database: {stopped.detail}")
     return ok, "; ".join(parts)
+
+
+def dry_run_requested(environ: Mapping[str, str]) -> bool:
+    """Whether the peer asked for a dry run: exactly the dry-run string in
+    ``$SSH_ORIGINAL_COMMAND``, which only sshd sets, for a forced command."""
+    return environ.get("SSH_ORIGINAL_COMMAND") == FENCE_DRY_RUN_COMMAND
+
+
+def fence_self_dry_run(cfg: Config) -> tuple[bool, str]:
+    """Could ``fence_self`` do its work here? Reads only; (could, the line the peer shows)."""
+    from failoverd.fencecheck import dry_run_line  # noqa: PLC0415  (no cycle at import)
+    from failoverd.preflight import fence_readiness  # noqa: PLC0415
+
+    problems = fence_readiness(cfg)
+    return not problems, dry_run_line(cfg.node, problems)

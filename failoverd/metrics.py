@@ -11,6 +11,8 @@ not apply (replication lag on a primary, a round-trip that never succeeded) are 
 misleading zero. Counters whose first increment matters to an alert (``increase()`` needs a
 sample before the increment) are created at zero for every known label value.
 
+The fencing check runs on a thread of its own and hands each result to ``fencing_checked``.
+
 The failsafe channel counts what it refused, granted and received on its own threads; the
 daemon hands a snapshot of those counts (``FailsafeStats``, pure values) to ``update_failsafe``
 each tick, and the counters move by the difference.
@@ -335,6 +337,20 @@ class Metrics:
             registry=r,
         )
 
+        # -- the fencing check (failoverd/fencecheck.py): no sample before the first one -----
+        self.fencing_check_ok = Gauge(
+            "failoverd_fencing_check_ok",
+            "1 when the last dry run of the SSH fence of the peer passed, 0 when it failed.",
+            base,
+            registry=r,
+        )
+        self.fencing_check_time = Gauge(
+            "failoverd_fencing_check_timestamp_seconds",
+            "Wall time the last dry run of the SSH fence completed at.",
+            base,
+            registry=r,
+        )
+
         # Known label values exist from the start: increase() sees the first event, and
         # dashboards show every role and state.
         for kind in FAILOVER_KINDS:
@@ -466,6 +482,12 @@ class Metrics:
         self._update_events(step, obs)
         self._update_fences(step, obs.results)
         self._update_sync_drops(step, obs.results)
+
+    def fencing_checked(self, ok: bool, completed_at: float) -> None:
+        """One fencing check's result, from the checker's thread (gauges are thread-safe);
+        ``completed_at`` is the wall time it ended, read by the caller."""
+        self._one(self.fencing_check_ok, ok)
+        self._one(self.fencing_check_time, completed_at)
 
     def _update_pledges(self, obs: Observation) -> None:
         if not self.settings.failsafe:

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lab.sshd import SshServer
+from lab.sshd import SshServer, stand_in_fencing
 
 NODES = {"n1": "127.0.0.11", "n2": "127.0.0.12"}
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def start_sshd(base: Path, configs: dict[str, Path]) -> dict[str, SshServer]:
@@ -27,7 +28,9 @@ def start_sshd(base: Path, configs: dict[str, Path]) -> dict[str, SshServer]:
         n: SshServer(
             base / f"sshd-{n}",
             host=NODES[n],
-            forced_command=f"{BIN / 'failoverd'} fence-self -c {configs[n]}",
+            # This checkout's failoverd, as lab/cluster.py does: sshd passes no PYTHONPATH.
+            forced_command=f"/usr/bin/env PYTHONPATH={REPO} {BIN / 'failoverd'} fence-self "
+            f"-c {configs[n]}",
         )
         for n in NODES
     }
@@ -68,11 +71,19 @@ def write_config(
         f'[[members]]\nname = "{n}"\naddress = "{a}"\nssh_port = {ports[n]}\n'
         for n, a in addresses.items()
     )
+    peer = next(n for n in addresses if n != node)
     if sshd is not None:
-        peer = next(n for n in addresses if n != node)
         extra += (
             f'\n[fencing]\nidentity_file = "{sshd[peer].client_key}"\n'
             f'known_hosts = "{sshd[peer].known_hosts}"\nconnect_timeout = 0.5\n'
+        )
+    elif "[fencing]" not in extra:
+        # Files that check-config accepts, for a peer that no sshd of the test serves; no
+        # periodic fencing check, which could only fail there.
+        identity, known = stand_in_fencing(path.parent, list(addresses.values()))
+        extra += (
+            f'\n[fencing]\nidentity_file = "{identity}"\nknown_hosts = "{known}"\n'
+            "check_interval = 0\n"
         )
     path.write_text(
         f'node = "{node}"\n{extra}\n[cluster]\nname = "{cluster}"\n'

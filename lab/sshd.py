@@ -56,6 +56,19 @@ def public_key(path: Path) -> str:
     return f"{kind} {blob}"
 
 
+def stand_in_fencing(base: Path, hosts: list[str]) -> tuple[Path, Path]:
+    """(identity file, known_hosts) that pass check-config's file checks for peers at ``hosts``
+    (port 22) where no sshd of the test runs: a real key pair, and a generated host key
+    standing in for each peer's. A fence through them reaches nothing it trusts."""
+    identity = keygen(base / "stand-in-fencing" / "id_ed25519", "failoverd-test-client")
+    host_key = keygen(base / "stand-in-fencing" / "host_ed25519_key", "failoverd-test-host")
+    known = base / "stand-in-fencing" / "known_hosts"
+    lines = known.read_text().splitlines() if known.exists() else []
+    lines += [f"{known_hosts_name(h, 22)} {public_key(host_key)}" for h in hosts]
+    known.write_text("".join(f"{line}\n" for line in dict.fromkeys(lines)))
+    return identity, known
+
+
 class SshServer(ServerProcess):
     """One ``sshd -D`` on ``host:port``, accepting only ``client_key`` (for root, key only).
 

@@ -17,6 +17,7 @@ import errno
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import paramiko
@@ -42,6 +43,89 @@ def handshake_timeout(fencing: FencingConfig) -> float:
     return max(MIN_HANDSHAKE, 3 * fencing.connect_timeout)
 
 
+class SshConnectError(Exception):
+    """The fence's SSH connection could not be made: the outcome a fence would have, why, and
+    which kind of failure it is (for `failoverctl check-fencing`'s report)."""
+
+    def __init__(self, outcome: FenceOutcome, why: str, kind: str) -> None:
+        super().__init__(why)
+        self.outcome = outcome
+        self.why = why
+        self.kind = kind
+
+
+# SshConnectError.kind values
+IDENTITY = "identity_file"
+KNOWN_HOSTS = "known_hosts"
+NO_ANSWER = "no_answer"
+CONNECTION = "cannot_connect"
+HOST_KEY_UNKNOWN = "host_key_unknown"
+HOST_KEY_CHANGED = "host_key_changed"
+AUTHENTICATION = "authentication"
+
+
+def connect(peer: Member, fencing: FencingConfig) -> paramiko.SSHClient:
+    """The fence's SSH connection to ``peer``, made exactly as every fence makes it: as
+    ``fencing.ssh_user`` with ``fencing.identity_file`` only, host key from
+    ``fencing.known_hosts`` only (never learned), our own TCP connect bounded by
+    ``connect_timeout``. SshConnectError says why not; the caller closes the client."""
+    try:
+        with open(fencing.identity_file, "rb"):
+            pass
+    except OSError as e:
+        raise SshConnectError(
+            FenceOutcome.FAILED, f"cannot read identity file: {e.strerror or e}", IDENTITY
+        ) from e
+
+    client = paramiko.SSHClient()
+    try:
+        try:
+            client.load_host_keys(str(fencing.known_hosts))
+        except OSError as e:
+            raise SshConnectError(
+                FenceOutcome.FAILED, f"cannot read known_hosts: {e.strerror or e}", KNOWN_HOSTS
+            ) from e
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        handshake = handshake_timeout(fencing)
+        try:
+            # Our own TCP connect: paramiko would apply its ``timeout`` to the key exchange as
+            # well, and a kex slower than the 0.3 s connect budget on a busy host would turn a
+            # healthy peer into a FAILED fence.
+            sock = socket.create_connection(
+                (peer.address, peer.ssh_port), timeout=fencing.connect_timeout
+            )
+        except OSError as e:
+            raise SshConnectError(*_connect_failure(e, fencing.connect_timeout), _kind(e)) from e
+        try:
+            client.connect(
+                peer.address,
+                port=peer.ssh_port,
+                username=fencing.ssh_user,
+                key_filename=str(fencing.identity_file),
+                sock=sock,
+                timeout=handshake,
+                banner_timeout=handshake,
+                auth_timeout=handshake,
+                channel_timeout=handshake,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except (paramiko.SSHException, EOFError) as e:
+            sock.close()
+            raise SshConnectError(*_connect_failure(e, fencing.connect_timeout), _kind(e)) from e
+        except OSError as e:  # after the TCP connection was accepted: the host is alive
+            sock.close()
+            raise SshConnectError(
+                FenceOutcome.FAILED,
+                f"SSH failed after the TCP connection was accepted: {e!r}",
+                CONNECTION,
+            ) from e
+    except SshConnectError:
+        client.close()
+        raise
+    return client
+
+
 def fence_peer(
     peer: Member,
     fencing: FencingConfig,
@@ -60,52 +144,12 @@ def fence_peer(
         return outcome, f"{where}: {why} ({clock() - started:.3f} s)"
 
     try:
-        with open(fencing.identity_file, "rb"):
-            pass
-    except OSError as e:
-        return done(FenceOutcome.FAILED, f"cannot read identity file: {e.strerror or e}")
-
-    client = paramiko.SSHClient()
+        client = connect(peer, fencing)
+    except SshConnectError as e:
+        return done(e.outcome, e.why)
     try:
-        try:
-            client.load_host_keys(str(fencing.known_hosts))
-        except OSError as e:
-            return done(FenceOutcome.FAILED, f"cannot read known_hosts: {e.strerror or e}")
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        handshake = handshake_timeout(fencing)
-        try:
-            # Our own TCP connect: paramiko would apply its ``timeout`` to the key exchange as
-            # well, and a kex slower than the 0.3 s connect budget on a busy host would turn a
-            # healthy peer into a FAILED fence.
-            sock = socket.create_connection(
-                (peer.address, peer.ssh_port), timeout=fencing.connect_timeout
-            )
-        except OSError as e:
-            return done(*_connect_failure(e, fencing.connect_timeout))
-        try:
-            client.connect(
-                peer.address,
-                port=peer.ssh_port,
-                username=fencing.ssh_user,
-                key_filename=str(fencing.identity_file),
-                sock=sock,
-                timeout=handshake,
-                banner_timeout=handshake,
-                auth_timeout=handshake,
-                channel_timeout=handshake,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except (paramiko.SSHException, EOFError) as e:
-            sock.close()
-            return done(*_connect_failure(e, fencing.connect_timeout))
-        except OSError as e:  # after the TCP connection was accepted: the host is alive
-            sock.close()
-            return done(
-                FenceOutcome.FAILED, f"SSH failed after the TCP connection was accepted: {e!r}"
-            )
-        outcome, why = _run(client, fencing.command, timeout, clock)
-        return done(outcome, why)
+        ran = run_command(client, fencing.command, timeout, clock)
+        return done(*judge(fencing.command, ran, timeout))
     finally:
         client.close()
 
@@ -115,6 +159,19 @@ def fence_action_result(action_id: int, outcome: FenceOutcome, detail: str) -> A
     return ActionResult(
         action_id, ok=outcome is not FenceOutcome.FAILED, detail=detail, fence=outcome
     )
+
+
+def _kind(e: BaseException) -> str:
+    """Which SshConnectError kind an exception of the connect is."""
+    if isinstance(e, paramiko.BadHostKeyException):
+        return HOST_KEY_CHANGED
+    if isinstance(e, paramiko.AuthenticationException):
+        return AUTHENTICATION
+    if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
+        return HOST_KEY_UNKNOWN
+    if _connect_failure(e, 0.0)[0] is FenceOutcome.UNREACHABLE:
+        return NO_ANSWER
+    return CONNECTION
 
 
 def _connect_failure(e: BaseException, connect_timeout: float) -> tuple[FenceOutcome, str]:
@@ -148,14 +205,24 @@ def _connect_failure(e: BaseException, connect_timeout: float) -> tuple[FenceOut
     return FenceOutcome.FAILED, f"connection failed: {e!r}"
 
 
-def _run(
+@dataclass(frozen=True)
+class CommandRun:
+    """How a command over SSH went: its exit status (None: it did not finish in time; -1: it
+    ended without one), the tail of its output, or the error that cut it short."""
+
+    status: int | None
+    output: bytes
+    error: str | None = None
+
+
+def run_command(
     client: paramiko.SSHClient, command: str, timeout: float, clock: Callable[[], float]
-) -> tuple[FenceOutcome, str]:
+) -> CommandRun:
     """Run the command with a deadline on everything (paramiko's recv_exit_status has none)."""
     deadline = clock() + timeout
     transport = client.get_transport()
     if transport is None or not transport.is_active():
-        return FenceOutcome.FAILED, "the SSH connection closed before the command could start"
+        return CommandRun(None, b"", "the SSH connection closed before the command could start")
     output = bytearray()
     try:
         channel = transport.open_session(timeout=max(0.1, deadline - clock()))
@@ -175,21 +242,27 @@ def _run(
             del output[:-OUTPUT_KEEP]
         finished = channel.status_event.wait(max(0.0, deadline - clock()))
     except (paramiko.SSHException, OSError, EOFError) as e:
-        return FenceOutcome.FAILED, f"running {command!r} failed: {e!r}{_shown(output)}"
+        return CommandRun(None, bytes(output), f"running {command!r} failed: {e!r}")
     if not finished:
-        return (
-            FenceOutcome.FAILED,
-            f"{command!r} did not finish within {timeout:g} s{_shown(output)}",
-        )
-    status = channel.recv_exit_status()  # ready: status_event is set
-    if status == 0:
-        return FenceOutcome.FENCED, f"{command!r} succeeded{_shown(output)}"
-    how = "ended without an exit status" if status == -1 else f"exited {status}"
-    return FenceOutcome.FAILED, f"{command!r} {how}{_shown(output)}"
+        return CommandRun(None, bytes(output))
+    return CommandRun(channel.recv_exit_status(), bytes(output))  # ready: status_event is set
 
 
-def _shown(output: bytearray) -> str:
-    text = bytes(output).decode(errors="replace").strip()
+def judge(command: str, ran: CommandRun, timeout: float) -> tuple[FenceOutcome, str]:
+    """A fence command's outcome: FENCED only when it exited 0."""
+    shown = _shown(ran.output)
+    if ran.error is not None:
+        return FenceOutcome.FAILED, f"{ran.error}{shown}"
+    if ran.status is None:
+        return FenceOutcome.FAILED, f"{command!r} did not finish within {timeout:g} s{shown}"
+    if ran.status == 0:
+        return FenceOutcome.FENCED, f"{command!r} succeeded{shown}"
+    how = "ended without an exit status" if ran.status == -1 else f"exited {ran.status}"
+    return FenceOutcome.FAILED, f"{command!r} {how}{shown}"
+
+
+def _shown(output: bytes) -> str:
+    text = output.decode(errors="replace").strip()
     if not text:
         return ""
     if len(text) > OUTPUT_SHOW:

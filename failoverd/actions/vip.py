@@ -56,6 +56,20 @@ def verify_interface(vip: VipConfig) -> None:
     )
 
 
+def interface_addresses(interface: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """Every address on ``interface`` with its prefix; VipError when it does not exist."""
+    try:
+        with IPRoute() as ipr:
+            index = _index(ipr, interface)
+            return [
+                ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+                for msg in ipr.get_addr(index=index)
+                if msg.get_attr("IFA_ADDRESS") is not None
+            ]
+    except NetlinkError as e:
+        raise VipError(f"cannot read interface {interface!r}: {e}") from e
+
+
 def has_vip(vip: VipConfig) -> bool:
     """Is the VIP configured on its interface right now? (No interface: no VIP.)"""
     with IPRoute() as ipr:

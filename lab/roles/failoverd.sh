@@ -74,7 +74,11 @@ config() {
         ZK_HOSTS_TOML VIP VIP_IFACE PG_PORT PG_DB PG_DATA PG_BIN SSH_PORT SSH_DIR APP_PORT \
         SQUID_PORT METRICS_ENABLED METRICS_PORT REPLICATION_MODE LAB_ROOT REPO_DIR FAILSAFE LAB_DIR
     local out
-    if ! out=$("$VENV/bin/failoverd" check-config "$CONFIG" 2>&1); then
+    # The file alone (--offline): `lab up` writes it in the host's namespace before the node's
+    # namespace, SSH keys and database exist, so the node-side checks (keys, known_hosts, the
+    # VIP's interface, ZooKeeper's timing) could only fail here; the daemon's start and its
+    # fencing check (fencing.check_interval) judge those where they run.
+    if ! out=$("$VENV/bin/failoverd" check-config --offline "$CONFIG" 2>&1); then
         printf '%s\n' "$out" >&2
         die "failoverd check-config $CONFIG failed"
     fi

@@ -59,6 +59,7 @@ from lab.loopback import DaemonProcess
 from lab.postgres import PostgresServer
 from lab.process import wait_for
 from lab.squid import SquidServer
+from lab.sshd import stand_in_fencing
 from lab.zookeeper import ZooKeeperServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -899,8 +900,13 @@ def daemon_config(
         + "interval = 0.2\ntimeout = 1.0\nrise = 1\nfall = 1\n"
         for name, keys in checks.items()
     )
+    identity, known = stand_in_fencing(path.parent, ["127.0.0.12"])
     path.write_text(
         f"""node = "n1"
+
+[fencing]
+identity_file = "{identity}"
+known_hosts = "{known}"
 
 [cluster]
 name = "t"

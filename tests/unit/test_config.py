@@ -9,6 +9,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from failoverd.config import (
+    FENCE_DRY_RUN_COMMAND,
     CheckConfig,
     ClusterConfig,
     Config,
@@ -32,6 +34,7 @@ from failoverd.config import (
     Timings,
     VipConfig,
     effective_config_toml,
+    host_node_name,
     load_config,
     parse_config,
 )
@@ -86,29 +89,129 @@ def without_path(cfg: Config) -> Config:
 # The example file and defaults
 
 
-def test_example_file_loads_with_lab_values() -> None:
-    cfg = load_config(EXAMPLE)
-    assert cfg.path == EXAMPLE
-    assert cfg.node == "fln1"
-    assert cfg.cluster == ClusterConfig("lab", ("10.77.0.5:2181",), "/failoverd/lab")
-    assert cfg.members == (Member("fln1", "10.77.0.11"), Member("fln2", "10.77.0.12"))
-    assert cfg.self_member.address == "10.77.0.11"
-    assert cfg.peer.name == "fln2"
-    assert cfg.vip.address == ipaddress.ip_interface("10.77.0.100/24")
-    assert cfg.vip.interface == "eth0"
-    assert cfg.timings.session_timeout == 2.0
-    assert cfg.timings.self_fence_after == 1.0
+TEMPLATE_FILLED = {
+    "<CLUSTER-NAME>": "shop",
+    "<ZOOKEEPER-HOST-1>": "192.0.2.5",
+    "<ZOOKEEPER-HOST-2>": "192.0.2.6",
+    "<ZOOKEEPER-HOST-3>": "192.0.2.7",
+    "<NODE-1-NAME>": "db1",
+    "<NODE-1-ADDRESS>": "192.0.2.11",
+    "<NODE-2-NAME>": "db2",
+    "<NODE-2-ADDRESS>": "192.0.2.12",
+    "<SERVICE-IP>": "192.0.2.100",
+    "<PREFIX-LENGTH>": "24",
+    "<VIP-INTERFACE>": "ens3",
+    "<APP-HEALTH-URL>": "http://127.0.0.1:8080/health",
+    "<SQUID-HEALTH-URL>": "http://127.0.0.1:80/health",
+    "<THIS-NODE-ADDRESS>": "192.0.2.11",
+}
+
+
+def test_template_is_refused_for_its_placeholders_only() -> None:
+    """Each unfilled value is named with what goes there, and not again as an invalid value."""
+    with pytest.raises(ConfigError) as info:
+        load_config(EXAMPLE, hostname="db1")
+    found = {p.key: p.message for p in info.value.problems}
+    assert set(found) == {
+        "cluster.name",
+        "cluster.zookeeper_hosts[0]",
+        "cluster.zookeeper_hosts[1]",
+        "cluster.zookeeper_hosts[2]",
+        "members[0].name",
+        "members[0].address",
+        "members[1].name",
+        "members[1].address",
+        "vip.address",
+        "vip.interface",
+        "checks.app.url",
+        "checks.squid.url",
+        "metrics.listen_address",
+    }
+    assert all(m.startswith("not filled in: <") for m in found.values()), found
+    assert "<SERVICE-IP> is the service IP" in found["vip.address"]
+    assert "<PREFIX-LENGTH> is the prefix length" in found["vip.address"]
+    assert "this node's own address" in found["metrics.listen_address"]
+    # Every placeholder of the template has its own hint.
+    assert "a value of this site" not in " ".join(found.values())
+    values = "".join(ln for ln in EXAMPLE.read_text().splitlines() if not ln.startswith("#"))
+    assert set(re.findall(r"<[A-Z0-9-]+>", values)) == set(TEMPLATE_FILLED)
+
+
+def test_template_filled_in_loads_with_debian_paths(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    for placeholder, value in TEMPLATE_FILLED.items():
+        text = text.replace(placeholder, value)
+    file = tmp_path / "failoverd.toml"
+    file.write_text(text)
+    cfg = load_config(file, hostname="db2")
+    assert cfg.node == "db2"
+    assert cfg.node_from_host
+    assert cfg.peer == Member("db1", "192.0.2.11")
+    assert cfg.cluster.zookeeper_hosts == ("192.0.2.5:2181", "192.0.2.6:2181", "192.0.2.7:2181")
+    assert cfg.cluster.chroot == "/failoverd/shop"
+    assert cfg.vip is not None
+    assert cfg.vip.address == ipaddress.ip_interface("192.0.2.100/24")
     assert cfg.postgres is not None
-    assert cfg.postgres.port == 5432
-    assert cfg.postgres.data_dir == Path("/var/lib/failoverd/pg")
-    checks = {c.name: c for c in cfg.checks}
-    assert checks["app"].type == "http"
-    assert checks["app"].url == "http://127.0.0.1:8080/health"
-    assert checks["squid"].type == "squid"
-    assert checks["squid"].url == "http://127.0.0.1:80/health"
-    assert checks["postgres"].type == "postgres"
-    assert cfg.metrics.port == 9641
-    assert cfg.failover.max_lag_on_failover == 16 * 1024 * 1024
+    assert cfg.postgres.data_dir == Path("/var/lib/postgresql/15/main")
+    assert cfg.postgres.config_file == Path("/etc/postgresql/15/main/postgresql.conf")
+    assert cfg.failsafe.store_dir == Path("/run/failoverd")
+    assert cfg.metrics.listen_address == "192.0.2.11"
+    assert cfg.fencing.check_interval == 300.0
+    assert {c.name for c in cfg.checks} == {"app", "squid", "postgres"}
+    # A host named otherwise must say who it is.
+    with pytest.raises(ConfigError) as info:
+        load_config(file, hostname="web7")
+    assert [str(p) for p in info.value.problems] == [
+        f"{file}: node: not set, and this host's name 'web7' is not in members: db1, db2 "
+        "(set node to this node's member name)"
+    ]
+
+
+def test_node_defaults_to_the_short_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "fln2.example.org")
+    assert host_node_name() == "fln2"
+    cfg = parse(config_text(node=""))
+    assert (cfg.node, cfg.node_from_host, cfg.peer.name) == ("fln2", True, "fln1")
+    assert not parse(config_text()).node_from_host
+    assert 'node = "fln2"' in effective_config_toml(cfg)
+
+
+def test_an_unknown_placeholder_is_refused_as_one() -> None:
+    assert problems(config_text('[hooks]\non_role_change = ["<NOTIFY-SCRIPT>"]\n')) == [
+        f"{FILE}: hooks.on_role_change[0]: not filled in: <NOTIFY-SCRIPT> is a value of this site"
+    ]
+
+
+def test_fencing_check_interval() -> None:
+    assert parse(config_text()).fencing.check_interval == 300.0
+    assert parse(config_text("[fencing]\ncheck_interval = 0\n")).fencing.check_interval == 0.0
+    assert parse(config_text("[fencing]\ncheck_interval = 60\n")).fencing.check_interval == 60.0
+    for bad, why in [
+        ("5", "must be 0 (never) or at least 10 s, got 5"),
+        ("-1", "must be 0 (never) or at least 10 s, got -1"),
+        ("inf", "must be 0 (never) or at least 10 s, got inf"),
+        ("true", "expected a number of seconds (0: never)"),
+    ]:
+        found = one_problem(config_text(f"[fencing]\ncheck_interval = {bad}\n"))
+        assert found.startswith(f"{FILE}: fencing.check_interval: "), found
+        assert why in found, found
+
+
+def test_fencing_command_must_not_be_the_dry_run() -> None:
+    found = one_problem(config_text(f'[fencing]\ncommand = "{FENCE_DRY_RUN_COMMAND}"\n'))
+    assert found.startswith(f"{FILE}: fencing.command: 'failoverd fence-self --dry-run' asks")
+
+
+def test_postgres_config_file_is_an_absolute_path() -> None:
+    cfg = parse(
+        config_text('[postgres]\nconfig_file = "/etc/postgresql/15/main/postgresql.conf"\n')
+    )
+    assert cfg.postgres is not None
+    assert cfg.postgres.config_file == Path("/etc/postgresql/15/main/postgresql.conf")
+    assert parse(config_text(POSTGRES)).postgres == PostgresConfig()
+    assert one_problem(config_text('[postgres]\nconfig_file = "postgresql.conf"\n')) == (
+        f"{FILE}: postgres.config_file: must be an absolute path, got 'postgresql.conf'"
+    )
 
 
 def test_example_file_documents_every_key_with_its_default() -> None:
@@ -148,8 +251,10 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         )
         for f in dataclasses.fields(cls)
     }
-    # Not keys: the file's own path, the secret read from credentials_file, the check's table name.
-    assert every_key - documented - {"path", "credentials", "name"} == sections
+    # Not keys: the file's own path, the secret read from credentials_file, the check's table
+    # name, whether node came from the host name.
+    not_keys = {"path", "credentials", "name", "node_from_host"}
+    assert every_key - documented - not_keys == sections
 
 
 def test_load_config_accepts_a_string_path(tmp_path: Path) -> None:
@@ -303,7 +408,12 @@ timeout = 3.5
 @pytest.mark.parametrize("source", ["example", "minimal", "full"])
 def test_effective_config_round_trips(source: str, tmp_path: Path) -> None:
     if source == "example":
-        original = load_config(EXAMPLE)
+        filled = tmp_path / "filled.toml"
+        text = EXAMPLE.read_text()
+        for placeholder, value in TEMPLATE_FILLED.items():
+            text = text.replace(placeholder, value)
+        filled.write_text(text)
+        original = load_config(filled, hostname="db1")
     else:
         original = parse(config_text() if source == "minimal" else FULL)
     effective = tmp_path / "effective.toml"
@@ -533,7 +643,6 @@ def test_every_timing_must_be_positive(key: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"node": ""}, "node"),
         ({"cluster": '[cluster]\nzookeeper_hosts = ["10.77.0.5:2181"]\n'}, "cluster.name"),
         ({"cluster": '[cluster]\nname = "lab"\n'}, "cluster.zookeeper_hosts"),
         ({"members": ""}, "members"),
@@ -576,8 +685,8 @@ def test_vip_is_optional_but_complete_when_present() -> None:
 
 def test_empty_file_reports_every_required_key() -> None:
     found = problems("")
-    assert f"{FILE}: node: missing required key" in found
-    assert len(found) == 4
+    assert f"{FILE}: members: missing required key" in found
+    assert len(found) == 3  # node defaults to the host's name
 
 
 # ---------------------------------------------------------------------------------------------
