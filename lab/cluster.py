@@ -1430,14 +1430,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("up", help="bring up whatever is not running (idempotent)")
+    p = up = sub.add_parser("up", help="bring up whatever is not running (idempotent)")
     p.add_argument(
         "--mode",
         choices=SYNC_MODES,
         help="[replication] mode of both daemons (default: the lab's, "
         f"{LAB_REPLICATION_MODE} on a new lab); a running lab is switched to it",
     )
-    p.add_argument(
+    p = sub.add_parser(
+        "mode",
+        help="print the replication mode, or switch a running lab to MODE (both configs "
+        "rewritten, the daemons restarted one at a time, the passive first)",
+    )
+    p.add_argument("mode", nargs="?", choices=SYNC_MODES)
+    p.add_argument("--timeout", type=float, default=120.0, help="per restart (default 120 s)")
+    up.add_argument(
         "--monitoring",
         action="store_true",
         help="also Prometheus, Alertmanager and a webhook receiver in flcli (lab/monitoring.py)",
@@ -1447,13 +1454,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Prometheus (:9090), Alertmanager (:9093) and the webhook receiver (:9099) in flcli",
     )
     p.add_argument("action", choices=("up", "down", "status", "pages"))
-    p = sub.add_parser(
-        "mode",
-        help="print the replication mode, or switch a running lab to MODE (both configs "
-        "rewritten, the daemons restarted one at a time, the passive first)",
-    )
-    p.add_argument("mode", nargs="?", choices=SYNC_MODES)
-    p.add_argument("--timeout", type=float, default=120.0, help="per restart (default 120 s)")
     sub.add_parser("down", help="stop everything, delete the namespaces and the lab directory")
     p = sub.add_parser("status", help="what runs where, VIP, databases, failoverctl status")
     p.add_argument("--json", action="store_true", help="machine-readable (no failoverctl)")
