@@ -16,6 +16,10 @@ The fencing check runs on a thread of its own and hands each result to ``fencing
 The failsafe channel counts what it refused, granted and received on its own threads; the
 daemon hands a snapshot of those counts (``FailsafeStats``, pure values) to ``update_failsafe``
 each tick, and the counters move by the difference.
+
+The registry also carries prometheus_client's process collector (``process_start_time_seconds``
+and the other standard ``process_*`` series, which have no ``node`` or ``cluster`` label): a
+restarted daemon shows as a new start time, which FailoverdDaemonRestarted alerts on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import threading
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from failoverd.core import (
     ActionResult,
@@ -91,7 +102,11 @@ class Metrics:
         settings: Settings,
         cluster: str,
         registry: CollectorRegistry | None = None,
+        *,
+        process: bool = True,
     ) -> None:
+        """``process=False`` leaves the process collector out: for a registry that already
+        has one (a second Metrics on a shared registry)."""
         self.settings = settings
         self.node = settings.node
         self.cluster = cluster
@@ -110,6 +125,8 @@ class Metrics:
             "failoverd_info", "Always 1; labels say the version.", (*base, "version"), registry=r
         )
         self.info.labels(self.node, self.cluster, settings.version or "unknown").set(1)
+        if process:
+            ProcessCollector(registry=r)  # process_start_time_seconds: restarts are visible
 
         # -- role and lease -----------------------------------------------------------------
         self.role = Gauge(
@@ -224,6 +241,13 @@ class Metrics:
             "failoverd_replication_lag_seconds",
             "Replica: seconds since WAL last arrived (what max_replication_silence judges); "
             "NaN when not a replica or unknown.",
+            base,
+            registry=r,
+        )
+        self.max_lag = Gauge(
+            "failoverd_max_lag_on_failover_bytes",
+            "The max_lag_on_failover setting: a replica further behind than this is not "
+            "eligible (alerts compare failoverd_replication_lag_bytes with it).",
             base,
             registry=r,
         )
@@ -373,6 +397,7 @@ class Metrics:
         )
         self.last_failover_duration.labels(self.node, self.cluster).set(_NAN)
         self.last_failover.labels(self.node, self.cluster).set(0)
+        self._one(self.max_lag, settings.max_lag_on_failover)
         self._set_enum(self.role, (x.value for x in Role), Role.STARTING.value)
         self._set_enum(self.zk_state, (x.value for x in ZkState), None)
         self._set_enum(self.database_role, (x.value for x in DbRole), None)
@@ -544,6 +569,7 @@ class Metrics:
         self._one(self.lag_bytes, lag)
         self._one(self.replay_lag_bytes, replay)
         self._one(self.lag_seconds, age)
+        self._one(self.max_lag, self.settings.max_lag_on_failover)  # follows a reload
 
     def _update_events(self, step: Step, obs: Observation) -> None:
         for a in step.actions:

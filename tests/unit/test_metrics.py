@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -88,7 +89,7 @@ def step_of(state: State, *actions: object, reason: Reason = R) -> Step:
 
 def test_names_follow_the_conventions_and_every_series_has_node_and_cluster(m: Metrics) -> None:
     run_crash_failover(m)  # so that labelled children (checks, decisions) exist too
-    families = list(m.registry.collect())
+    families = [f for f in m.registry.collect() if not f.name.startswith("process_")]
     assert len(families) >= 25
     for family in families:
         assert family.name.startswith("failoverd_"), family.name
@@ -108,6 +109,29 @@ def test_each_instance_has_its_own_registry_never_the_global_one() -> None:
     shared = CollectorRegistry()
     c = Metrics(SETTINGS, "prod", registry=shared)
     assert c.registry is shared
+
+
+def test_the_process_collector_exports_the_start_time_so_a_restart_shows(m: Metrics) -> None:
+    started = m.registry.get_sample_value("process_start_time_seconds")
+    assert started is not None
+    assert time.time() - 24 * 3600 < started <= time.time()  # this test process's start
+    assert m.registry.get_sample_value("process_resident_memory_bytes") is not None
+    # Two Metrics on one registry: the second leaves the process collector out, or the
+    # registry refuses the duplicate series.
+    shared = CollectorRegistry()
+    Metrics(SETTINGS, "prod", registry=shared)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Metrics(SETTINGS, "stage", registry=shared)
+    other = Metrics(SETTINGS, "test", registry=CollectorRegistry(), process=False)
+    assert other.registry.get_sample_value("process_start_time_seconds") is None
+
+
+def test_max_lag_on_failover_is_exported_and_follows_the_settings(m: Metrics) -> None:
+    assert value(m, "failoverd_max_lag_on_failover_bytes") == 16 * 1024 * 1024
+    m.settings = replace(SETTINGS, max_lag_on_failover=1024)  # what a reload does
+    passive = state_of(Role.PASSIVE, 3)
+    feed(m, passive, step_of(passive), bare())
+    assert value(m, "failoverd_max_lag_on_failover_bytes") == 1024
 
 
 def test_before_the_first_tick_counters_exist_at_zero_and_unknowns_are_nan(m: Metrics) -> None:
@@ -578,8 +602,10 @@ def test_metrics_are_served_over_http(served: Metrics) -> None:
         "failoverd_replication_mode",
         "failoverd_sync_standby_named",
         "failoverd_sync_dropped_total",
+        "failoverd_max_lag_on_failover_bytes",
     ):
         assert f"\n{name}{{" in text, name
+    assert "\nprocess_start_time_seconds " in text
 
 
 def test_a_taken_port_is_a_clear_error_and_close_is_idempotent(m: Metrics) -> None:
