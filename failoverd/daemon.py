@@ -30,7 +30,7 @@ from failoverd.actions.vip import VipError, has_vip, verify_interface
 from failoverd.checks.postgres import database_status
 from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers
 from failoverd.clock import boottime, walltime
-from failoverd.config import Config
+from failoverd.config import Config, ConfigError, load_config
 from failoverd.core import (
     UNMANAGED_DB,
     ActionResult,
@@ -53,6 +53,7 @@ from failoverd.failsafe import FailsafeChannel, FailsafeError
 from failoverd.metrics import Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
+from failoverd.reload import RESTART_HINT, plan_reload
 from failoverd.stoppost import role_file_path, write_role
 from failoverd.zk import DuplicateNode, LeaseError, ZkCluster
 from failoverd.zk.fourletter import read_conf
@@ -142,6 +143,8 @@ class Daemon:
         self._wake = threading.Event()
         self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
         self._shutdown = threading.Event()
+        self._reload = threading.Event()  # SIGHUP: re-read the configuration between two ticks
+        self._reload_note = ""  # the last reload's outcome, kept in systemd's STATUS=
         # The failsafe's peer channel ([failsafe]); None when disabled, and then the
         # observation's pledge, pledged_until and granting stay None.
         self.failsafe = FailsafeChannel(cfg, self.log, clock) if cfg.failsafe.enabled else None
@@ -161,6 +164,7 @@ class Daemon:
         # ExecStopPost reads to decide whether to fence (failoverd/stoppost.py).
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.metrics = Metrics(self.settings, cfg.cluster.name)
+        self.metrics.config_loaded_at(wall())
         self.role_file = role_file_path(os.environ)
         self._role_written: str | None = None
         self._role_file_error: str | None = None
@@ -423,8 +427,73 @@ class Daemon:
             self.log.info("signal", signal=signal.Signals(signum).name)
             self.request_shutdown()
 
+        def reload_handler(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()  # handled by the loop, between two ticks
+            self._wake.set()
+
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, reload_handler)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration file and apply it all, or nothing (failoverd/reload.py
+        says which keys are safe live). systemd hears RELOADING=1, then READY=1 with the
+        outcome in STATUS=; the log one event, config_reloaded or config_reload_refused."""
+        if self._ready_sent:  # before READY=1 systemd knows of no reload to wait for
+            self._notified(self.notifier.reloading(f"reloading {self.cfg.path}"))
+        try:
+            loaded = load_config(self.cfg.path)
+            plan = plan_reload(self.cfg, loaded)
+            refused = [str(r) for r in plan.refused]
+        except ConfigError as e:
+            refused = [str(p) for p in e.problems]
+        if refused:
+            self.log.warning(
+                "config_reload_refused",
+                path=str(self.cfg.path),
+                refused=refused,
+                note="nothing changed: the running configuration stays; " + RESTART_HINT,
+                role=self.state.role.value,
+            )
+            self.metrics.config_reload("refused", None, self.wall())
+            self._reload_note = f"reload refused: {'; '.join(refused)}"
+        else:
+            if plan.changed:
+                self._apply(loaded, plan.applied)
+            self.metrics.config_reload("applied", self.settings, self.wall())
+            self.log.info(
+                "config_reloaded",
+                path=str(self.cfg.path),
+                applied=list(plan.applied),
+                role=self.state.role.value,
+            )
+            self._reload_note = f"reload applied: {', '.join(plan.applied) or 'no change'}"
+        self._status_sent = self._status(self.state)
+        if self._ready_sent:
+            self._notified(self.notifier.ready(self._status_sent))
+        else:
+            self._notified(self.notifier.status(self._status_sent))
+
+    def _apply(self, cfg: Config, applied: tuple[str, ...]) -> None:
+        """Swap in a configuration whose every change is safe live: the core's settings, the
+        action runner's (fence, hooks, timeouts: read at each use) and, if they changed, the
+        checks, rebuilt with their rise/fall state carried over."""
+        self.cfg = cfg
+        self.settings = settings_from(cfg)
+        self.runner.cfg = cfg
+        if "checks" in applied:
+            checks = CheckRunner(
+                build_checks(cfg),
+                self.log,
+                on_change=self._wake.set,
+                clock=self.clock,
+                observers=build_observers(cfg),
+            )
+            checks.carry_over(self.checks)
+            self.checks.stop(wait=False)
+            self.checks = checks
+            self._postgres_check = next((c.name for c in cfg.checks if c.type == "postgres"), None)
+            checks.start()
 
     def observe(self) -> Observation:
         results: list[ActionResult] = []
@@ -500,7 +569,6 @@ class Daemon:
 
     def _report(self, state: State) -> None:
         """Before this step's actions run: the role file, then STATUS on change and READY once."""
-        role = state.role.value
         supervised_as = supervision_role(state)
         if self.role_file is not None and supervised_as != self._role_written:
             try:
@@ -510,7 +578,7 @@ class Daemon:
                 if str(e) != self._role_file_error:
                     self.log.warning("role_file_unwritable", path=str(self.role_file), error=str(e))
                 self._role_file_error = str(e)
-        status = f"role {role}, epoch {state.epoch}, {state.reason.text}"
+        status = self._status(state)
         if not self._ready_sent and settled(state):
             self._ready_sent = self.notifier.ready(status)
             self._notified(self._ready_sent)
@@ -518,6 +586,11 @@ class Daemon:
         elif status != self._status_sent:
             self._notified(self.notifier.status(status))
             self._status_sent = status
+
+    def _status(self, state: State) -> str:
+        """systemd's STATUS=: role, epoch, reason, and the last reload's outcome if any."""
+        note = f"; {self._reload_note}" if self._reload_note else ""
+        return f"role {state.role.value}, epoch {state.epoch}, {state.reason.text}{note}"
 
     def _notified(self, ok: bool) -> None:
         """Log a failing notification socket once, not on every ping."""
@@ -551,6 +624,9 @@ class Daemon:
         """Loop until the core says the daemon may exit; returns the process exit code."""
         try:
             while not self.state.exit:
+                if self._reload.is_set() and not self._shutdown.is_set():
+                    self._reload.clear()
+                    self.reload()
                 self.tick()
                 # The only watchdog ping: a loop that stalls stops pinging, and systemd kills it.
                 self._notified(self.notifier.watchdog())
