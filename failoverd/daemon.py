@@ -41,6 +41,7 @@ from failoverd.core import (
     PeerDb,
     PeerProbe,
     Publish,
+    RecordEvent,
     ReplicationMode,
     Role,
     Settings,
@@ -50,7 +51,7 @@ from failoverd.core import (
     supervision_role,
 )
 from failoverd.failsafe import FailsafeChannel, FailsafeError
-from failoverd.metrics import Metrics, MetricsError
+from failoverd.metrics import FAILOVER_KINDS, Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
 from failoverd.reload import RESTART_HINT, plan_reload
@@ -555,6 +556,8 @@ class Daemon:
         log_decisions(self.log, before, result)
         self._report(result.state)
         for action in result.actions:
+            if isinstance(action, RecordEvent) and action.to_node == self.cfg.node:
+                log_takeover(self.log, action)
             if not isinstance(action, Publish):
                 self.log.info(
                     "action",
@@ -642,6 +645,25 @@ class Daemon:
             self.metrics.close()
         self.log.info("exited", role=self.state.role.value, reason=self.state.reason.text)
         return 0
+
+
+def log_takeover(log: Any, event: RecordEvent) -> None:
+    """``failover_complete`` for a takeover that moved the service here: ``duration_s`` from the
+    old active's last sign of life this node saw (a switchover: from the lease going free),
+    ``promotion_s`` from the lease going free; the same numbers as the history and metrics."""
+    if event.kind not in FAILOVER_KINDS:
+        return
+    phases = {name: round(seconds, 3) for name, seconds in event.phases}
+    log.info(
+        "failover_complete",
+        kind=event.kind,
+        from_node=event.from_node,
+        epoch=event.epoch,
+        duration_s=phases.get("total"),
+        promotion_s=phases.get("promotion"),
+        silence_s=phases.get("silence"),
+        phases=phases,
+    )
 
 
 def settled(state: State) -> bool:

@@ -266,7 +266,8 @@ class Metrics:
         )
         self.failover_duration = Histogram(
             "failoverd_failover_duration_seconds",
-            "Takeover duration: from the lease going free (or the takeover starting) to the VIP.",
+            "Takeover duration to the VIP: from the old active's last sign of life seen here "
+            "(failover, step-down), or from the lease going free (switchover).",
             (*base, "reason"),
             buckets=FAILOVER_DURATION_BUCKETS,
             registry=r,
@@ -279,7 +280,8 @@ class Metrics:
         )
         self.last_failover_duration = Gauge(
             "failoverd_last_failover_duration_seconds",
-            "Duration of this node's last takeover (NaN: none since start).",
+            "Duration of this node's last takeover, as failoverd_failover_duration_seconds "
+            "counts it (NaN: none since start).",
             base,
             registry=r,
         )

@@ -352,8 +352,10 @@ def takeover_phases(lab: Lab, via: str, fault_wall: float) -> dict[str, float]:
         if rec.get("kind") in TAKEOVER_KINDS and rec.get("to") == via:
             phases = {k: float(v) for k, v in (rec.get("phases") or {}).items()}
             when = rec.get("time")
-            if isinstance(when, int | float) and "total" in phases:
-                phases["detection"] = max(0.0, float(when) - phases["total"] - fault_wall)
+            # "promotion" runs from the lease going free (older records: "total" did).
+            after_lease = phases.get("promotion", phases.get("total"))
+            if isinstance(when, int | float) and after_lease is not None:
+                phases["detection"] = max(0.0, float(when) - after_lease - fault_wall)
             fences = [
                 r for r in history(lab, via)
                 if r.get("kind") == "fence" and isinstance(r.get("time"), int | float)

@@ -301,8 +301,9 @@ def test_a_crash_failover_counts_the_failover_its_duration_and_the_fence(m: Metr
     assert value(m, "failoverd_failovers_total", reason="stepdown") == 0
     assert value(m, "failoverd_failover_duration_seconds_count", reason="failover") == 1
     total = value(m, "failoverd_failover_duration_seconds_sum", reason="failover")
-    assert total == pytest.approx(1.6)  # lease seen free at 109.5, VIP up at 111.1
-    assert value(m, "failoverd_last_failover_duration_seconds") == pytest.approx(1.6)
+    # The peer was last seen alive at 98.9 (its database a primary), the VIP was up at 111.1.
+    assert total == pytest.approx(12.2)
+    assert value(m, "failoverd_last_failover_duration_seconds") == pytest.approx(12.2)
     assert value(m, "failoverd_last_failover_timestamp_seconds") == pytest.approx(WALL + 111.1)
     assert value(m, "failoverd_fences_total", result="unreachable") == 1
     assert value(m, "failoverd_fences_total", result="fenced") == 0
