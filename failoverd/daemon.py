@@ -446,8 +446,13 @@ class Daemon:
             loaded = load_config(self.cfg.path)
             plan = plan_reload(self.cfg, loaded)
             refused = [str(r) for r in plan.refused]
+            if plan.ok and plan.changed:
+                self._apply(loaded, plan.applied)
         except ConfigError as e:
             refused = [str(p) for p in e.problems]
+        except Exception as e:  # a bug must not end an active daemon (ExecStopPost would fence)
+            self.log.exception("config_reload_failed", path=str(self.cfg.path))
+            refused = [f"the reload failed before anything changed: {e!r}"]
         if refused:
             self.log.warning(
                 "config_reload_refused",
@@ -459,8 +464,6 @@ class Daemon:
             self.metrics.config_reload("refused", None, self.wall())
             self._reload_note = f"reload refused: {'; '.join(refused)}"
         else:
-            if plan.changed:
-                self._apply(loaded, plan.applied)
             self.metrics.config_reload("applied", self.settings, self.wall())
             self.log.info(
                 "config_reloaded",
@@ -478,10 +481,10 @@ class Daemon:
     def _apply(self, cfg: Config, applied: tuple[str, ...]) -> None:
         """Swap in a configuration whose every change is safe live: the core's settings, the
         action runner's (fence, hooks, timeouts: read at each use) and, if they changed, the
-        checks, rebuilt with their rise/fall state carried over."""
-        self.cfg = cfg
-        self.settings = settings_from(cfg)
-        self.runner.cfg = cfg
+        checks, rebuilt with their rise/fall state carried over. Everything that can fail is
+        built before anything is swapped."""
+        settings = settings_from(cfg)
+        checks = None
         if "checks" in applied:
             checks = CheckRunner(
                 build_checks(cfg),
@@ -491,6 +494,8 @@ class Daemon:
                 observers=build_observers(cfg),
             )
             checks.carry_over(self.checks)
+        self.cfg, self.settings, self.runner.cfg = cfg, settings, cfg
+        if checks is not None:
             self.checks.stop(wait=False)
             self.checks = checks
             self._postgres_check = next((c.name for c in cfg.checks if c.type == "postgres"), None)
