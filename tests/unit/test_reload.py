@@ -170,3 +170,12 @@ def test_adding_a_check_is_applied() -> None:
     text = BASE + '\n[checks.extra]\ntype = "command"\ncommand = ["/bin/true"]\n'
     plan = plan_reload(load(), load(text))
     assert plan.ok and plan.applied == ("checks",)
+
+
+def test_the_unit_reloads_by_sighup_to_the_main_process() -> None:
+    """`systemctl reload failoverd` must reach the daemon (SIGHUP), not restart it."""
+    unit = Path(__file__).resolve().parents[2] / "systemd" / "failoverd.service"
+    lines = [line.strip() for line in unit.read_text().splitlines()]
+    assert [line for line in lines if line.startswith("ExecReload=")] == [
+        "ExecReload=/bin/kill -HUP $MAINPID"
+    ]
