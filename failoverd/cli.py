@@ -512,7 +512,7 @@ def status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float)
     Ctrl-C ends --watch with exit 0: it is the only way out of a view that has no end, not a
     verdict on the cluster. A one-shot status interrupted before its verdict exits 3, unknown.
     """
-    ctx.meta[JSON_ERRORS] = as_json_flag and not watch
+    ctx.meta[JSON_ERRORS] = as_json_flag
     try:
         _status(ctx, as_json_flag, watch, interval)
     except KeyboardInterrupt:
