@@ -342,7 +342,7 @@ class Metrics:
         )
 
         self.config_reloads = Counter(
-            "failoverd_config_reloads_total",
+            "failoverd_config_reloads",
             "Configuration reloads (SIGHUP) by result: applied, or refused (nothing changed).",
             (*base, "result"),
             registry=r,
