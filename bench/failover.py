@@ -56,7 +56,7 @@ from failoverd.config import SyncMode
 from lab import scenarios
 from lab.cluster import Lab, LabError, parse_replication_mode
 
-PHASES = ("detection", "wait", "lease", "fence", "promote", "vip", "total")
+PHASES = ("detection", "wait", "lease", "fence", "promote", "vip", "promotion", "total")
 STEADY = "steady"
 TRAFFIC_AROUND_FAULT_S = 2.0  # with N > 1 writers: before the fault, and after the takeover
 FAULT_RUNS = 5

@@ -10,10 +10,12 @@ import socket
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -21,7 +23,17 @@ from failoverd import __version__, quorum
 from failoverd import log as logmod
 from failoverd.actions.postgres import rewind_readiness
 from failoverd.clock import boottime, walltime
-from failoverd.config import Config, ConfigError, effective_config_toml, load_config
+from failoverd.config import (
+    ClusterConfig,
+    Config,
+    ConfigError,
+    Problem,
+    Timings,
+    effective_config_toml,
+    is_cluster_only,
+    load_config,
+    parse_cluster,
+)
 from failoverd.core import ClusterView, MemberStatus, ReplicationMode, SwitchoverRequest
 from failoverd.rejoin import (
     RejoinPlan,
@@ -32,7 +44,7 @@ from failoverd.rejoin import (
     plan_rejoin,
     start_progress,
 )
-from failoverd.status import UNKNOWN, as_json, as_table, assess
+from failoverd.status import UNKNOWN, as_json, as_table, assess, member_names, mode_of
 from failoverd.switchover import (
     ABORTED,
     DONE,
@@ -48,7 +60,13 @@ from failoverd.zk import LeaseError, ZkCluster, ZkUnreachable
 from failoverd.zk.fourletter import read_conf
 
 DEFAULT_CONFIG = "/etc/failoverd/failoverd.toml"
+ADMIN_CONFIG = "/etc/failoverd/failoverctl.toml"
 CONFIG_HELP = "configuration file (default $FAILOVERD_CONFIG or /etc/failoverd/failoverd.toml)"
+CTL_CONFIG_HELP = (
+    "a node's configuration, or an admin host's file with only [cluster] (name, "
+    "zookeeper_hosts, chroot, credentials_file); default $FAILOVERD_CONFIG, else "
+    f"{DEFAULT_CONFIG} if it exists, else {ADMIN_CONFIG}. Also after the command"
+)
 
 # Exit codes, one table for both programs. `failoverctl status` owns 0-3 (the monitoring-plugin
 # convention: healthy, degraded, critical, unknown), so the tools' own errors stay out of that
@@ -67,8 +85,25 @@ def _prog() -> str:
     return name or Path(sys.argv[0]).name
 
 
+JSON_ERRORS = "failoverctl.json_errors"
+"""ctx.meta key: the command promised a JSON document on stdout (status --json), errors too."""
+
+
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """One clear line on stderr, never a traceback."""
+    """One clear line on stderr, never a traceback; with status --json also a JSON document
+    with ``error`` on stdout, so a monitoring script always has something to parse."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(JSON_ERRORS):
+        target = ctx.meta.get(JSON_ERRORS + ".target")
+        cluster = target.cluster if isinstance(target, Target) else None
+        doc = {
+            "cluster": None if cluster is None else cluster.name,
+            "chroot": None if cluster is None else cluster.chroot,
+            "state": "unknown",
+            "exit_code": code,
+            "error": message,
+        }
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
     click.echo(f"{_prog()}: error: {message}", err=True)
     sys.exit(code)
 
@@ -124,15 +159,24 @@ class _Group(click.Group):
 
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _load(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as e:
-        for problem in e.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(EXIT_CONFIG)
+        _config_failed(e.problems)
+
+
+def _config_failed(problems: tuple[Problem, ...]) -> NoReturn:
+    """Every problem on stderr, exit 78 (in JSON mode also the document, via _fail)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(JSON_ERRORS):
+        _fail("; ".join(str(p) for p in problems), EXIT_CONFIG)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    sys.exit(EXIT_CONFIG)
 
 
 # -- failoverd ----------------------------------------------------------------------------------
@@ -271,49 +315,199 @@ def _fence_self_dry_run(
 # -- failoverctl --------------------------------------------------------------------------------
 
 
+@dataclass
+class CtlOptions:
+    """Where failoverctl finds its cluster: -c FILE (before or after the command) or flags."""
+
+    config_path: str | None = None
+    zookeeper: str | None = None
+    cluster: str | None = None
+    chroot: str | None = None
+    credentials_file: str | None = None
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The cluster failoverctl talks to. From a node's configuration it also knows the members
+    and the replication mode; from an admin host's file or flags those come from ZooKeeper (the
+    members' records; the mode from the sync record: present means sync)."""
+
+    cluster: ClusterConfig
+    session_timeout: float = Timings().session_timeout
+    members: tuple[str, ...] | None = None
+    replication_mode: str | None = None
+
+    def member_names(self, view: ClusterView) -> list[str]:
+        return list(self.members) if self.members is not None else member_names(view)
+
+    def mode(self, view: ClusterView) -> ReplicationMode:
+        if self.replication_mode is not None:
+            return ReplicationMode(self.replication_mode)
+        return mode_of(view)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """An option given after the command lands where the group's own would."""
+    if value is not None and param.name is not None:
+        setattr(ctx.ensure_object(CtlOptions), param.name, value)
+    return value
+
+
+def _where_options(*, after: bool) -> Callable[[F], F]:
+    """-c and the admin-host flags, on the group (before the command) and on each command
+    (after it): ``failoverctl status -c FILE`` works as ``failoverctl -c FILE status``. After
+    the command only -c shows in its help; the group's help explains the flags."""
+    callback = _remember if after else None
+
+    def decorate(f: F) -> F:
+        for opt in reversed(
+            [
+                click.option(
+                    "-c",
+                    "--config",
+                    "config_path",
+                    envvar=None if after else "FAILOVERD_CONFIG",
+                    default=None,
+                    metavar="FILE",
+                    expose_value=not after,
+                    callback=callback,
+                    help="as before the command" if after else CTL_CONFIG_HELP,
+                ),
+                click.option(
+                    "--zookeeper",
+                    hidden=after,
+                    metavar="HOSTS",
+                    expose_value=not after,
+                    callback=callback,
+                    help="ZooKeeper host:port list (comma-separated); with --cluster, instead of "
+                    "a file: all an admin host needs",
+                ),
+                click.option(
+                    "--cluster",
+                    hidden=after,
+                    metavar="NAME",
+                    expose_value=not after,
+                    callback=callback,
+                    help="the cluster's name (with --zookeeper)",
+                ),
+                click.option(
+                    "--chroot",
+                    hidden=after,
+                    expose_value=not after,
+                    callback=callback,
+                    help="with --zookeeper: the cluster's chroot (default /failoverd/NAME)",
+                ),
+                click.option(
+                    "--credentials-file",
+                    hidden=after,
+                    type=click.Path(dir_okay=False),
+                    expose_value=not after,
+                    callback=callback,
+                    help="with --zookeeper: a file holding user:password for ZooKeeper",
+                ),
+            ]
+        ):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
 @click.group("failoverctl", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="failoverctl")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    envvar="FAILOVERD_CONFIG",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help=CONFIG_HELP,
-)
+@_where_options(after=False)
 @click.option(
     "--timeout", default=3.0, show_default=True, type=POSITIVE, help="seconds to wait for ZooKeeper"
 )
 @click.pass_context
-def failoverctl_main(ctx: click.Context, config_path: str, timeout: float) -> None:
-    """Inspect and steer a failoverd cluster through ZooKeeper, from any host that reaches it."""
+def failoverctl_main(
+    ctx: click.Context,
+    config_path: str | None,
+    zookeeper: str | None,
+    cluster: str | None,
+    chroot: str | None,
+    credentials_file: str | None,
+    timeout: float,
+) -> None:
+    """Inspect and steer a failoverd cluster through ZooKeeper, from any host that reaches it.
+
+    On a node it reads the node's configuration. On an admin host it needs only the cluster's
+    name and ZooKeeper hosts: --zookeeper HOSTS --cluster NAME, or a file with just a [cluster]
+    table (/etc/failoverd/failoverctl.toml). The members then come from their records in
+    ZooKeeper (a node whose daemon is down shows as missing), the replication mode from the
+    sync record, and failoverctl's own session timeout is 2 s. These options work after the
+    command too (failoverctl status -c FILE).
+    """
     # kazoo narrates every failed connection attempt; the command says what matters in one line.
     logging.getLogger("kazoo").setLevel(logging.CRITICAL)
-    ctx.obj = (config_path, timeout)
+    ctx.obj = CtlOptions(config_path, zookeeper, cluster, chroot, credentials_file, timeout)
+
+
+def _target(ctx: click.Context) -> Target:
+    """The cluster to talk to, from the flags or the file; refused (64, 78) before ZooKeeper."""
+    opts: CtlOptions = ctx.obj
+    if opts.zookeeper is not None or opts.cluster is not None:
+        if opts.zookeeper is None or opts.cluster is None:
+            _fail("--zookeeper and --cluster go together (or give -c FILE)", EXIT_USAGE)
+        table: dict[str, object] = {
+            "name": opts.cluster,
+            "zookeeper_hosts": [h.strip() for h in opts.zookeeper.split(",") if h.strip()],
+        }
+        if opts.chroot is not None:
+            table["chroot"] = opts.chroot
+        if opts.credentials_file is not None:
+            table["credentials_file"] = opts.credentials_file
+        try:
+            return Target(parse_cluster({"cluster": table}, Path("command line")))
+        except ConfigError as e:
+            _config_failed(e.problems)
+    if opts.chroot is not None or opts.credentials_file is not None:
+        _fail("--chroot and --credentials-file go with --zookeeper and --cluster", EXIT_USAGE)
+    path = opts.config_path
+    if path is None:
+        path = DEFAULT_CONFIG
+        if not Path(DEFAULT_CONFIG).exists() and Path(ADMIN_CONFIG).exists():
+            path = ADMIN_CONFIG
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = None  # load_config says what is wrong, as for any node configuration
+    if data is not None and is_cluster_only(data):
+        try:
+            return Target(parse_cluster(data, Path(path)))
+        except ConfigError as e:
+            _config_failed(e.problems)
+    cfg = _load(path)
+    return Target(
+        cfg.cluster,
+        cfg.timings.session_timeout,
+        tuple(m.name for m in cfg.members),
+        cfg.replication_mode,
+    )
 
 
 @contextmanager
 def _connected(
-    ctx: click.Context, unknown_exit: int = EXIT_FAILED, cfg: Config | None = None
-) -> Iterator[tuple[Config, ZkCluster]]:
-    """A started client for the configured cluster (``cfg`` when loaded already), closed after."""
-    config_path, timeout = ctx.obj
-    if cfg is None:
-        cfg = _load(config_path)
+    ctx: click.Context, unknown_exit: int = EXIT_FAILED, target: Target | None = None
+) -> Iterator[tuple[Target, ZkCluster]]:
+    """A started client for the cluster (``target`` when resolved already), closed after."""
+    if target is None:
+        target = _target(ctx)
+    ctx.meta[JSON_ERRORS + ".target"] = target
     zk = ZkCluster(
-        cfg.cluster.zookeeper_hosts,
-        cfg.cluster.chroot,
+        target.cluster.zookeeper_hosts,
+        target.cluster.chroot,
         f"failoverctl-{os.getpid()}",
-        cfg.timings.session_timeout,
-        credentials=cfg.cluster.credentials,
+        target.session_timeout,
+        credentials=target.cluster.credentials,
     )
     try:
-        zk.start(timeout=timeout)
+        zk.start(timeout=ctx.obj.timeout)
     except ZkUnreachable as e:
         _fail(f"ZooKeeper unreachable: {e}", unknown_exit)
     try:
-        yield cfg, zk
+        yield target, zk
     except LeaseError as e:
         _fail(str(e), unknown_exit)
     finally:
@@ -336,6 +530,7 @@ def _read_view(zk: ZkCluster, timeout: float) -> ClusterView | None:
 
 
 @failoverctl_main.command("status")
+@_where_options(after=True)
 @click.option("--json", "as_json_flag", is_flag=True, help="machine-readable output")
 @click.option("--watch", is_flag=True, help="redraw every --interval seconds until Ctrl-C")
 @click.option(
@@ -352,35 +547,40 @@ def status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float)
     Ctrl-C ends --watch with exit 0: it is the only way out of a view that has no end, not a
     verdict on the cluster. A one-shot status interrupted before its verdict exits 3, unknown.
     """
+    ctx.meta[JSON_ERRORS] = as_json_flag
     try:
         _status(ctx, as_json_flag, watch, interval)
     except KeyboardInterrupt:
-        sys.exit(0 if watch else UNKNOWN)
+        if watch:
+            sys.exit(0)
+        if as_json_flag:
+            _fail("interrupted before a verdict", UNKNOWN)
+        sys.exit(UNKNOWN)
 
 
 def _status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float) -> NoReturn:
-    with _connected(ctx, unknown_exit=UNKNOWN) as (cfg, zk):
-        view = _read_view(zk, ctx.obj[1])
+    with _connected(ctx, unknown_exit=UNKNOWN) as (target, zk):
+        cluster = target.cluster
+        view = _read_view(zk, ctx.obj.timeout)
         if view is None:
             _fail(
-                f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot} "
+                f"cluster {cluster.name!r} not found under {cluster.chroot} "
                 "(run `failoverctl init`, or check cluster.chroot and credentials)",
                 UNKNOWN,
             )
-        members = [m.name for m in cfg.members]
-        mode = ReplicationMode(cfg.replication_mode)  # this node's: both should run the same
         while True:
-            result = assess(view, members, mode)
+            # A node's configuration names the members and its mode (both nodes should run the
+            # same); an admin host takes both from ZooKeeper.
+            members = target.member_names(view)
+            result = assess(view, members, target.mode(view), from_records=target.members is None)
             if as_json_flag:
-                click.echo(as_json(view, result, cfg.cluster.name, cfg.cluster.chroot, walltime()))
+                click.echo(as_json(view, result, cluster.name, cluster.chroot, walltime()))
             else:
                 if watch:
                     click.clear()
                 history = zk.read_history(20)
                 click.echo(
-                    as_table(
-                        view, result, cfg.cluster.name, cfg.cluster.chroot, walltime(), history
-                    )
+                    as_table(view, result, cluster.name, cluster.chroot, walltime(), history)
                 )
             if not watch:
                 break
@@ -391,13 +591,18 @@ def _status(ctx: click.Context, as_json_flag: bool, watch: bool, interval: float
 
 @failoverctl_main.command("check-fencing")
 @click.option("--node", "node", help="the member whose fence to check (default: the peer)")
+@_where_options(after=True)
 @click.pass_context
 def check_fencing_command(ctx: click.Context, node: str | None) -> None:
     """Prove the SSH fence of the peer works, without fencing it: connect as the fence does and
-    ask the peer's `failoverd fence-self` for a dry run. Exit 0 ok, 1 failed."""
+    ask the peer's `failoverd fence-self` for a dry run. Exit 0 ok, 1 failed. Runs on a node:
+    it needs the node's configuration (the keys), not an admin host's file or flags."""
     from failoverd.fencecheck import check_fencing  # noqa: PLC0415  (paramiko)
 
-    cfg = _load(ctx.obj[0])
+    opts: CtlOptions = ctx.obj
+    if opts.zookeeper is not None or opts.cluster is not None:
+        _fail("check-fencing runs on a node, with its configuration (-c FILE)", EXIT_USAGE)
+    cfg = _load(opts.config_path or DEFAULT_CONFIG)
     members = {m.name: m for m in cfg.members}
     if node is not None and node not in members:
         _fail(f"--node {node!r} is not a member: {', '.join(members)}", EXIT_USAGE)
@@ -413,33 +618,37 @@ def check_fencing_command(ctx: click.Context, node: str | None) -> None:
 
 
 @failoverctl_main.command("init")
+@_where_options(after=True)
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create the cluster's ZooKeeper layout (idempotent)."""
-    with _connected(ctx) as (cfg, zk):
+    with _connected(ctx) as (target, zk):
         zk.ensure_layout()
-        click.echo(f"cluster {cfg.cluster.name} ready under {cfg.cluster.chroot}")
+        click.echo(f"cluster {target.cluster.name} ready under {target.cluster.chroot}")
 
 
 @failoverctl_main.command("pause")
+@_where_options(after=True)
 @click.pass_context
 def pause(ctx: click.Context) -> None:
     """Maintenance mode: daemons observe and publish, and change nothing."""
-    with _connected(ctx) as (cfg, zk):
+    with _connected(ctx) as (target, zk):
         zk.set_paused(True)
-        click.echo(f"cluster {cfg.cluster.name} paused: VIP and primary stay where they are")
+        click.echo(f"cluster {target.cluster.name} paused: VIP and primary stay where they are")
 
 
 @failoverctl_main.command("resume")
+@_where_options(after=True)
 @click.pass_context
 def resume(ctx: click.Context) -> None:
     """Leave maintenance mode: daemons re-evaluate the cluster from scratch."""
-    with _connected(ctx) as (cfg, zk):
+    with _connected(ctx) as (target, zk):
         zk.set_paused(False)
-        click.echo(f"cluster {cfg.cluster.name} resumed")
+        click.echo(f"cluster {target.cluster.name} resumed")
 
 
 @failoverctl_main.command("history")
+@_where_options(after=True)
 @click.option("--json", "as_json_flag", is_flag=True, help="one JSON object per line")
 @click.option(
     "-n",
@@ -452,7 +661,7 @@ def resume(ctx: click.Context) -> None:
 @click.pass_context
 def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
     """Failovers, switchovers, step-downs and fences: when, epoch, from, to, why, phases."""
-    with _connected(ctx) as (_cfg, zk):
+    with _connected(ctx) as (_target, zk):
         records = zk.read_history(limit)
     if as_json_flag:
         for rec in records:
@@ -485,6 +694,7 @@ def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
 
 
 @failoverctl_main.command("promote")
+@_where_options(after=True)
 @click.argument("node", required=False)
 @click.option("--force", is_flag=True, help="even if the target is not eligible or no active")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
@@ -498,19 +708,29 @@ def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
 )
 @click.pass_context
 def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s: float) -> None:
-    """Planned switchover to NODE (default: the passive), losing no acknowledged write."""
-    cfg = _load(ctx.obj[0])
-    members = [m.name for m in cfg.members]
-    try:
-        check_target(members, node)  # before ZooKeeper: a typo neither waits nor writes
-    except SwitchoverRefusedError as e:
-        _fail(f"switchover refused: {e}", EXIT_USAGE)
-    with _connected(ctx, cfg=cfg) as (cfg, zk):
-        view = _read_view(zk, ctx.obj[1])
-        if view is None:
-            _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
+    """Planned switchover to NODE (default: the passive), losing no acknowledged write.
+
+    With a node's configuration an unknown NODE is refused before ZooKeeper is asked; from an
+    admin host the members are those that publish a record in ZooKeeper.
+    """
+    target = _target(ctx)
+    if target.members is not None:
         try:
-            plan = plan_switchover(view, members, node, force, cfg.replication_mode)
+            check_target(target.members, node)  # before ZooKeeper: a typo neither waits nor writes
+        except SwitchoverRefusedError as e:
+            _fail(f"switchover refused: {e}", EXIT_USAGE)
+    with _connected(ctx, target=target) as (target, zk):
+        cluster = target.cluster
+        view = _read_view(zk, ctx.obj.timeout)
+        if view is None:
+            _fail(f"cluster {cluster.name!r} not found under {cluster.chroot}")
+        members = target.member_names(view)
+        try:
+            check_target(members, node)
+        except SwitchoverRefusedError as e:
+            _fail(f"switchover refused: {e}", EXIT_USAGE)
+        try:
+            plan = plan_switchover(view, members, node, force, target.mode(view).value)
         except SwitchoverRefusedError as e:
             _fail(f"switchover refused: {e}", EXIT_REFUSED)
         for warning in plan.warnings:
@@ -540,6 +760,7 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
 
 
 @failoverctl_main.command("rejoin")
+@_where_options(after=True)
 @click.argument("node")
 @click.option(
     "--reclone", is_flag=True, help="rebuild its data directory from the active (pg_basebackup)"
@@ -556,16 +777,21 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
 @click.pass_context
 def rejoin(ctx: click.Context, node: str, reclone: bool, yes: bool, wait_s: float) -> None:
     """Ask NODE to rejoin as a streaming passive of the active (rewinding or re-cloning it)."""
-    cfg = _load(ctx.obj[0])
-    members = [m.name for m in cfg.members]
-    try:
-        check_node(members, node)  # before ZooKeeper: a typo neither waits nor writes
-    except RejoinRefusedError as e:
-        _fail(f"rejoin refused: {e}", EXIT_USAGE)
-    with _connected(ctx, cfg=cfg) as (cfg, zk):
-        view = _read_view(zk, ctx.obj[1])
+    target = _target(ctx)
+    if target.members is not None:
+        try:
+            check_node(target.members, node)  # before ZooKeeper: a typo neither waits nor writes
+        except RejoinRefusedError as e:
+            _fail(f"rejoin refused: {e}", EXIT_USAGE)
+    with _connected(ctx, target=target) as (target, zk):
+        view = _read_view(zk, ctx.obj.timeout)
         if view is None:
-            _fail(f"cluster {cfg.cluster.name!r} not found under {cfg.cluster.chroot}")
+            _fail(f"cluster {target.cluster.name!r} not found under {target.cluster.chroot}")
+        members = target.member_names(view)
+        try:
+            check_node(members, node)
+        except RejoinRefusedError as e:
+            _fail(f"rejoin refused: {e}", EXIT_USAGE)
         try:
             plan = plan_rejoin(view, members, node, reclone)
         except RejoinRefusedError as e:

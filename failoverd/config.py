@@ -47,7 +47,9 @@ __all__ = [
     "VipConfig",
     "effective_config_toml",
     "host_node_name",
+    "is_cluster_only",
     "load_config",
+    "parse_cluster",
     "parse_config",
 ]
 
@@ -1287,6 +1289,24 @@ def load_config(path: str | Path, *, hostname: str | None = None) -> Config:
             [Problem(path, "", f"config file is not valid UTF-8 (line {line})")]
         ) from None
     return parse_config(text, path, hostname=hostname)
+
+
+def parse_cluster(data: Mapping[str, Any], path: Path) -> ClusterConfig:
+    """Only a ``[cluster]`` table (name, zookeeper_hosts, chroot, credentials_file): all that
+    failoverctl needs on an admin host, from its small file or its flags; ``path`` names the
+    file (or the flags) in messages. Anything else in ``data`` is refused by name."""
+    out = _Collector(Path(path))
+    top = _Table(out, "", data)
+    top.reject_unknown(("cluster",))
+    cluster = _read_cluster(top)
+    if out.problems:
+        raise ConfigError(out.problems)
+    return cluster
+
+
+def is_cluster_only(data: Mapping[str, Any]) -> bool:
+    """A file with nothing but ``[cluster]``: failoverctl's admin-host file, not a node's."""
+    return set(data) == {"cluster"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from failoverd.actions.vip import VipError, has_vip, verify_interface
 from failoverd.checks.postgres import database_status
 from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers
 from failoverd.clock import boottime, walltime
-from failoverd.config import Config
+from failoverd.config import Config, ConfigError, load_config
 from failoverd.core import (
     UNMANAGED_DB,
     ActionResult,
@@ -41,6 +41,7 @@ from failoverd.core import (
     PeerDb,
     PeerProbe,
     Publish,
+    RecordEvent,
     ReplicationMode,
     Role,
     Settings,
@@ -51,9 +52,10 @@ from failoverd.core import (
 )
 from failoverd.failsafe import FailsafeChannel, FailsafeError
 from failoverd.fencecheck import FENCING_CHECK_PAUSED, FencingChecker
-from failoverd.metrics import Metrics, MetricsError
+from failoverd.metrics import FAILOVER_KINDS, Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
+from failoverd.reload import RESTART_HINT, plan_reload
 from failoverd.stoppost import role_file_path, write_role
 from failoverd.zk import DuplicateNode, LeaseError, ZkCluster
 from failoverd.zk.fourletter import read_conf
@@ -143,6 +145,8 @@ class Daemon:
         self._wake = threading.Event()
         self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
         self._shutdown = threading.Event()
+        self._reload = threading.Event()  # SIGHUP: re-read the configuration between two ticks
+        self._reload_note = ""  # the last reload's outcome, kept in systemd's STATUS=
         # The failsafe's peer channel ([failsafe]); None when disabled, and then the
         # observation's pledge, pledged_until and granting stay None.
         self.failsafe = FailsafeChannel(cfg, self.log, clock) if cfg.failsafe.enabled else None
@@ -164,17 +168,8 @@ class Daemon:
         self.metrics = Metrics(self.settings, cfg.cluster.name)
         # A dry run of the SSH fence of the peer at start-up and every check_interval, on its
         # own thread (failoverd/fencecheck.py); None when disabled.
-        self.fencing_checker = (
-            FencingChecker(
-                cfg.peer,
-                cfg.fencing,
-                self.log,
-                lambda found, at: self.metrics.fencing_checked(found.ok, at),
-                lambda: self.state.role not in FENCING_CHECK_PAUSED,
-            )
-            if cfg.fencing.check_interval > 0
-            else None
-        )
+        self.fencing_checker = self._fencing_checker(cfg)
+        self.metrics.config_loaded_at(wall())
         self.role_file = role_file_path(os.environ)
         self._role_written: str | None = None
         self._role_file_error: str | None = None
@@ -439,8 +434,99 @@ class Daemon:
             self.log.info("signal", signal=signal.Signals(signum).name)
             self.request_shutdown()
 
+        def reload_handler(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()  # handled by the loop, between two ticks
+            self._wake.set()
+
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, reload_handler)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration file and apply it all, or nothing (failoverd/reload.py
+        says which keys are safe live). systemd hears RELOADING=1, then READY=1 with the
+        outcome in STATUS=; the log one event, config_reloaded or config_reload_refused."""
+        if self._ready_sent:  # before READY=1 systemd knows of no reload to wait for
+            self._notified(self.notifier.reloading(f"reloading {self.cfg.path}"))
+        try:
+            loaded = load_config(self.cfg.path)
+            plan = plan_reload(self.cfg, loaded)
+            refused = [str(r) for r in plan.refused]
+            if plan.ok and plan.changed:
+                self._apply(loaded, plan.applied)
+        except ConfigError as e:
+            refused = [str(p) for p in e.problems]
+        except Exception as e:  # a bug must not end an active daemon (ExecStopPost would fence)
+            self.log.exception("config_reload_failed", path=str(self.cfg.path))
+            refused = [f"the reload failed before anything changed: {e!r}"]
+        if refused:
+            self.log.warning(
+                "config_reload_refused",
+                path=str(self.cfg.path),
+                refused=refused,
+                note="nothing changed: the running configuration stays; " + RESTART_HINT,
+                role=self.state.role.value,
+            )
+            self.metrics.config_reload("refused", None, self.wall())
+            self._reload_note = f"reload refused: {'; '.join(refused)}"
+        else:
+            self.metrics.config_reload("applied", self.settings, self.wall())
+            self.log.info(
+                "config_reloaded",
+                path=str(self.cfg.path),
+                applied=list(plan.applied),
+                role=self.state.role.value,
+            )
+            self._reload_note = f"reload applied: {', '.join(plan.applied) or 'no change'}"
+        self._status_sent = self._status(self.state)
+        if self._ready_sent:
+            self._notified(self.notifier.ready(self._status_sent))
+        else:
+            self._notified(self.notifier.status(self._status_sent))
+
+    def _fencing_checker(self, cfg: Config) -> FencingChecker | None:
+        """The periodic dry run of the peer's fence with ``cfg``'s settings; None when off."""
+        if cfg.fencing.check_interval <= 0:
+            return None
+        return FencingChecker(
+            cfg.peer,
+            cfg.fencing,
+            self.log,
+            lambda found, at: self.metrics.fencing_checked(found.ok, at),
+            lambda: self.state.role not in FENCING_CHECK_PAUSED,
+        )
+
+    def _apply(self, cfg: Config, applied: tuple[str, ...]) -> None:
+        """Swap in a configuration whose every change is safe live: the core's settings, the
+        action runner's (fence, hooks, timeouts: read at each use) and, if they changed, the
+        checks, rebuilt with their rise/fall state carried over. Everything that can fail is
+        built before anything is swapped."""
+        settings = settings_from(cfg)
+        checks = None
+        if "checks" in applied:
+            checks = CheckRunner(
+                build_checks(cfg),
+                self.log,
+                on_change=self._wake.set,
+                clock=self.clock,
+                observers=build_observers(cfg),
+            )
+            checks.carry_over(self.checks)
+        fencing_checker = self.fencing_checker
+        if any(key.startswith("fencing.") for key in applied):
+            fencing_checker = self._fencing_checker(cfg)  # started below, checking at once
+        self.cfg, self.settings, self.runner.cfg = cfg, settings, cfg
+        if fencing_checker is not self.fencing_checker:
+            if self.fencing_checker is not None:
+                self.fencing_checker.close(timeout=0)
+            self.fencing_checker = fencing_checker
+            if fencing_checker is not None:
+                fencing_checker.start()
+        if checks is not None:
+            self.checks.stop(wait=False)
+            self.checks = checks
+            self._postgres_check = next((c.name for c in cfg.checks if c.type == "postgres"), None)
+            checks.start()
 
     def observe(self) -> Observation:
         results: list[ActionResult] = []
@@ -502,6 +588,8 @@ class Daemon:
         log_decisions(self.log, before, result)
         self._report(result.state)
         for action in result.actions:
+            if isinstance(action, RecordEvent) and action.to_node == self.cfg.node:
+                log_takeover(self.log, action)
             if not isinstance(action, Publish):
                 self.log.info(
                     "action",
@@ -516,7 +604,6 @@ class Daemon:
 
     def _report(self, state: State) -> None:
         """Before this step's actions run: the role file, then STATUS on change and READY once."""
-        role = state.role.value
         supervised_as = supervision_role(state)
         if self.role_file is not None and supervised_as != self._role_written:
             try:
@@ -526,7 +613,7 @@ class Daemon:
                 if str(e) != self._role_file_error:
                     self.log.warning("role_file_unwritable", path=str(self.role_file), error=str(e))
                 self._role_file_error = str(e)
-        status = f"role {role}, epoch {state.epoch}, {state.reason.text}"
+        status = self._status(state)
         if not self._ready_sent and settled(state):
             self._ready_sent = self.notifier.ready(status)
             self._notified(self._ready_sent)
@@ -534,6 +621,11 @@ class Daemon:
         elif status != self._status_sent:
             self._notified(self.notifier.status(status))
             self._status_sent = status
+
+    def _status(self, state: State) -> str:
+        """systemd's STATUS=: role, epoch, reason, and the last reload's outcome if any."""
+        note = f"; {self._reload_note}" if self._reload_note else ""
+        return f"role {state.role.value}, epoch {state.epoch}, {state.reason.text}{note}"
 
     def _notified(self, ok: bool) -> None:
         """Log a failing notification socket once, not on every ping."""
@@ -567,6 +659,9 @@ class Daemon:
         """Loop until the core says the daemon may exit; returns the process exit code."""
         try:
             while not self.state.exit:
+                if self._reload.is_set() and not self._shutdown.is_set():
+                    self._reload.clear()
+                    self.reload()
                 self.tick()
                 # The only watchdog ping: a loop that stalls stops pinging, and systemd kills it.
                 self._notified(self.notifier.watchdog())
@@ -584,6 +679,25 @@ class Daemon:
             self.metrics.close()
         self.log.info("exited", role=self.state.role.value, reason=self.state.reason.text)
         return 0
+
+
+def log_takeover(log: Any, event: RecordEvent) -> None:
+    """``failover_complete`` for a takeover that moved the service here: ``duration_s`` from the
+    old active's last sign of life this node saw (a switchover: from the lease going free),
+    ``promotion_s`` from the lease going free; the same numbers as the history and metrics."""
+    if event.kind not in FAILOVER_KINDS:
+        return
+    phases = {name: round(seconds, 3) for name, seconds in event.phases}
+    log.info(
+        "failover_complete",
+        kind=event.kind,
+        from_node=event.from_node,
+        epoch=event.epoch,
+        duration_s=phases.get("total"),
+        promotion_s=phases.get("promotion"),
+        silence_s=phases.get("silence"),
+        phases=phases,
+    )
 
 
 def settled(state: State) -> bool:

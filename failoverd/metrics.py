@@ -60,6 +60,7 @@ from failoverd.status import sync_standby
 
 __all__ = [
     "FAILOVER_KINDS",
+    "RELOAD_RESULTS",
     "STEPDOWN_KINDS",
     "Metrics",
     "MetricsError",
@@ -67,6 +68,9 @@ __all__ = [
 
 FAILOVER_KINDS = ("failover", "stepdown", "switchover")
 """Takeover kinds that count as a failover (bootstrap and readopt do not: nothing moved)."""
+
+RELOAD_RESULTS = ("applied", "refused")
+"""How a configuration reload ended: every changed key applied, or nothing changed."""
 
 STEPDOWN_KINDS = ("stepdown", "switchover", "shutdown", "lease_lost", "aborted")
 """Demotion kinds: how this node gave up (or never finished taking) the active role."""
@@ -288,7 +292,8 @@ class Metrics:
         )
         self.failover_duration = Histogram(
             "failoverd_failover_duration_seconds",
-            "Takeover duration: from the lease going free (or the takeover starting) to the VIP.",
+            "Takeover duration to the VIP: from the old active's last sign of life seen here "
+            "(failover, step-down), or from the lease going free (switchover).",
             (*base, "reason"),
             buckets=FAILOVER_DURATION_BUCKETS,
             registry=r,
@@ -301,7 +306,8 @@ class Metrics:
         )
         self.last_failover_duration = Gauge(
             "failoverd_last_failover_duration_seconds",
-            "Duration of this node's last takeover (NaN: none since start).",
+            "Duration of this node's last takeover, as failoverd_failover_duration_seconds "
+            "counts it (NaN: none since start).",
             base,
             registry=r,
         )
@@ -374,6 +380,20 @@ class Metrics:
             base,
             registry=r,
         )
+        self.config_reloads = Counter(
+            "failoverd_config_reloads",
+            "Configuration reloads (SIGHUP) by result: applied, or refused (nothing changed).",
+            (*base, "result"),
+            registry=r,
+        )
+        self.config_loaded = Gauge(
+            "failoverd_config_loaded_timestamp_seconds",
+            "Wall time the configuration in force was loaded (start-up or applied reload).",
+            base,
+            registry=r,
+        )
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(self.node, self.cluster, result)
 
         # Known label values exist from the start: increase() sees the first event, and
         # dashboards show every role and state.
@@ -422,6 +442,18 @@ class Metrics:
             self.failsafe_pledge_remaining,
         ):
             g.labels(self.node, self.cluster).set(_NAN)
+
+    def config_loaded_at(self, wall: float) -> None:
+        """The configuration in force took effect at ``wall`` (start-up, an applied reload)."""
+        self.config_loaded.labels(self.node, self.cluster).set(wall)
+
+    def config_reload(self, result: str, settings: Settings | None, wall: float) -> None:
+        """One reload's outcome (``RELOAD_RESULTS``) at ``wall``; ``settings``: the core's new
+        settings when it was applied (None: the old configuration stays)."""
+        self.config_reloads.labels(self.node, self.cluster, result).inc()
+        if settings is not None:
+            self.settings = settings
+            self.config_loaded_at(wall)
 
     # -- the endpoint -----------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ start takes longer, stopping.
 The protocol is one datagram per message on the AF_UNIX socket named by ``NOTIFY_SOCKET`` (a
 filesystem path, or ``@name`` for the abstract namespace), newline-separated ``KEY=VALUE``
 fields: ``READY=1``, ``WATCHDOG=1``, ``STATUS=...``, ``EXTEND_TIMEOUT_USEC=...``,
-``STOPPING=1``. The kernel attaches the sender's credentials, so systemd (``NotifyAccess=main``)
-accepts only the main process's.
+``RELOADING=1`` (then ``READY=1`` once the reload is done), ``STOPPING=1``. The kernel
+attaches the sender's credentials, so systemd (``NotifyAccess=main``) accepts only the main
+process's.
 
 ``WATCHDOG_USEC`` is the watchdog interval systemd expects pings within (``WatchdogSec=``); when
 ``WATCHDOG_PID`` is set it names the process meant to ping, and any other process must ignore it.
@@ -156,6 +157,12 @@ class Notifier:
         """``EXTEND_TIMEOUT_USEC``: the current phase (here, the start) may take ``seconds``
         more from now, beyond ``TimeoutStartSec=``; to be sent again before that runs out."""
         return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}", *_status_field(status))
+
+    def reloading(self, status: str | None = None) -> bool:
+        """``RELOADING=1``: a reload began (``systemctl reload``, SIGHUP); ``ready`` ends it.
+        MONOTONIC_USEC= dates it, as systemd >= 253 wants (older ones ignore the field)."""
+        usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", *_status_field(status))
 
     def stopping(self, status: str | None = None) -> bool:
         return self.send("STOPPING=1", *_status_field(status))

@@ -74,11 +74,15 @@ def assess(
     view: ClusterView,
     members: Sequence[str],
     mode: ReplicationMode = ReplicationMode.ASYNC,
+    *,
+    from_records: bool = False,
 ) -> Assessment:
     """Judge the cluster from its records; every finding is a sentence an operator can act on.
 
     ``mode`` is the replication mode of the node asking (its ``[replication] mode``): in sync
-    and strict mode an active without a synchronous standby is degraded."""
+    and strict mode an active without a synchronous standby is degraded. ``from_records``: the
+    members were learnt from ZooKeeper (an admin host, ``member_names``), so a cluster that
+    shows fewer than its two nodes is missing one."""
     code = HEALTHY
     warnings: list[str] = []
 
@@ -86,6 +90,14 @@ def assess(
         nonlocal code
         code = max(code, level)
         warnings.append(text)
+
+    if from_records and len(members) < 2:
+        known = ", ".join(members) or "no node"
+        worse(
+            DEGRADED,
+            f"only {known} known from ZooKeeper: the other node publishes no status (daemon "
+            "down or cut off from ZooKeeper); a node's configuration would name it",
+        )
 
     records = {m.node: m for m in view.members}
     actives = [
@@ -135,6 +147,26 @@ def assess(
     if view.paused:
         warnings.append("cluster paused (maintenance): failoverd changes nothing until resumed")
     return Assessment(code, tuple(warnings), mode, named)
+
+
+def member_names(view: ClusterView) -> list[str]:
+    """The members as ZooKeeper knows them, for a failoverctl without a node's configuration:
+    every node with a member record, the lease holder and the last leader."""
+    names = [m.node for m in view.members]
+    for extra in (
+        view.lease.node if view.lease is not None else None,
+        view.last_leader.node if view.last_leader is not None else None,
+    ):
+        if extra is not None:
+            names.append(extra)
+    return sorted(set(names))
+
+
+def mode_of(view: ClusterView) -> ReplicationMode:
+    """The replication mode as ZooKeeper shows it, for a failoverctl without a node's
+    configuration: the active writes the sync record only in sync or strict mode (told apart
+    only by the nodes' own configuration; status judges both alike)."""
+    return ReplicationMode.SYNC if view.sync is not None else ReplicationMode.ASYNC
 
 
 def _when(wall: float) -> str:
@@ -244,7 +276,9 @@ TAKEOVER_LABELS = {
 def last_takeover(history: Sequence[Mapping[str, object]]) -> str | None:
     """The latest failover, step-down takeover or switchover, in words, named by its kind: a
     planned switchover is not a failover, and an operator reading "failover" would go looking
-    for a fault."""
+    for a fault. Its duration is the outage: from the old active's last sign of life the new
+    active saw (after a crash, the session timeout is part of it) to the VIP; the part after the
+    lease went free is shown beside it when it differs."""
     for rec in reversed(history):
         kind = rec.get("kind")
         if isinstance(kind, str) and kind in TAKEOVER_LABELS and rec.get("to"):
@@ -252,7 +286,17 @@ def last_takeover(history: Sequence[Mapping[str, object]]) -> str | None:
             stamp = _when(float(when)) if isinstance(when, int | float) else "?"
             phases = rec.get("phases")
             total = phases.get("total") if isinstance(phases, dict) else None
-            took = f"in {total:.2f} s, " if isinstance(total, int | float) else ""
+            promotion = phases.get("promotion") if isinstance(phases, dict) else None
+            took = ""
+            if isinstance(total, int | float):
+                took = f"in {total:.2f} s, "
+            if (
+                isinstance(total, int | float)
+                and isinstance(promotion, int | float)
+                and (promotion < total - 0.005)
+            ):
+                # total counts from the old active's last sign of life the new one saw.
+                took = f"in {total:.2f} s ({promotion:.2f} s after the lease went free), "
             return (
                 f"{TAKEOVER_LABELS[kind]}: {stamp} {rec.get('from') or '?'} -> {rec.get('to')} "
                 f"({took}epoch {rec.get('epoch')}): {rec.get('reason', '')}"

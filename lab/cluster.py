@@ -610,6 +610,8 @@ class Lab:
                 continue
             if proc.stdout.strip().startswith("{"):
                 doc: dict[str, Any] = json.loads(proc.stdout)
+                if "error" in doc:  # status --json's document for "did not answer"
+                    continue
                 doc["exit_code"] = proc.returncode
                 return doc
         return None

@@ -61,6 +61,7 @@ SCENARIOS = (
     "squid",
     "freeze",
     "switchover",
+    "restart",
     "pause-partition",
     "pg-freeze",
     "zk-down",
@@ -232,6 +233,15 @@ def _switchover(lab: Lab, node: str) -> None:
         raise ScenarioError(f"failoverctl promote failed: {(proc.stdout + proc.stderr).strip()}")
 
 
+def _restart_daemon(lab: Lab, node: str) -> None:
+    """`systemctl restart failoverd` on the active, as the lab runs it: SIGTERM (the daemon steps
+    down: VIP off, a clean stop, the lease released with the final LSN), then a fresh start,
+    which comes back as a passive of the new active. Not a fault: a switchover nobody asked
+    for, measured the same way."""
+    lab.stop_component(node, "failoverd")
+    lab.start_component(node, "failoverd")
+
+
 def _pause_partition(lab: Lab, node: str) -> None:
     """The split brain once seen here: pause the cluster, cut the active off from ZooKeeper and
     from its peer, resume. Pause must not suspend the active's self-fencing."""
@@ -325,6 +335,7 @@ FAULTS: dict[str, Callable[[Lab, str, Plan], object]] = {
     "squid": lambda lab, n, _: lab.stop_component(n, "squid"),
     "freeze": lambda lab, n, _: lab.freeze_daemon(n),
     "switchover": lambda lab, n, _: _switchover(lab, n),
+    "restart": lambda lab, n, _: _restart_daemon(lab, n),
     "pause-partition": lambda lab, n, _: _pause_partition(lab, n),
     "pg-freeze": lambda lab, n, _: lab.signal_postgres(n, signal.SIGSTOP),
     "zk-down": _zk_down,
@@ -352,8 +363,10 @@ def takeover_phases(lab: Lab, via: str, fault_wall: float) -> dict[str, float]:
         if rec.get("kind") in TAKEOVER_KINDS and rec.get("to") == via:
             phases = {k: float(v) for k, v in (rec.get("phases") or {}).items()}
             when = rec.get("time")
-            if isinstance(when, int | float) and "total" in phases:
-                phases["detection"] = max(0.0, float(when) - phases["total"] - fault_wall)
+            # "promotion" runs from the lease going free (older records: "total" did).
+            after_lease = phases.get("promotion", phases.get("total"))
+            if isinstance(when, int | float) and after_lease is not None:
+                phases["detection"] = max(0.0, float(when) - after_lease - fault_wall)
             fences = [
                 r for r in history(lab, via)
                 if r.get("kind") == "fence" and isinstance(r.get("time"), int | float)

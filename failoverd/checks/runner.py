@@ -89,12 +89,31 @@ class CheckRunner:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop every schedule; ``wait=False`` (a reload, from the daemon's loop) does not wait
+        for a probe in flight: its result lands in this retired runner and is dropped."""
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=2.0)
+        if wait:
+            for t in self._threads:
+                t.join(timeout=2.0)
         for slot in self._slots:
             slot.executor.shutdown(wait=False, cancel_futures=True)
+
+    def carry_over(self, previous: CheckRunner) -> None:
+        """Before ``start``: each check kept from ``previous`` (same name and type) keeps its
+        last probe and its pass/fail run under the new rise/fall, so a reload neither forgets a
+        failing check nor makes a healthy one unjudged. New checks start unjudged."""
+        with previous._lock:
+            old = {(s.cfg.name, s.cfg.type, s.judges_health): s for s in previous._slots}
+        for slot in self._slots:
+            before = old.get((slot.cfg.name, slot.cfg.type, slot.judges_health))
+            if before is None:
+                continue
+            h = before.hysteresis
+            slot.hysteresis = Hysteresis(
+                slot.cfg.rise, slot.cfg.fall, h.healthy, h.successes, h.failures
+            )
+            slot.last, slot.probed_at = before.last, before.probed_at
 
     def _schedule(self, slot: _Slot) -> None:
         while not self._stop.is_set():

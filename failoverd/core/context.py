@@ -242,3 +242,10 @@ def not_after(st: Ctx) -> float:
     if deadline is None:  # callers check zk_fresh() first
         raise AssertionError("leased action without a ZooKeeper round-trip")
     return deadline
+
+
+def peer_alive_at(st: Ctx) -> float | None:
+    """The peer's last sign of life as the active, on this node's clock: the later of its member
+    record changing while active (its heartbeat) and a probe finding its database a primary."""
+    seen = [t for t in (st.state.active_alive_at, st.state.peer_primary_seen_at) if t is not None]
+    return max(seen, default=None)

@@ -575,6 +575,10 @@ class Takeover:
     lease_free_since: float | None = None  # when the lease this takeover follows was seen free
     previous_mine: bool = False  # the lease of expected_epoch was ours (a re-adoption)
     sync_reset: bool = False  # the sync record naming the peer for an older epoch was cleared
+    # When this node last saw the peer it takes over from alive as the active (State's
+    # active_alive_at, or a probe that found its database a primary): where the outage that a
+    # failover ends began, on this node's clock. None: never seen (a restart since).
+    peer_alive_at: float | None = None
 
     def mark(self, phase: str, now: float) -> Takeover:
         """Close a phase: how long since the previous mark."""
@@ -642,6 +646,7 @@ class State:
     stalls: int = 0  # rejoins that ended in a replica that does not stream: each escalates
     stalled_since: float | None = None  # a replica not streaming from an active that answers
     active_alive_at: float | None = None  # when the active last showed a sign of life
+    peer_primary_seen_at: float | None = None  # the last probe that found the peer a primary
     # Active, sync mode: (the write LSN a named standby has not flushed yet, since when): the
     # commits waiting on it. Cleared once it flushes that far; past sync_drop_after it is dropped.
     sync_waiting: tuple[int, float] | None = None

@@ -355,6 +355,7 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
             started_at=st.obs.now,
             last_mark=st.obs.now,
             lease_free_since=st.state.lease_free_since,
+            peer_alive_at=context.peer_alive_at(st),
             expected_epoch=c.epoch,
             fence_needed=needs_fence(c, c.epoch + 1) and not led_last_epoch(st),
             previous_mine=led_last_epoch(st),

@@ -24,7 +24,11 @@ from failoverd.core.model import (
 def begin(st: context.Ctx, epoch: int) -> None:
     c = st.cluster
     t = st.state.takeover or Takeover(
-        kind="failover", from_node=st.s.peer, started_at=st.obs.now, last_mark=st.obs.now
+        kind="failover",
+        from_node=st.s.peer,
+        started_at=st.obs.now,
+        last_mark=st.obs.now,
+        peer_alive_at=context.peer_alive_at(st),
     )
     # Judged on the view the acquisition was decided on when this one is missing; with neither,
     # assume the previous lease expired: a needless fence costs time, a missing one split brain.
@@ -61,7 +65,11 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
     t = st.state.takeover
     if t is None:
         t = Takeover(
-            kind="failover", from_node=st.s.peer, started_at=st.obs.now, last_mark=st.obs.now
+            kind="failover",
+            from_node=st.s.peer,
+            started_at=st.obs.now,
+            last_mark=st.obs.now,
+            peer_alive_at=context.peer_alive_at(st),
         )
         st.set(takeover=t)
     epoch = st.state.epoch
@@ -225,17 +233,30 @@ def become_active(st: context.Ctx) -> None:
     assert t is not None
     now = st.obs.now
     t = t.mark("vip", now)
-    began = t.lease_free_since if t.lease_free_since is not None else t.started_at
-    began = min(began, t.started_at)
+    lease_free = t.lease_free_since if t.lease_free_since is not None else t.started_at
+    lease_free = min(lease_free, t.started_at)
+    began = outage_began(t, st.s.peer, lease_free)
     total = now - began
-    reason = st.decide("active", f"active (epoch {st.state.epoch}) after {t.kind} in {total:.2f} s")
+    promotion = now - lease_free
+    after_lease = f" ({promotion:.2f} s after the lease went free)" if began < lease_free else ""
+    reason = st.decide(
+        "active",
+        f"active (epoch {st.state.epoch}) after {t.kind} in {total:.2f} s{after_lease}",
+    )
     automatic = t.kind in ("failover", "stepdown", "switchover")
     st.set(
         role=Role.ACTIVE,
         takeover=None,
         last_failover_at=now if automatic else st.state.last_failover_at,
     )
-    phases = (("wait", t.started_at - began), *t.phases, ("total", total))
+    silence = (("silence", lease_free - began),) if began < lease_free else ()
+    phases = (
+        *silence,
+        ("wait", t.started_at - lease_free),
+        *t.phases,
+        ("promotion", promotion),
+        ("total", total),
+    )
     st.emit(
         RecordEvent,
         reason,
@@ -250,3 +271,18 @@ def become_active(st: context.Ctx) -> None:
     if c is not None and c.switchover is not None and c.switchover.target in (None, st.s.node):
         st.set(handled_switchover=c.switchover)
         st.emit(ClearSwitchover, reason)
+
+
+def outage_began(t: Takeover, peer: str, lease_free: float) -> float:
+    """Where a takeover's duration counts from, on this node's clock.
+
+    A failover or a takeover after a step-down ends an outage that began at the old active's last
+    sign of life this node saw (its member record changing while active, its database answering
+    as a primary): the session timeout waited out after a crash is part of it. A switchover is
+    asked for while the old active is alive and serving, so it counts from the takeover's start
+    (the lease going free), as do bootstrap and re-adoption, where nobody was lost.
+    """
+    alive = t.peer_alive_at
+    if t.kind in ("failover", "stepdown") and t.from_node == peer and alive is not None:
+        return min(alive, lease_free)
+    return lease_free

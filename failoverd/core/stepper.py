@@ -22,6 +22,7 @@ from failoverd.core.model import (
     DbRole,
     MemberStatus,
     Observation,
+    PeerDb,
     Reason,
     RemoveVip,
     Role,
@@ -129,6 +130,11 @@ def track_cluster(st: context.Ctx) -> None:
         and (c.last_leader.node == st.s.peer and c.last_leader.epoch == c.epoch)
     ):
         st.set(active_lsn=max(st.state.active_lsn or 0, c.last_leader.final_lsn))
+    probe = st.obs.peer_database
+    if probe.state is PeerDb.PRIMARY and (
+        st.state.peer_primary_seen_at is None or probe.probed_at > st.state.peer_primary_seen_at
+    ):
+        st.set(peer_primary_seen_at=probe.probed_at)
     if c.lease is None:
         if st.state.lease_free_since is None or new_epoch:
             st.set(lease_free_since=st.obs.now)

@@ -959,7 +959,7 @@ def status_json(config: Path) -> tuple[int, dict[str, Any]]:
 
 
 def n1_checks(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    for member in doc["members"]:
+    for member in doc.get("members", []):  # an error document has none
         if member["node"] == "n1":
             return {c["name"]: c for c in member.get("checks", [])}
     return {}

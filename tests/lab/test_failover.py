@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.clock import boottime
+from failoverd.clock import boottime, walltime
 from lab import scenarios
 from lab.chaos import KIND_NAMES, ChaosRun, history_record
 from lab.chaos_check import judge
@@ -403,6 +403,61 @@ def test_switchover_refused_while_paused_and_to_an_unknown_node(lab: Lab) -> Non
     finally:
         assert lab.failoverctl(active, "resume").returncode == 0
     assert scenarios.wait_redundant(lab) == active
+
+
+def test_a_restart_of_the_active_is_a_clean_switchover(lab: Lab, workdir: Path) -> None:
+    """`systemctl restart failoverd` on the active: it steps down on SIGTERM (VIP off, a clean
+    stop, the lease released with its final LSN), the passive takes over without a fence, and
+    the restarted daemon comes back as the new active's streaming replica. Nothing acknowledged
+    is lost; the history names it a shutdown there and a takeover after a step-down here."""
+    since = walltime()
+    result = scenarios.run(lab, "restart", workdir)
+    print(report(result))
+    assert_safe(result)
+    assert result.verdict.lost == [], report(result)
+    assert result.outage_s is not None and result.outage_s < STEPDOWN_BOUND, report(result)
+    assert "fence" not in result.phases_s, report(result)
+    new = scenarios.other(result.active_before)
+    records = [
+        r
+        for r in scenarios.history(lab, new, limit=20)
+        if isinstance(r.get("time"), int | float) and float(r["time"]) >= since
+    ]
+    kinds = {(r.get("kind"), r.get("from"), r.get("to")) for r in records}
+    assert ("shutdown", result.active_before, None) in kinds, records
+    assert ("stepdown", result.active_before, new) in kinds, records
+    assert scenarios.wait_redundant(lab, timeout=HEAL_BOUND) == new
+    assert lab.database_states()[result.active_before] == "replica (streaming)"
+
+
+def test_a_restart_of_the_paused_active_moves_nothing(lab: Lab) -> None:
+    """The README's way to restart the active without a switchover: pause, restart, resume."""
+    active = scenarios.wait_redundant(lab)
+    since = walltime()
+    assert lab.failoverctl(active, "pause").returncode == 0
+    try:
+        time.sleep(1.0)  # both daemons see the pause
+        lab.stop_component(active, "failoverd")
+        for _ in range(10):  # stopped while paused: VIP and primary stay where they are
+            assert lab.vip_holders() == [active]
+            assert lab.writable_primaries() == [active]
+            time.sleep(0.3)
+        lab.start_component(active, "failoverd")
+        for _ in range(10):
+            assert lab.vip_holders() == [active]
+            assert lab.writable_primaries() == [active]
+            time.sleep(0.3)
+    finally:
+        assert lab.failoverctl(active, "resume").returncode == 0
+    assert scenarios.wait_redundant(lab) == active
+    moved = [
+        r
+        for r in scenarios.history(lab, active, limit=20)
+        if isinstance(r.get("time"), int | float)
+        and float(r["time"]) >= since
+        and r.get("kind") in ("failover", "stepdown", "switchover")
+    ]
+    assert moved == [], moved
 
 
 def test_each_daemon_serves_metrics_on_its_address(lab: Lab) -> None:

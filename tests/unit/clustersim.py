@@ -352,6 +352,7 @@ class Sim:
         self.acked: list[tuple[int, int, int]] = []  # (epoch, tli, lsn) acknowledged writes
         self.acked_max: dict[tuple[int, int], int] = {}  # (epoch, tli) -> highest acknowledged
         self.handovers: list[str] = []
+        self.events: list[tuple[float, core.RecordEvent]] = []  # history records, when emitted
         self.roles_seen: set[Role] = set()
         self.codes_seen: set[str] = set()
         # Start: n1 holds a primary, n2 a replica of it; both daemons start at once.
@@ -788,6 +789,8 @@ class Sim:
             if self.reaches_zk(node) and self.zk.alive(node.client.sid):
                 self.zk.rejoin.pop(action.node, None)
             return
+        if isinstance(action, core.RecordEvent):
+            self.events.append((self.now, action))  # for the tests that read durations
         if not isinstance(action, core.SEQUENCING):
             return  # history records and hooks change nothing the cluster decides on
         # Workers run them in order (failoverd/actions/runner.py): the VIP's own worker for

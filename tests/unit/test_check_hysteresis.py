@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from failoverd.checks.base import Hysteresis, judge_latency
+from failoverd.checks.base import Hysteresis, Probe, judge_latency
+from failoverd.checks.runner import CheckRunner
+from failoverd.config import CheckConfig
 
 
 def run(h: Hysteresis, outcomes: str) -> Hysteresis:
@@ -64,3 +66,25 @@ def test_slow_answers_fail() -> None:
     slow = judge_latency(True, 0.7, 0.5, "")
     assert not slow.ok and "slow" in slow.reason and "0.700" in slow.reason
     assert judge_latency(False, 0.1, 0.5, "HTTP 500").reason == "HTTP 500"
+
+
+def test_a_reload_carries_each_kept_checks_state_over_under_its_new_rise_and_fall() -> None:
+    class Fixed:
+        def probe(self) -> Probe:
+            return Probe(False, 0.01, "down")
+
+    app = CheckConfig(name="app", type="command", command=("false",), rise=2, fall=2)
+    old = CheckRunner([(app, Fixed())], log=None)
+    old._slots[0].hysteresis = Hysteresis(2, 2).feed(False).feed(False).feed(False)
+    old._slots[0].last = Probe(False, 0.01, "down")
+    stricter = CheckConfig(name="app", type="command", command=("false",), rise=5, fall=2)
+    extra = CheckConfig(name="extra", type="command", command=("true",))
+    new = CheckRunner([(stricter, Fixed()), (extra, Fixed())], log=None)
+    new.carry_over(old)
+    snap = new.snapshot()
+    kept = next(c for c in snap.checks if c.name == "app")
+    assert not kept.healthy and kept.failures == 3 and kept.reason == "down"
+    assert new._slots[0].hysteresis.rise == 5
+    assert not snap.complete  # the new check is not judged yet
+    added = next(c for c in snap.checks if c.name == "extra")
+    assert added.reason == "not judged yet"

@@ -5,12 +5,14 @@ Nothing here reaches ZooKeeper: every command under test must refuse or answer b
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -22,9 +24,9 @@ from failoverd.cli import (
     failoverctl_main,
     failoverd_main,
 )
-from failoverd.config import load_config
 from failoverd.core import ClusterView, LeaseInfo, MemberStatus
 from failoverd.status import CRITICAL, DEGRADED, HEALTHY, UNKNOWN
+from failoverd.zk import ZkUnreachable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -194,8 +196,10 @@ def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`status` sees VIEW, without ZooKeeper."""
 
     @contextmanager
-    def fake(ctx: object, unknown_exit: int = 1, cfg: object = None) -> Iterator[tuple[Any, Any]]:
-        yield load_config(config), FakeZk()
+    def fake(
+        ctx: click.Context, unknown_exit: int = 1, target: object = None
+    ) -> Iterator[tuple[Any, Any]]:
+        yield (target if target is not None else cli._target(ctx)), FakeZk()
 
     monkeypatch.setattr(cli, "_connected", fake)
     monkeypatch.setattr(cli, "_read_view", lambda zk, timeout: VIEW)
@@ -225,3 +229,145 @@ def test_ctrl_c_before_a_one_shot_verdict_is_unknown(
     monkeypatch.setattr(cli, "_read_view", interrupted)
     done = ctl(connected, "status")
     assert done.exit_code == UNKNOWN and done.stdout == "" and done.stderr == ""
+
+
+# -- failoverctl from an admin host ---------------------------------------------------------
+
+ADMIN = '[cluster]\nname = "prod"\nzookeeper_hosts = ["10.0.0.5:2181", "10.0.0.6:2181"]\n'
+
+
+@pytest.fixture
+def seen_target(connected: Path, monkeypatch: pytest.MonkeyPatch) -> list[cli.Target]:
+    """`status` and `promote` see VIEW; the targets they connected to are recorded."""
+    targets: list[cli.Target] = []
+
+    @contextmanager
+    def fake(
+        ctx: click.Context, unknown_exit: int = 1, target: cli.Target | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        resolved = target if target is not None else cli._target(ctx)
+        targets.append(resolved)
+        yield resolved, FakeZk()
+
+    monkeypatch.setattr(cli, "_connected", fake)
+    return targets
+
+
+def test_the_config_option_works_after_the_command_too(
+    seen_target: list[cli.Target], connected: Path
+) -> None:
+    done = CliRunner().invoke(failoverctl_main, ["status", "-c", str(connected)])
+    assert done.exit_code == HEALTHY, done.output
+    assert "cluster lab" in done.stdout
+    assert seen_target[-1].members == ("fln1", "fln2")  # from the node's configuration
+    before = CliRunner().invoke(failoverctl_main, ["-c", str(connected), "status"])
+    assert before.stdout == done.stdout
+
+
+def test_an_admin_host_needs_only_zookeeper_and_the_cluster_name(
+    seen_target: list[cli.Target], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FAILOVERD_CONFIG", raising=False)
+    argv = ["--zookeeper", "10.0.0.5:2181,10.0.0.6:2181", "--cluster", "prod", "status", "--json"]
+    done = CliRunner().invoke(failoverctl_main, argv)
+    assert done.exit_code == HEALTHY, done.output
+    target = seen_target[-1]
+    assert target.cluster.zookeeper_hosts == ("10.0.0.5:2181", "10.0.0.6:2181")
+    assert target.cluster.chroot == "/failoverd/prod"  # the default, as a node derives it
+    assert target.members is None  # from the members' records: fln1 and fln2 in VIEW
+    doc = json.loads(done.stdout)
+    assert doc["cluster"] == "prod" and doc["state"] == "healthy"
+    # The same flags after the command.
+    after = CliRunner().invoke(
+        failoverctl_main, ["status", "--zookeeper", "10.0.0.5:2181", "--cluster", "prod"]
+    )
+    assert after.exit_code == HEALTHY and "cluster prod (/failoverd/prod)" in after.stdout
+
+
+def test_an_admin_file_holds_only_the_cluster_table(
+    seen_target: list[cli.Target], tmp_path: Path
+) -> None:
+    admin = tmp_path / "failoverctl.toml"
+    admin.write_text(ADMIN + 'chroot = "/failoverd/prod-eu"\n')
+    done = CliRunner().invoke(failoverctl_main, ["status", "-c", str(admin)])
+    assert done.exit_code == HEALTHY, done.output
+    assert seen_target[-1].cluster.chroot == "/failoverd/prod-eu"
+    admin.write_text(ADMIN + "zookeeper_timeout = 3\n")
+    done = CliRunner().invoke(failoverctl_main, ["status", "-c", str(admin)])
+    assert done.exit_code == EXIT_CONFIG and "cluster.zookeeper_timeout" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--zookeeper", "10.0.0.5:2181", "status"],
+        ["--cluster", "prod", "status"],
+        ["status", "--chroot", "/failoverd/x"],
+    ],
+)
+def test_admin_flags_go_together(seen_target: list[cli.Target], argv: list[str]) -> None:
+    done = CliRunner().invoke(failoverctl_main, argv)
+    assert done.exit_code == EXIT_USAGE
+    assert one_line_error(done).startswith("failoverctl: error: --")
+    assert seen_target == []
+
+
+def test_bad_admin_flags_are_a_configuration_problem_named_by_key(
+    seen_target: list[cli.Target],
+) -> None:
+    argv = ["--zookeeper", "zk1", "--cluster", "prod", "status"]
+    done = CliRunner().invoke(failoverctl_main, argv)
+    assert done.exit_code == EXIT_CONFIG
+    assert "command line: cluster.zookeeper_hosts[0]: expected 'host:port'" in done.stderr
+
+
+def test_promote_from_an_admin_host_rejects_a_node_zookeeper_does_not_know(
+    seen_target: list[cli.Target],
+) -> None:
+    argv = ["--zookeeper", "10.0.0.5:2181", "--cluster", "prod", "promote", "fln9", "--yes"]
+    done = CliRunner().invoke(failoverctl_main, argv)
+    assert done.exit_code == EXIT_USAGE
+    assert one_line_error(done) == (
+        "failoverctl: error: switchover refused: unknown node 'fln9' (members: fln1, fln2)"
+    )
+
+
+def test_status_json_is_a_document_even_for_a_broken_configuration(config: Path) -> None:
+    config.write_text(CONFIG.replace('node = "fln1"', 'node = "fln9"'))
+    done = ctl(config, "status", "--json")
+    assert done.exit_code == EXIT_CONFIG
+    doc = json.loads(done.stdout)
+    assert doc["exit_code"] == EXIT_CONFIG and doc["state"] == "unknown"
+    assert "fln9" in doc["error"] and str(config) in doc["error"]
+    missing = ctl(config.with_name("absent.toml"), "status", "--json")
+    assert missing.exit_code == EXIT_CONFIG
+    assert "cannot read config file" in json.loads(missing.stdout)["error"]
+
+
+def test_status_json_is_a_document_when_zookeeper_is_unreachable(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Unreachable:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def start(self, timeout: float) -> None:
+            raise ZkUnreachable("no server answered within 3 s")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(cli, "ZkCluster", Unreachable)
+    done = ctl(config, "status", "--json")
+    assert done.exit_code == UNKNOWN
+    doc = json.loads(done.stdout)
+    assert doc == {
+        "cluster": "lab",
+        "chroot": "/failoverd/lab",
+        "state": "unknown",
+        "exit_code": UNKNOWN,
+        "error": "ZooKeeper unreachable: no server answered within 3 s",
+    }
+    plain = ctl(config, "status")  # without --json: nothing on stdout, one line on stderr
+    assert plain.exit_code == UNKNOWN and plain.stdout == ""

@@ -154,6 +154,32 @@ def test_a_whole_zookeeper_outage_is_not_an_outage_of_the_site() -> None:
     assert clustersim.converged(sim) is None, clustersim.converged(sim)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_crash_failover_counts_its_duration_from_the_last_sign_of_life(seed: int) -> None:
+    """The history record and metric of a crash failover include the session timeout waited
+    out before the lease went free: the duration is at least the real outage (crash to VIP),
+    and longer by no more than the time between the last sign of life and the crash."""
+    sim, active = settled(seed=seed)
+    passive = clustersim.other(active)
+    crashed_at = sim.now
+    sim.crash(active)
+    vip_at = None
+    for _ in range(int(60 / DT)):
+        sim.advance()
+        if vip_at is None and sim.vip_holders() == [passive]:
+            vip_at = sim.now
+            break
+    assert vip_at is not None, "\n".join(sim.log[-40:])
+    ours = [a for _, a in sim.events if a.to_node == passive and a.kind == "failover"]
+    assert ours, [a for _, a in sim.events]
+    phases = dict(ours[-1].phases)
+    outage = vip_at - crashed_at
+    assert outage >= clustersim.SESSION_TIMEOUT  # the lease expired: the wait is real
+    assert outage - DT <= phases["total"] <= outage + 1.5, (phases, outage)
+    assert phases["promotion"] < phases["total"] - clustersim.SESSION_TIMEOUT + 1.5, phases
+    assert phases["silence"] + phases["promotion"] == pytest.approx(phases["total"])
+
+
 def test_without_the_failsafe_a_zookeeper_outage_stops_the_site() -> None:
     """The same outage with the failsafe off: the active self-fences (the test above means
     something)."""

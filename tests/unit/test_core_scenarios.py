@@ -144,12 +144,16 @@ def test_active_crashes_and_the_passive_takes_over_after_a_fence_that_reaches_no
     event = seen.one(RecordEvent)
     assert (event.kind, event.epoch, event.from_node, event.to_node) == ("failover", 4, PEER, NODE)
     assert phases(event) == {
+        # n2 was last seen alive at 98.9 (its database answering as a primary); the lease was
+        # seen free at 109.5: the outage began at the former, and the total counts from it.
+        "silence": 10.6,
         "wait": 0.5,  # the lease was seen free at 109.5; the probe came at 110
         "lease": 0.1,
         "fence": 0.3,
         "promote": 0.6,
         "vip": 0.1,
-        "total": 1.6,
+        "promotion": 1.6,  # from the lease going free to the VIP: the number status once showed
+        "total": 12.2,
     }
     assert seen.state.last_failover_at == 111.1
 

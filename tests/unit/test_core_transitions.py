@@ -679,8 +679,35 @@ def test_promoting_becomes_active_when_the_vip_is_up() -> None:
     seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook")
     event = seen.one(RecordEvent)
     assert (event.kind, event.from_node, event.to_node) == ("failover", PEER, NODE)
-    assert event.phases == (("wait", 10.0), ("vip", 5.0), ("total", 20.0))
+    # Nothing known of the old active's last sign of life: counted from the lease going free.
+    assert event.phases == (("wait", 10.0), ("vip", 5.0), ("promotion", 20.0), ("total", 20.0))
     assert seen.state.last_failover_at == 100.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "total"),
+    [("failover", 30.0), ("stepdown", 30.0), ("switchover", 20.0), ("readopt", 20.0)],
+)
+def test_a_failover_counts_from_the_old_actives_last_sign_of_life(kind: str, total: float) -> None:
+    """The peer was last seen alive at 70 (a crash, then a session timeout until the lease went
+    free at 80): the outage is 30 s, 20 of them after the lease. A switchover is asked of a live
+    active and counts from the lease; a re-adoption replaced nobody."""
+    t = Takeover(
+        kind=kind,
+        from_node=PEER if kind != "readopt" else NODE,
+        started_at=90.0,
+        promoted=True,
+        last_mark=95.0,
+        lease_free_since=80.0,
+        peer_alive_at=70.0,
+    )
+    state = state_of(Role.PROMOTING, EPOCH, takeover=t, pending=pending("AddVip"))
+    seen = Node(state=state).see(promoting_obs().db_primary(recorded_epoch=EPOCH).result(99))
+    seen.expect(Role.ACTIVE, "active", "RecordEvent", "RunHook")
+    phases = dict(seen.one(RecordEvent).phases)
+    assert phases["total"] == total and phases["promotion"] == 20.0
+    assert phases.get("silence") == (10.0 if total == 30.0 else None)
+    assert f"in {total:.2f} s" in seen.step.reason.text
 
 
 @pytest.mark.parametrize("kind", ["Promote", "AddVip"])

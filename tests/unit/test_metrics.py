@@ -325,8 +325,9 @@ def test_a_crash_failover_counts_the_failover_its_duration_and_the_fence(m: Metr
     assert value(m, "failoverd_failovers_total", reason="stepdown") == 0
     assert value(m, "failoverd_failover_duration_seconds_count", reason="failover") == 1
     total = value(m, "failoverd_failover_duration_seconds_sum", reason="failover")
-    assert total == pytest.approx(1.6)  # lease seen free at 109.5, VIP up at 111.1
-    assert value(m, "failoverd_last_failover_duration_seconds") == pytest.approx(1.6)
+    # The peer was last seen alive at 98.9 (its database a primary), the VIP was up at 111.1.
+    assert total == pytest.approx(12.2)
+    assert value(m, "failoverd_last_failover_duration_seconds") == pytest.approx(12.2)
     assert value(m, "failoverd_last_failover_timestamp_seconds") == pytest.approx(WALL + 111.1)
     assert value(m, "failoverd_fences_total", result="unreachable") == 1
     assert value(m, "failoverd_fences_total", result="fenced") == 0
@@ -634,3 +635,19 @@ def test_port_zero_picks_a_free_port_and_serving_twice_is_refused(m: Metrics) ->
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_config_reloads_are_counted_by_result_and_an_applied_one_dates_the_config(
+    m: Metrics,
+) -> None:
+    for result in ("applied", "refused"):
+        assert value(m, "failoverd_config_reloads_total", result=result) == 0
+    m.config_loaded_at(1000.0)
+    m.config_reload("refused", None, 1500.0)
+    assert value(m, "failoverd_config_reloads_total", result="refused") == 1
+    assert value(m, "failoverd_config_loaded_timestamp_seconds") == 1000.0  # the old one stays
+    newer = replace(SETTINGS, nofailover=True)
+    m.config_reload("applied", newer, 2000.0)
+    assert value(m, "failoverd_config_reloads_total", result="applied") == 1
+    assert value(m, "failoverd_config_loaded_timestamp_seconds") == 2000.0
+    assert m.settings is newer  # eligibility is judged with the new policy from now on

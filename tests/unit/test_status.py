@@ -18,7 +18,16 @@ from failoverd.core import (
     SyncRecord,
 )
 from failoverd.core.model import Position, RejoinRequest
-from failoverd.status import CRITICAL, DEGRADED, HEALTHY, as_json, as_table, assess
+from failoverd.status import (
+    CRITICAL,
+    DEGRADED,
+    HEALTHY,
+    as_json,
+    as_table,
+    assess,
+    member_names,
+    mode_of,
+)
 
 MEMBERS = ["fln1", "fln2"]
 MB = 1 << 20
@@ -109,6 +118,14 @@ def test_table_shows_the_last_failover_and_json_round_trips() -> None:
     ]
     table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
     assert "last failover: 1970-01-01 00:01:30Z fln2 -> fln1 (in 0.43 s, epoch 3)" in table
+    # Since the duration counts from the old active's last sign of life, the part after the
+    # lease is shown beside it: a 2.4 s outage no longer reads as "failover in 0.45 s".
+    history[0]["phases"] = {"silence": 1.95, "promotion": 0.45, "total": 2.4}
+    table = as_table(view, assess(view, MEMBERS), "lab", "/x", 100.0, history)
+    assert (
+        "last failover: 1970-01-01 00:01:30Z fln2 -> fln1 "
+        "(in 2.40 s (0.45 s after the lease went free), epoch 3)"
+    ) in table
     doc = json.loads(as_json(view, assess(view, MEMBERS), "lab", "/x", 100.0))
     assert doc["state"] == "healthy" and doc["lease"]["node"] == "fln1"
 
@@ -287,3 +304,18 @@ def test_no_active_is_critical_and_a_strange_standby_degrades() -> None:
     stranger = assess(pair(SyncRecord("fln9", 3, 95.0)), MEMBERS, SYNC)
     assert stranger.code == DEGRADED
     assert stranger.warnings == ("the sync record names fln9, which is not a configured member",)
+
+
+def test_an_admin_host_learns_the_members_and_the_mode_from_zookeeper() -> None:
+    both = cluster(member("fln1", "active"), member("fln2", "passive"))
+    assert member_names(both) == MEMBERS
+    result = assess(both, member_names(both), mode_of(both), from_records=True)
+    assert result.code == HEALTHY, result.warnings
+    # The passive's daemon is down: its record is gone, and only a node's config would name it.
+    alone = cluster(member("fln1", "active"))
+    result = assess(alone, member_names(alone), mode_of(alone), from_records=True)
+    assert result.code == DEGRADED
+    assert result.warnings[0].startswith("only fln1 known from ZooKeeper: the other node")
+    assert mode_of(alone) is ReplicationMode.ASYNC
+    synced = replace(both, sync=SyncRecord("fln2", 3))
+    assert mode_of(synced) is ReplicationMode.SYNC
