@@ -1,16 +1,17 @@
 """Runs every check concurrently, each on its own schedule, behind rise/fall hysteresis.
 
 A check runs in a worker of its own; its scheduler thread waits for the result at most
-``timeout`` (plus a small grace). A probe that hangs past that counts as a failure, and no second
-probe of that check starts until the hung one returns, so a stuck check costs one thread, never
-the daemon loop or the other checks.
+``timeout`` (plus a small grace). A probe that hangs past that counts as a failure, and one more
+for each further timeout it keeps hanging (not one per interval: a single slow answer must not
+count as ``fall`` failures); no second probe of that check starts until the hung one returns, so
+a stuck check costs one thread, never the daemon loop or the other checks.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,10 +132,18 @@ class CheckRunner:
 
     def _probe_once(self, slot: _Slot, started: float) -> Probe:
         if slot.future is not None and not slot.future.done():
+            # The probe that timed out is still running. It failed once already; it fails again
+            # only after another whole timeout. Failing at each interval made one answer slower
+            # than the timeout count as `fall` failures: under load, a false failover.
             since = slot.hung_since if slot.hung_since is not None else started
-            return Probe(
-                False, None, f"hung: previous probe still running after {started - since:.1f} s"
-            )
+            done, _ = wait([slot.future], timeout=slot.cfg.timeout + GRACE)
+            if not done:
+                return Probe(
+                    False,
+                    None,
+                    f"hung: previous probe still running after {self._clock() - since:.1f} s",
+                )
+            started = self._clock()  # it ended late (its outcome counted already): probe afresh
         slot.hung_since = None
         try:
             slot.future = slot.executor.submit(slot.checker.probe)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,3 +91,59 @@ def test_a_reload_carries_each_kept_checks_state_over_under_its_new_rise_and_fal
     assert not snap.complete  # the new check is not judged yet
     added = next(c for c in snap.checks if c.name == "extra")
     assert added.reason == "not judged yet"
+
+
+class Scripted:
+    """A checker whose probes take the scripted seconds each (the last one repeats): a real
+    slow answer in time, on the runner's own threads."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.durations = durations
+        self.calls = 0
+
+    def probe(self) -> Probe:
+        took = self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+        threading.Event().wait(took)
+        return Probe(True, took, "ok")
+
+
+def states(runner: CheckRunner, seconds: float) -> list[bool | None]:
+    """The check's healthy flag, sampled every 20 ms for ``seconds``."""
+    seen = []
+    for _ in range(int(seconds / 0.02)):
+        seen.append(runner.snapshot().checks[0].healthy)
+        time.sleep(0.02)
+    return seen
+
+
+def test_one_probe_slower_than_its_timeout_is_one_failure_not_fall() -> None:
+    """Under load one answer may take longer than the timeout: that probe fails once. It used
+    to count twice (the next interval found it still running and failed again at once), so a
+    single slow answer took a healthy active down with fall = 2: a false failover."""
+    cfg = CheckConfig(name="app", type="command", command=("true",), interval=0.1, timeout=0.3,
+                      rise=1, fall=2)  # fmt: skip
+    checker = Scripted([0.01, 0.45, 0.01])
+    runner = CheckRunner([(cfg, checker)], log=None)
+    runner.start()
+    try:
+        seen = states(runner, 1.5)
+    finally:
+        runner.stop()
+    assert checker.calls >= 3
+    judged = seen[seen.index(True) :]  # before its first probe a check is not judged (False)
+    assert False not in judged, seen
+
+
+def test_a_probe_that_never_returns_still_brings_the_check_down() -> None:
+    cfg = CheckConfig(name="app", type="command", command=("true",), interval=0.1, timeout=0.2,
+                      rise=1, fall=2)  # fmt: skip
+    runner = CheckRunner([(cfg, Scripted([0.01, 30.0]))], log=None)
+    runner.start()
+    try:
+        seen = states(runner, 1.5)
+    finally:
+        runner.stop(wait=False)
+    assert seen[-1] is False, seen
+    down_at = seen.index(False) * 0.02
+    assert down_at < 1.0, seen  # fall x (timeout + grace) after the hang, with room to spare
