@@ -9,6 +9,7 @@ a stuck check costs one thread, never the daemon loop or the other checks.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -126,6 +127,17 @@ class CheckRunner:
                 slot.last = probe
                 slot.probed_at = started
                 after = (slot.hysteresis.healthy, probe.reason)
+            if before[0] != after[0] and after[0] is not None and self._log is not None:
+                # A check that goes down says why, with the probe that took it there: the
+                # decision it leads to names only the state the check is in by then.
+                self._log.log(
+                    logging.INFO if after[0] else logging.WARNING,
+                    "check_up" if after[0] else "check_down",
+                    check=slot.cfg.name,
+                    probe=probe.reason,
+                    latency_s=None if probe.latency is None else round(probe.latency, 3),
+                    observer=not slot.judges_health,
+                )
             if before != after:
                 self._on_change()
             self._stop.wait(max(0.0, started + slot.cfg.interval - self._clock()))
