@@ -219,6 +219,8 @@ class PostgresConfig:
     dbname: str = "postgres"
     password_file: Path | None = None
     data_dir: Path | None = None
+    # postgresql.conf lives here, not in data_dir (Debian: /etc/postgresql/15/main/postgresql.conf)
+    config_file: Path | None = None
     bin_dir: Path = DEFAULT_PG_BIN_DIR
     service_user: str = "postgres"
     # auto: a stopped or diverged node rejoins by itself (follow, pg_rewind, or a clone);
@@ -934,6 +936,7 @@ def _read_postgres(top: _Table) -> PostgresConfig | None:
         dbname=t.string("dbname", d.dbname),
         password_file=t.optional_path("password_file"),
         data_dir=t.optional_path("data_dir"),
+        config_file=t.optional_path("config_file"),
         bin_dir=t.path("bin_dir", d.bin_dir),
         service_user=t.string("service_user", d.service_user),
         rejoin=_read_rejoin_mode(t, d.rejoin),
