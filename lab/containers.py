@@ -719,6 +719,17 @@ class SystemdLab:
                 self._kill_cgroup(node)
         self._clean_after(node)
 
+    def crash(self, node: str) -> None:
+        """The node dies: its link goes down first (nothing it had open says goodbye), then
+        every process of the container, systemd included, is SIGKILLed. ``start_container``
+        boots it again from its rootfs as it was left (``restore_link`` first)."""
+        self.lab._ip(node, "link", "set", "eth0", "down")
+        self._kill_cgroup(node)
+        self._clean_after(node)
+
+    def restore_link(self, node: str) -> None:
+        self.lab._ip(node, "link", "set", "eth0", "up")
+
     def _kill_cgroup(self, node: str) -> None:
         for _ in range(50):
             pids = self._cgroup_pids(node)
@@ -773,6 +784,10 @@ class SystemdLab:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired, ContainerError):
                 journal.write_text(self.journal(node, "-o", "short-precise", "-a"))
                 written.append(journal)
+            pg_log = c.rootfs / "var/lib/postgresql/15/postgres.log"
+            if pg_log.exists():
+                shutil.copy(pg_log, dest / f"{node}-postgres.log")
+                written.append(dest / f"{node}-postgres.log")
             console = c.home / "nspawn.log"
             if console.exists():
                 shutil.copy(console, dest / f"{node}-console.txt")
