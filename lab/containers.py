@@ -22,23 +22,21 @@ Files (under the lab root, default /var/tmp/failoverd-lab)::
                                     operator's scp)
     fln1/failoverd.toml             the node's configuration, as written into the container
 
-and, kept across labs (once per machine), under /var/cache/failoverd-lab: the rootfs tarball
-(debootstrap from the machine's own apt source, the node packages installed without booting)
-and a wheelhouse for installing failoverd offline (the lab network has no route out).
-"""
+and, kept across labs (once per machine), under /var/cache/failoverd-lab (lab/rootfs.py): the
+rootfs tarball (debootstrap from the machine's own apt source, the node packages installed
+without booting) and a wheelhouse for installing failoverd offline (the lab network has no
+route out). What the lab writes into a container is in lab/node_files.py."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,200 +44,25 @@ from typing import Any, Final
 
 from lab.cluster import (
     ADDRESSES,
-    APP_PORT,
-    CHROOT,
-    CLUSTER,
     INITIAL_PRIMARY,
-    METRICS_PORT,
     NODES,
     PG_DB,
-    PG_PORT,
     REPO,
-    SQUID_PORT,
     SYSTEM_PATH,
-    VIP,
-    ZK_HOSTS,
     ZK_SERVERS,
     Lab,
     LabError,
 )
+from lab.node_files import SRC_IN_CONTAINER, app_unit, failoverd_toml, squid_conf
 from lab.process import wait_for
+from lab.rootfs import ContainerError, build_rootfs, build_wheels, nspawn_offline, run_host
 
-CACHE: Final = Path(os.environ.get("LAB_CACHE", "/var/cache/failoverd-lab"))
-ROOTFS_VERSION: Final = 1  # bump when NODE_PACKAGES or the preparation below change
-ROOTFS_TARBALL: Final = CACHE / f"rootfs-bookworm-v{ROOTFS_VERSION}.tar"
-SUITE: Final = "bookworm"
-BASE_PACKAGES: Final = ("systemd", "systemd-sysv", "dbus", "python3", "ca-certificates")
-NODE_PACKAGES: Final = (
-    "postgresql", "postgresql-15", "squid", "openssh-server", "openssh-client",
-    "iputils-arping", "iproute2", "python3-venv", "curl", "procps", "util-linux",
-)  # fmt: skip
-SRC_IN_CONTAINER: Final = "/opt/failoverd-src"  # this checkout, read-only
 WHEELS_IN_CONTAINER: Final = "/opt/failoverd-wheels"
 KEYS_IN_CONTAINER: Final = "/root/failoverd-peer"
 MARKER: Final = "systemd-lab"
 CONTAINER_PATH: Final = SYSTEM_PATH
 BOOT_TIMEOUT: Final = 60.0
 APP_UNIT: Final = "donations.service"
-
-
-class ContainerError(LabError):
-    """A container step failed; the message says which, with the command's output."""
-
-
-def apt_mirror() -> str:
-    """The Debian mirror this machine's apt uses (never a hard-coded one): the first ``URIs:``
-    of a deb822 source for the distribution, else the first ``deb`` line of sources.list."""
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for stanza in path.read_text().split("\n\n"):
-            fields = dict(
-                (k.strip(), v.strip())
-                for k, _, v in (line.partition(":") for line in stanza.splitlines())
-                if not k.startswith("#") and v
-            )
-            suites = fields.get("Suites", "").split()
-            if SUITE in suites and "deb" in fields.get("Types", "").split():
-                return fields["URIs"].split()[0]
-    sources = Path("/etc/apt/sources.list")
-    if sources.exists():
-        for line in sources.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == "deb" and SUITE in parts[2:]:
-                uri = next((p for p in parts[1:] if not p.startswith("[")), None)
-                if uri:
-                    return uri
-    raise ContainerError("no Debian bookworm source in /etc/apt: cannot build the rootfs")
-
-
-def _run(
-    argv: Sequence[str],
-    timeout: float,
-    *,
-    what: str,
-    env: dict[str, str] | None = None,
-    input: str | None = None,
-) -> str:
-    """Run a host command; its output, or ContainerError with it."""
-    try:
-        proc = subprocess.run(
-            list(argv),
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env or {"PATH": SYSTEM_PATH, "LC_ALL": "C", "HOME": "/root"},
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ContainerError(f"{what}: no result within {timeout:g} s") from None
-    out = (proc.stdout + proc.stderr).strip()
-    if proc.returncode != 0:
-        raise ContainerError(f"{what} failed (exit {proc.returncode}):\n{out[-3000:]}")
-    return out
-
-
-def _nspawn_offline(rootfs: Path, argv: Sequence[str], timeout: float, what: str) -> str:
-    """A command in the rootfs without booting it (host network: apt reaches the mirror)."""
-    return _run(
-        [
-            "systemd-nspawn", "-q", "-D", str(rootfs), "--keep-unit", "--register=no",
-            "--console=pipe", "--setenv=DEBIAN_FRONTEND=noninteractive", "--setenv=LC_ALL=C",
-            *argv,
-        ],
-        timeout,
-        what=what,
-    )  # fmt: skip
-
-
-def build_rootfs(log: Callable[[str], None]) -> Path:
-    """The cached rootfs tarball, built when absent (≈ 70 s, once per machine)."""
-    if ROOTFS_TARBALL.exists():
-        return ROOTFS_TARBALL
-    CACHE.mkdir(parents=True, exist_ok=True)
-    build = CACHE / f"build-{os.getpid()}"
-    shutil.rmtree(build, ignore_errors=True)
-    t0 = time.monotonic()
-    mirror = apt_mirror()
-    log(f"rootfs: debootstrap {SUITE} from {mirror} (once per machine)")
-    try:
-        _run(
-            [
-                "debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                SUITE, str(build), mirror,
-            ],
-            600,
-            what="debootstrap",
-        )  # fmt: skip
-        # The machine's own apt sources (debootstrap's default lacks updates and security).
-        (build / "etc/apt/sources.list").unlink(missing_ok=True)
-        for src in Path("/etc/apt/sources.list.d").glob("*.sources"):
-            shutil.copy(src, build / "etc/apt/sources.list.d" / src.name)
-        if Path("/etc/apt/sources.list").exists():
-            shutil.copy("/etc/apt/sources.list", build / "etc/apt/sources.list")
-        policy = build / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        log(f"rootfs: installing {' '.join(NODE_PACKAGES)}")
-        _nspawn_offline(
-            build,
-            [
-                "sh", "-c",
-                "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
-                + " ".join(NODE_PACKAGES) + " && apt-get clean && rm -rf /var/lib/apt/lists/*",
-            ],
-            600,
-            "apt-get install in the rootfs",
-        )  # fmt: skip
-        policy.unlink()
-        # Each copy gets its own identity at first boot (machine-id) and from the lab (SSH
-        # host keys, its own PostgreSQL cluster): none is baked in.
-        (build / "etc/machine-id").write_text("")
-        (build / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-        for key in (build / "etc/ssh").glob("ssh_host_*"):
-            key.unlink()
-        tmp = ROOTFS_TARBALL.with_suffix(".tmp")
-        _run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(tmp), "."], 300, what="tar")
-        tmp.rename(ROOTFS_TARBALL)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    log(f"rootfs: {ROOTFS_TARBALL} in {time.monotonic() - t0:.0f} s")
-    return ROOTFS_TARBALL
-
-
-def build_wheels(venv: Path, log: Callable[[str], None]) -> Path:
-    """A wheelhouse with failoverd's dependencies and build backend, for ``install-node
-    --wheels`` in containers whose network has no way out; cached by pyproject.toml."""
-    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    wheels = CACHE / f"wheels-{digest}"
-    if (wheels / ".complete").exists():
-        return wheels
-    shutil.rmtree(wheels, ignore_errors=True)
-    wheels.mkdir(parents=True)
-    log(f"wheels: {wheels}")
-    src = CACHE / f"src-{os.getpid()}"
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir()
-    try:
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(REPO / name, src / name)
-        shutil.copytree(REPO / "failoverd", src / "failoverd")
-        pip = str(venv / "bin" / "pip")
-        env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        _run([pip, "wheel", "-q", "-w", str(wheels), str(src)], 600, what="pip wheel", env=env)
-        _run(
-            [pip, "download", "-q", "-d", str(wheels), "setuptools>=68", "wheel", "pip"],
-            600,
-            what="pip download",
-            env=env,
-        )
-    finally:
-        shutil.rmtree(src, ignore_errors=True)
-    # The project's own wheel is built by install-node from the checkout, not taken from here.
-    for stale in wheels.glob("failoverd-*.whl"):
-        stale.unlink()
-    (wheels / ".complete").touch()
-    return wheels
 
 
 @dataclass(frozen=True)
@@ -383,7 +206,7 @@ class SystemdLab:
         c = self.container(node)
         shutil.rmtree(c.home, ignore_errors=True)
         c.rootfs.mkdir(parents=True)
-        _run(
+        run_host(
             ["tar", "-C", str(c.rootfs), "--numeric-owner", "-xpf", str(tarball)], 120, what="untar"
         )
         r = c.rootfs
@@ -391,7 +214,7 @@ class SystemdLab:
         hosts = "127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a in ADDRESSES.items())
         (r / "etc/hosts").write_text(hosts)
         (r / "etc/machine-id").write_text("")
-        _nspawn_offline(
+        nspawn_offline(
             r,
             [
                 "sh", "-c",
@@ -404,8 +227,8 @@ class SystemdLab:
         # The journal on disk, so the host can read it (journalctl -D) after a poweroff.
         (r / "var/log/journal").mkdir(exist_ok=True)
         (r / f"{KEYS_IN_CONTAINER.lstrip('/')}").mkdir(mode=0o700, exist_ok=True)
-        (r / "etc/squid/squid.conf").write_text(_squid_conf(node))
-        (r / f"etc/systemd/system/{APP_UNIT}").write_text(_app_unit(node))
+        (r / "etc/squid/squid.conf").write_text(squid_conf(node))
+        (r / f"etc/systemd/system/{APP_UNIT}").write_text(app_unit(node))
         # sshd's default is fine for fencing: root by key only (prohibit-password); the
         # forced command comes from authorized_keys. Only: no DNS lookups of clients.
         (r / "etc/ssh/sshd_config.d/lab.conf").write_text("UseDNS no\n")
@@ -533,7 +356,7 @@ class SystemdLab:
     def write_config(self, node: str, failsafe_secret: str) -> None:
         """The lab's failoverd.toml for a container node (Debian layout, /etc/failoverd keys,
         /run/failoverd store), into the container and beside it on the host."""
-        text = _failoverd_toml(node)
+        text = failoverd_toml(node)
         etc = self.container(node).rootfs / "etc/failoverd"
         etc.mkdir(mode=0o750, exist_ok=True)
         (etc / "failoverd.toml").write_text(text)
@@ -809,107 +632,3 @@ class SystemdLab:
                 f"{st.get('ActiveState')}/{st.get('SubState')}: {st.get('StatusText', '')}"
             )
         return lines
-
-
-# -- what the lab writes into the containers ------------------------------------------------------
-
-
-def _squid_conf(node: str) -> str:
-    """The lab's Squid (lab/templates/squid.conf) as Debian's squid.service runs it."""
-    text = (REPO / "lab" / "templates" / "squid.conf").read_text()
-    values = {
-        "NODE": node,
-        "SQUID_PORT": str(SQUID_PORT),
-        "APP_HOST": "127.0.0.1",
-        "APP_PORT": str(APP_PORT),
-        "SQUID_DIR": "/var/log/squid",
-    }
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.findall(r"@[A-Z][A-Z0-9_]*@", text)
-    if left:
-        raise ContainerError(f"squid.conf template: no value for {', '.join(left)}")
-    text = text.replace("pid_filename none", "pid_filename /run/squid.pid")
-    text = text.replace("coredump_dir /var/log/squid", "coredump_dir /var/spool/squid")
-    # No DNS wait at start (COMPONENTS.md); a quick poweroff.
-    return text + f"visible_hostname {node}\n"
-
-
-def _app_unit(node: str) -> str:
-    return f"""\
-# The lab's demo app (lab/donations) on {node}, from the checkout mounted at {SRC_IN_CONTAINER},
-# with the interpreter of failoverd's virtual environment (it has psycopg). Written by
-# lab/containers.py.
-[Unit]
-Description=donations demo app (failoverd lab)
-After=network.target
-
-[Service]
-User=postgres
-Environment=PYTHONPATH={SRC_IN_CONTAINER} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-ExecStart=/opt/failoverd/bin/python -m lab.donations --host 127.0.0.1 --port {APP_PORT} \
-  --dsn "host=/var/run/postgresql user=postgres dbname={PG_DB}" --node {node} \
-  --fault-file /var/lib/postgresql/app.fault
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _failoverd_toml(node: str) -> str:
-    """The lab's template (lab/templates/failoverd.toml) with a container node's paths."""
-    peer = next(n for n in NODES if n != node)
-    text = (REPO / "lab" / "templates" / "failoverd.toml").read_text()
-    hosts = ", ".join(f'"{h}"' for h in ZK_HOSTS.split(","))
-    values = {
-        "NODE": node,
-        "PEER": peer,
-        "ADDR": ADDRESSES[node],
-        "PEER_ADDR": ADDRESSES[peer],
-        "CLUSTER": CLUSTER,
-        "CHROOT": CHROOT,
-        "ZK_HOSTS_TOML": hosts,
-        "SSH_PORT": "22",
-        "PG_PORT": str(PG_PORT),
-        "VIP": VIP,
-        "VIP_IFACE": "eth0",
-        "SSH_DIR": "/etc/failoverd",
-        "REPLICATION_MODE": "sync",
-        "FAILSAFE": "true",
-        "LAB_DIR": "/run/failoverd",
-        "PG_DB": PG_DB,
-        "PG_DATA": "/var/lib/postgresql/15/main",
-        "PG_BIN": "/usr/lib/postgresql/15/bin",
-        "APP_PORT": str(APP_PORT),
-        "SQUID_PORT": str(SQUID_PORT),
-        "METRICS_ENABLED": "true",
-        "METRICS_PORT": str(METRICS_PORT),
-    }
-    lines = []
-    for line in text.splitlines():
-        # No power switch in a container: the lab's is a host command.
-        if line.startswith(("power_command", "power_timeout")):
-            continue
-        lines.append(line)
-    text = "\n".join(lines) + "\n"
-    text = text.replace('"@LAB_ROOT@/failsafe.key"', '"/etc/failoverd/failsafe.key"')
-    text = text.replace('store_dir = "@LAB_DIR@/failsafe"', 'store_dir = "/run/failoverd"')
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    text = text.replace(
-        'data_dir = "/var/lib/postgresql/15/main"',
-        'data_dir = "/var/lib/postgresql/15/main"\n'
-        'config_file = "/etc/postgresql/15/main/postgresql.conf"\n'
-        'password_file = "/etc/failoverd/postgres.password"',
-    )
-    left = re.findall(r"@[A-Z][A-Z0-9_]*@", text)
-    if left:
-        raise ContainerError(
-            f"failoverd.toml template: no value for {', '.join(sorted(set(left)))}"
-        )
-    header = (
-        f"# Written by lab/containers.py for {node} (systemd lab): lab/templates/failoverd.toml"
-    )
-    return header + " with the paths of an installed node.\n" + text
