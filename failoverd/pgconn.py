@@ -274,6 +274,9 @@ def connect(
         "dbname": dbname,
         "application_name": application_name,
         "options": f"-c statement_timeout={statement_ms}",
+        # Text as str even from a SQL_ASCII database (a cluster made under the C locale),
+        # for which psycopg would otherwise return bytes.
+        "client_encoding": "UTF8",
     }
     if password is not None:
         params["password"] = password

@@ -34,9 +34,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from failoverd.log import SYSLOG_PRIORITY, stdout_is_journal
 
 ROLE_FILE_ENV = "FAILOVERD_ROLE_FILE"
 ROLE_FILE_NAME = "role"
@@ -109,27 +111,43 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     path = role_file_path(env)
     decision = decide(env, read_role(path))
-    print(f"failoverd-stop-post: {decision.why}", file=sys.stderr, flush=True)
+    # A fence is what an operator must see (journalctl -p warning); a failed one, an error.
+    say = _journal_printer(env)
+    say(f"failoverd-stop-post: {decision.why}", "warning" if decision.fence else "info")
     if not decision.fence:
         return 0
     failoverd = shutil.which("failoverd", path=env.get("PATH"))
     if failoverd is None:
-        print("failoverd-stop-post: error: failoverd not found on PATH", file=sys.stderr)
+        say("failoverd-stop-post: error: failoverd not found on PATH", "error")
         return 1
     try:
         done = subprocess.run(
             [failoverd, "fence-self"],
             stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=FENCE_TIMEOUT,
             env=dict(env),
             check=False,
         )
     except subprocess.TimeoutExpired:
-        print(
-            f"failoverd-stop-post: error: fence-self took over {FENCE_TIMEOUT:g} s", file=sys.stderr
-        )
+        say(f"failoverd-stop-post: error: fence-self took over {FENCE_TIMEOUT:g} s", "error")
         return 1
+    for line in (done.stdout + done.stderr).splitlines():
+        say(line, "warning" if done.returncode == 0 else "error")
     return done.returncode
+
+
+def _journal_printer(env: Mapping[str, str]) -> Callable[[str, str], None]:
+    """Print to stderr; with the journal's ``<N>`` priority prefix when stderr is its stream
+    (failoverd/log.py), so that journald files each line at its level."""
+    journal = stdout_is_journal(env, sys.stderr)
+
+    def say(line: str, level: str) -> None:
+        prefix = f"<{SYSLOG_PRIORITY[level]}>" if journal else ""
+        print(f"{prefix}{line}", file=sys.stderr, flush=True)
+
+    return say
 
 
 if __name__ == "__main__":

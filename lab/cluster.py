@@ -1439,6 +1439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="[replication] mode of both daemons (default: the lab's, "
         f"{LAB_REPLICATION_MODE} on a new lab); a running lab is switched to it",
     )
+    p.add_argument(
+        "--systemd",
+        action="store_true",
+        help="fln1 and fln2 as booted Debian containers, installed by scripts/install-node "
+        "(lab/containers.py)",
+    )
     p = sub.add_parser(
         "mode",
         help="print the replication mode, or switch a running lab to MODE (both configs "
@@ -1510,6 +1516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("exec", help="run a command inside a lab namespace")
     p.add_argument("ns", choices=list(NAMESPACES))
     p.add_argument("argv", nargs=argparse.REMAINDER)
+    p = sub.add_parser("enter", help="run a command inside a node's container (--systemd lab)")
+    p.add_argument("node", choices=list(NODES))
+    p.add_argument("argv", nargs=argparse.REMAINDER)
     p = sub.add_parser("failoverctl", help="failoverctl with a node's config, in its namespace")
     p.add_argument("node", choices=list(NODES))
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -1519,8 +1528,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     lab = Lab(args.root, log=None if args.quiet else say)
+    # The systemd tier (lab/containers.py) runs on this lab's network and ZooKeeper.
+    from lab.containers import SystemdLab  # noqa: PLC0415 (it imports this module)
+
+    containers = SystemdLab(lab)
     try:
         match args.command:
+            case "up" if args.systemd:
+                if args.mode is not None:
+                    parser.error("--mode: the systemd lab runs its own configuration (sync)")
+                containers.up()
+            case "down" if containers.is_systemd_lab() or containers.leftovers():
+                containers.down()
+            case "status" if containers.is_systemd_lab() and not args.json:
+                print("\n".join(containers.status_lines()))
+                st = lab.status()
+                print(st.render(), end="")
+                return 0
+            case "enter":
+                if not args.argv:
+                    parser.error("enter: which command?")
+                proc = containers.run(args.node, args.argv, timeout=600.0)
+                sys.stdout.write(proc.stdout)
+                sys.stderr.write(proc.stderr)
+                return proc.returncode
             case "up":
                 lab.up(replication_mode=args.mode, monitoring=args.monitoring)
             case "monitoring":

@@ -8,9 +8,11 @@ stopped ex-primary follows the new primary across the timeline switch; a crashed
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,9 @@ pytest_plugins = ["tests.integration.conftest_servers"]
 MakePostgres = Callable[..., PostgresServer]
 
 
-def local(server: PostgresServer, clock: Callable[[], float] = boottime) -> LocalDatabase:
-    """The adapter, configured for a lab server as failoverd.toml would configure it."""
-    pg = PostgresConfig(
+def db_config(server: PostgresServer) -> PostgresConfig:
+    """``[postgres]`` for a lab server, as failoverd.toml would configure it."""
+    return PostgresConfig(
         host=server.host,
         port=server.port,
         user="postgres",
@@ -41,7 +43,11 @@ def local(server: PostgresServer, clock: Callable[[], float] = boottime) -> Loca
         bin_dir=BIN_DIR,
         service_user=server.os_user,
     )
-    return LocalDatabase(pg, clock, node=f"node-{server.name}")
+
+
+def local(server: PostgresServer, clock: Callable[[], float] = boottime) -> LocalDatabase:
+    """The adapter, configured for a lab server as failoverd.toml would configure it."""
+    return LocalDatabase(db_config(server), clock, node=f"node-{server.name}")
 
 
 def one(pg: PostgresServer, query: Any, params: tuple[Any, ...] = ()) -> Any:
@@ -347,3 +353,33 @@ def test_promote_starts_a_cleanly_stopped_primary(make_postgres: MakePostgres) -
     assert f"removed stale postmaster.pid, .s.PGSQL.{server.port}.lock" in result.detail
     assert not server.is_in_recovery()
     assert db.recorded_epoch() == 4
+
+
+def test_postgresql_conf_outside_the_data_directory_as_debian_keeps_it(
+    make_postgres: MakePostgres,
+) -> None:
+    """Debian keeps postgresql.conf in /etc/postgresql/VERSION/CLUSTER: without
+    ``[postgres] config_file`` a start finds no configuration; with it, the daemon starts the
+    server on that file (``pg_ctl -o '-c config_file=...'``)."""
+    server = make_postgres("dl")
+    db = local(server)
+    assert db.stop("fast", 10.0).clean
+    etc = server.data_dir.parent / "etc dir"  # a space: the path goes through pg_ctl's shell
+    etc.mkdir()
+    conf = etc / "postgresql.conf"
+    shutil.move(server.data_dir / "postgresql.conf", conf)
+    subprocess.run(["chown", "-R", f"{server.os_user}:", str(etc)], check=True, timeout=10)
+
+    refused = db.promote(5, boottime() + 10.0, 15.0)
+    assert not refused.ok
+    assert "postgresql.conf" in refused.detail or "configuration file" in refused.detail, (
+        refused.detail
+    )
+
+    pg = replace(db_config(server), config_file=conf)
+    debian = LocalDatabase(pg, boottime, node="node-dl")
+    result = debian.promote(5, boottime() + 10.0, 15.0)
+    assert result.ok, result.detail
+    assert "started the stopped primary" in result.detail
+    assert one(server, "SHOW config_file") == str(conf)
+    assert debian.recorded_epoch() == 5

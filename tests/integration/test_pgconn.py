@@ -118,3 +118,30 @@ def test_walsender_connection_and_the_data_directory(
         (server.data_dir / "postmaster.pid").unlink()
     missing = pgconn.read_control_data(server.bin_dir, server.data_dir / "nope", 5.0)
     assert missing.state is None and missing.error
+
+
+def test_text_comes_back_as_text_from_a_sql_ascii_database(
+    make_postgres: Callable[..., PostgresServer],
+) -> None:
+    """A cluster created under the C locale (a Debian node without LANG) is SQL_ASCII, and
+    psycopg returns bytes for its text unless the client asks for UTF-8: settings compared
+    with strings (synchronous_standby_names) then never matched, and promotions failed."""
+    server = make_postgres("pa")
+    with server.connect() as conn:
+        conn.autocommit = True
+        conn.execute(
+            "CREATE DATABASE ascii TEMPLATE template0 ENCODING 'SQL_ASCII'"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    with pgconn.connect(
+        "127.0.0.1",
+        server.port,
+        user="postgres",
+        dbname="ascii",
+        password=None,
+        timeout=5.0,
+        application_name="test-pgconn",
+    ) as conn:
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+    assert row is not None
+    assert row[0] == "on"

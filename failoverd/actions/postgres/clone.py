@@ -102,7 +102,7 @@ class Clone:
         try:
             steps.extend(self.svc.restore_config(clone_dir, self.svc.keep_config(data_dir)))
             self.replication.write_standby_config(primary_host, primary_port, clone_dir)
-            clone_dir.chmod(0o700)
+            _make_private(clone_dir)
             self.svc.chown(clone_dir)
         except (OSError, KeyError, psycopg.ProgrammingError) as e:
             shutil.rmtree(clone_dir, ignore_errors=True)
@@ -216,6 +216,16 @@ class Clone:
             application_name=self.svc.node,
             connect_timeout=str(max(2, math.ceil(min(10.0, until - self.clock())))),
         )
+
+
+def _make_private(path: Path) -> None:
+    """Mode 0700, as PostgreSQL wants its data directory. Under the unit, root has no
+    CAP_FOWNER: it cannot chmod what the service user owns, so it takes the directory back
+    first (CAP_CHOWN); the caller gives it to the service user again."""
+    if path.stat().st_mode & 0o777 == 0o700:
+        return
+    os.chown(path, os.geteuid(), os.getegid())
+    path.chmod(0o700)
 
 
 def _size_mb(path: Path) -> float:

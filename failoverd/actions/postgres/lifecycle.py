@@ -435,6 +435,7 @@ class Lifecycle:
             "-l", log,
             "-w", "-t", str(max(1, math.ceil(remaining))),
             "-s",
+            *self.svc.server_options(),
         ]  # fmt: skip
         t0 = self.clock()
         ok, out = self.svc.run(argv, remaining + 2.0, kill_group=False)

@@ -303,6 +303,7 @@ class Rewind:
             self.svc.bin("pg_rewind"),
             "--target-pgdata", str(self.data_dir),
             "--source-server", self._source_conninfo(primary_host, primary_port, deadline),
+            *self.svc.rewind_options(),
         ]  # fmt: skip
         ok, out = self.svc.run(
             argv, max(0.5, deadline - self.clock()), env=self.svc.password_env(), lines=8

@@ -119,6 +119,20 @@ class Service:
     def bin(self, name: str) -> str:
         return str(self.pg.bin_dir / name)
 
+    def server_options(self) -> list[str]:
+        """``pg_ctl -o`` for a postgresql.conf outside the data directory (Debian keeps it in
+        /etc/postgresql/VERSION/CLUSTER): without it the server finds no configuration."""
+        if self.pg.config_file is None:
+            return []
+        return ["-o", f"-c config_file={_quote_option(str(self.pg.config_file))}"]
+
+    def rewind_options(self) -> list[str]:
+        """pg_rewind runs the server in single-user mode to finish crash recovery of the
+        target; it needs the same configuration file to do so."""
+        if self.pg.config_file is None:
+            return []
+        return [f"--config-file={self.pg.config_file}"]
+
     def account(self) -> pwd.struct_passwd:
         return pwd.getpwnam(self.pg.service_user)
 
@@ -202,3 +216,8 @@ def tail(text: str, lines: int = 5, chars: int = 600) -> str:
 def scalar(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> Any:
     row = conn.execute(query, params).fetchone()
     return None if row is None else row[0]
+
+
+def _quote_option(value: str) -> str:
+    """A value for ``pg_ctl -o``, which passes its text through a shell: single-quoted."""
+    return "'" + value.replace("'", "'\\''") + "'"
