@@ -641,6 +641,7 @@ class State:
     paused_serving: bool = False  # paused while it may hold the VIP or the writable primary
     left_serving_recorded: bool = False  # stopping while paused: last_leader says it serves on
     peer_left_serving_seen_at: float | None = None  # first saw last_leader say the peer serves on
+    peer_readopt_wait_from: float | None = None  # began waiting for that peer's daemon to re-adopt
     rejoin: Rejoin | None = None
     rejoin_retry_at: float | None = None  # after a failed rejoin step: no new attempt before
     stalls: int = 0  # rejoins that ended in a replica that does not stream: each escalates

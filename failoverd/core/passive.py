@@ -314,7 +314,7 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
     ):
         # Its daemon stopped while paused and left it serving: nothing on that node will stop
         # it, so "unreachable" proves nothing. Only a fence that reached it does.
-        if not _view_settled(st):
+        if not _view_settled(st) or _waiting_for_readopt(st):
             return
         reason = st.decide(
             "fence_before_lease",
@@ -362,6 +362,32 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         )
     )
     st.emit(AcquireLease, reason, expected_epoch=c.epoch)
+
+
+def _waiting_for_readopt(st: context.Ctx) -> bool:
+    """The peer left serving is back under a daemon (its member record, bound to its session,
+    is there): it re-adopts the VIP and primary it kept and takes the lease again, as after a
+    `systemctl restart` while paused. Fencing it now would make that restart a switchover.
+    Waiting is safe (the lease stays free, nobody promotes); it is bounded, and a daemon that
+    has not taken the lease within about two session timeouts is fenced as before."""
+    c = st.cluster
+    peer = None if c is None else c.member(st.s.peer)
+    if not isinstance(peer, MemberStatus) or peer.role == Role.FENCED.value:
+        return False
+    since = st.state.peer_readopt_wait_from
+    if since is None:
+        since = st.obs.now
+        st.set(peer_readopt_wait_from=since)
+    grace = 4 * st.s.self_fence_after  # two session timeouts, self_fence_after being half one
+    if st.obs.now - since >= grace:
+        return False
+    st.decide(
+        "waiting_for_readopt",
+        f"lease free; {st.s.peer} was left serving when its daemon stopped while paused, and its "
+        f"daemon is back ({peer.role}): waiting up to {grace:g} s for it to take the lease "
+        "again before fencing it",
+    )
+    return True
 
 
 def _view_settled(st: context.Ctx) -> bool:

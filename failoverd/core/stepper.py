@@ -144,7 +144,7 @@ def track_cluster(st: context.Ctx) -> None:
         if st.state.peer_left_serving_seen_at is None:
             st.set(peer_left_serving_seen_at=st.obs.now)
     elif st.state.peer_left_serving_seen_at is not None:
-        st.set(peer_left_serving_seen_at=None)
+        st.set(peer_left_serving_seen_at=None, peer_readopt_wait_from=None)
 
 
 def dispatch(st: context.Ctx, result: context.Done | None) -> None:

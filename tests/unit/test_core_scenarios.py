@@ -711,6 +711,30 @@ def test_the_peer_is_fenced_before_a_takeover_from_a_node_left_serving() -> None
     assert [d.code for d in seen.step.decisions] == ["peer_fenced", "acquiring"]
 
 
+def test_a_node_left_serving_whose_daemon_is_back_is_given_time_to_take_its_lease_again() -> None:
+    """`systemctl restart` of a paused active: its daemon is back (its member record is there)
+    and will re-adopt the VIP and primary it kept. Fencing it then would turn the restart into
+    a switchover after the pause (seen in the systemd lab); wait for it, for a while."""
+    n1 = passive_at_epoch_3()
+    back = left_serving(1000.0).peer_member(Role.STARTING).peer_db(PeerDb.PRIMARY)
+    seen = n1.see(back)
+    seen.expect(Role.PASSIVE, "waiting_for_readopt")
+    assert PEER in seen.text and "take" in seen.text, seen.text
+    n1.see(left_serving(1002.0).peer_member(Role.STARTING).peer_db(PeerDb.PRIMARY)).expect(
+        Role.PASSIVE, "waiting_for_readopt"
+    )
+    # It never took the lease back: after the grace, fence it as for any node left serving.
+    late = left_serving(1000.0 + 4 * SFA + 0.1).peer_member(Role.STARTING)
+    n1.see(late.peer_db(PeerDb.PRIMARY)).expect(Role.PASSIVE, "fence_before_lease", "FencePeer")
+
+
+def test_a_node_left_serving_without_its_daemon_is_fenced_at_once() -> None:
+    n1 = passive_at_epoch_3()
+    n1.see(left_serving(1000.0).peer_db(PeerDb.PRIMARY)).expect(
+        Role.PASSIVE, "fence_before_lease", "FencePeer"
+    )
+
+
 def test_a_forced_promote_overrides_the_node_left_serving() -> None:
     n1 = passive_at_epoch_3()
     forced = left_serving(1100.0).peer_db(PeerDb.UNREACHABLE).switchover(NODE, force=True)
