@@ -38,7 +38,14 @@ import pytest
 from failoverd.config import Timings, load_config
 from failoverd.daemon import Daemon
 from failoverd.notify import Notifier, NotifyError, parse_watchdog_usec, socket_address
-from failoverd.stoppost import FENCE_ROLES, decide, read_role, role_file_path, write_role
+from failoverd.stoppost import (
+    FENCE_ROLES,
+    ROLE_FILE_NAME,
+    decide,
+    read_role,
+    role_file_path,
+    write_role,
+)
 from lab.loopback import BIN, DaemonProcess, write_config
 from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer
@@ -147,6 +154,11 @@ def test_unit_settings_the_design_relies_on() -> None:
     assert s["Restart"] == ["on-failure"]
     assert s["KillMode"] == ["process"]  # the postmaster it starts outlives a daemon restart
     assert s["RuntimeDirectory"] == ["failoverd"]  # the role file ExecStopPost reads
+    # ... and the failsafe's pledges, which must outlive a stop and a start: the directory is
+    # kept, and the role file, one run's only, cleared before each start.
+    assert s["RuntimeDirectoryPreserve"] == ["yes"]
+    assert s["ExecStartPre"] == ["/bin/rm -f %t/failoverd/role"]
+    assert ROLE_FILE_NAME == "role"
     # WatchdogSec below the default self-fence deadline (the lab's is the same 1 s) and above
     # the longest gap between two pings of a healthy loop.
     watchdog = seconds(s["WatchdogSec"][0])
