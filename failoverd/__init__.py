@@ -2,4 +2,4 @@
 
 # The only place the version is written: pyproject.toml reads it from here (dynamic), and the
 # daemon publishes it in its member record, so a checkout and an install cannot disagree.
-__version__ = "0.1.0"
+__version__ = "0.2.0"

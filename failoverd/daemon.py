@@ -51,7 +51,7 @@ from failoverd.core import (
     supervision_role,
 )
 from failoverd.failsafe import FailsafeChannel, FailsafeError
-from failoverd.fencecheck import FENCING_CHECK_PAUSED, FencingChecker
+from failoverd.fencecheck import FENCING_CHECK_PAUSED, FencingChecker, knows_dry_run
 from failoverd.metrics import FAILOVER_KINDS, Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
@@ -493,8 +493,17 @@ class Daemon:
             cfg.fencing,
             self.log,
             lambda found, at: self.metrics.fencing_checked(found.ok, at),
-            lambda: self.state.role not in FENCING_CHECK_PAUSED,
+            self._may_check_fencing,
         )
+
+    def _may_check_fencing(self) -> bool:
+        """Not while taking over or stepping down, and only a peer whose daemon answers the dry
+        run without fencing (its member record's version): never fence a peer by checking."""
+        if self.state.role in FENCING_CHECK_PAUSED:
+            return False
+        view = self.zk.view()
+        peer = None if view is None else view.member(self.cfg.peer.name)
+        return isinstance(peer, MemberStatus) and knows_dry_run(peer.version)
 
     def _apply(self, cfg: Config, applied: tuple[str, ...]) -> None:
         """Swap in a configuration whose every change is safe live: the core's settings, the

@@ -16,8 +16,10 @@ it has an SSH connection of its own on a thread of its own, sharing nothing with
 fences. The daemon still does not start one while it is taking over or stepping down (promoting,
 demoting, fenced), so that the peer's log tells a fence from a check.
 
-One hazard remains and is documented: a peer whose failoverd predates the dry run fences itself
-for real when asked for one. The check recognises that answer and says so loudly.
+One hazard remains: a peer whose failoverd predates the dry run (before ``DRY_RUN_SINCE``) fences
+itself for real when asked for one. The daemon therefore checks only a peer whose member record
+shows a version that knows the dry run (a rolling upgrade from an older one is quiet until both
+are upgraded); `failoverctl check-fencing`, run by a person, recognises that answer and says so.
 """
 
 from __future__ import annotations
@@ -43,14 +45,17 @@ from failoverd.core import Role
 
 __all__ = [
     "DRY_RUN_PREFIX",
+    "DRY_RUN_SINCE",
     "FENCING_CHECK_PAUSED",
     "FencingCheck",
     "FencingChecker",
     "check_fencing",
     "dry_run_line",
+    "knows_dry_run",
 ]
 
 DRY_RUN_PREFIX: Final = "fence-self dry run on "
+DRY_RUN_SINCE: Final = (0, 2, 0)  # the first failoverd whose fence-self knows the dry run
 RETRY_SKIPPED_AFTER: Final = 5.0  # seconds: a check skipped during a takeover is tried again soon
 FENCING_CHECK_PAUSED: Final = frozenset({Role.PROMOTING, Role.DEMOTING, Role.FENCED})
 """Roles in which the daemon starts no check: taking over, stepping down, fenced itself."""
@@ -69,6 +74,16 @@ _CONNECT_WHAT: Final = {
     HOST_KEY_CHANGED: "host key changed (not the one in known_hosts)",
     AUTHENTICATION: "authentication refused",
 }
+
+
+def knows_dry_run(version: str) -> bool:
+    """Does a failoverd of ``version`` (a member record's) answer the dry run without fencing?
+    An unreadable version does not: asking it could fence the peer for real."""
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:3])
+    except ValueError:
+        return False
+    return len(parts) == 3 and parts >= DRY_RUN_SINCE
 
 
 @dataclass(frozen=True)

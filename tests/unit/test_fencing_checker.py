@@ -12,7 +12,13 @@ from prometheus_client import CollectorRegistry
 
 from failoverd.config import FencingConfig, Member
 from failoverd.core import Role
-from failoverd.fencecheck import FENCING_CHECK_PAUSED, FencingCheck, FencingChecker, dry_run_line
+from failoverd.fencecheck import (
+    FENCING_CHECK_PAUSED,
+    FencingCheck,
+    FencingChecker,
+    dry_run_line,
+    knows_dry_run,
+)
 from failoverd.metrics import Metrics
 
 PEER = Member("fln2", "10.77.0.12")
@@ -155,3 +161,12 @@ def test_the_peers_line_says_what_it_could_not_do() -> None:
         "fence-self dry run on fln2: FAILED: could not fence: "
         "vip.interface: no eth0; pg_ctl missing"
     )
+
+
+def test_only_a_peer_that_knows_the_dry_run_is_asked_for_one() -> None:
+    """An older fence-self ignores what it is asked and fences: the daemon must not ask it."""
+    assert knows_dry_run("0.2.0") and knows_dry_run("0.10.1") and knows_dry_run("1.0.0")
+    assert not knows_dry_run("0.1.0")
+    assert not knows_dry_run("")  # a record without a version
+    assert not knows_dry_run("0.2")  # unreadable: not asked
+    assert not knows_dry_run("dev")
