@@ -113,6 +113,7 @@ from lab.cluster import CLIENT_NS, ZK_HOSTS, Lab, LabError, netns_id
 from lab.ensemble import SERVERS
 from lab.loopback import BIN, DaemonProcess, write_config
 from lab.process import wait_for
+from lab.sshd import stand_in_fencing
 from lab.zookeeper import LAB_TIMING, LoopbackEnsemble, QuorumServer, ZooKeeperError
 
 NODE_NAMES = ("n1", "n2")
@@ -254,9 +255,15 @@ def member_addresses(index: int) -> dict[str, str]:
     return {name: f"{net}.{i}" for i, name in enumerate(NODE_NAMES, start=1)}
 
 
-def node_config_extra(failsafe: FailsafeFiles | None = None, node: str = "") -> str:
+def node_config_extra(
+    failsafe: FailsafeFiles | None = None,
+    node: str = "",
+    fencing_files: tuple[Path, Path] | None = None,
+) -> str:
     """The tables every scale node has on top of write_config's: fencing and one check, and
-    the failsafe (each node its own store, one secret for all) when asked for."""
+    the failsafe (each node its own store, one secret for all) when asked for.
+    ``fencing_files``: stand-in (identity, known_hosts) so that check-config's file checks
+    pass; the SSH level reaches nothing either way."""
     pledges = ""
     if failsafe is not None:
         pledges = (
@@ -267,11 +274,17 @@ def node_config_extra(failsafe: FailsafeFiles | None = None, node: str = "") -> 
         )
     return pledges + (
         "\n[fencing]\n"
-        "# No sshd and no key on these loopback nodes: the SSH level fails at once and the\n"
-        "# power level fences. A loopback node holds no VIP and no database: nothing to cut.\n"
+        "# No sshd on these loopback nodes (the keys are stand-ins): the SSH level fails at once\n"
+        "# and the power level fences. A loopback node holds no VIP and no database.\n"
         'power_command = ["true"]\n'
         "power_timeout = 5.0\n"
-        "\n[checks.alive]\n"
+        "check_interval = 0\n"
+        + (
+            ""
+            if fencing_files is None
+            else f'identity_file = "{fencing_files[0]}"\nknown_hosts = "{fencing_files[1]}"\n'
+        )
+        + "\n[checks.alive]\n"
         'type = "command"\n'
         'command = ["true"]\n'
         f"interval = {CHECK_INTERVAL}\n"
@@ -331,6 +344,7 @@ def make_cluster(
     directory = workdir / f"scale-{index:03d}"
     directory.mkdir(parents=True, exist_ok=True)
     cluster = ScaleCluster(index, {})
+    fencing_files = stand_in_fencing(directory, sorted(set(member_addresses(index).values())))
     for node in NODE_NAMES:
         cluster.configs[node] = write_config(
             directory / f"{node}.toml",
@@ -338,7 +352,7 @@ def make_cluster(
             hosts,
             cluster.chroot,
             cluster=cluster.name,
-            extra=node_config_extra(failsafe, f"{cluster.name}-{node}"),
+            extra=node_config_extra(failsafe, f"{cluster.name}-{node}", fencing_files),
             session=session,
             addresses=member_addresses(index),
             timings=LAB_TIMINGS,

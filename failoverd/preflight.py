@@ -34,7 +34,7 @@ __all__ = [
     "vip_network_problem",
 ]
 
-Level = Literal["error", "warning"]
+Level = Literal["error", "warning", "info"]
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 # What the daemon runs from postgres.bin_dir: start/stop/promote, the server pg_ctl starts, a
@@ -137,7 +137,7 @@ def preflight(cfg: Config) -> list[Finding]:
     if cfg.postgres is not None:
         found += _postgres(cfg.postgres, cfg.node)
     if cfg.vip is not None:
-        found += _vip(cfg.vip)
+        found += _vip(cfg.vip, cfg.self_member)
     return found
 
 
@@ -238,9 +238,29 @@ def _data_dir(pg: PostgresConfig, data_dir: Path, node: str) -> list[Finding]:
     return [Finding("error", key, f"{data_dir}: {problem}")] if problem else []
 
 
-def _vip(vip: VipConfig) -> list[Finding]:
-    from failoverd.actions.vip import VipError, interface_addresses  # noqa: PLC0415 (netlink)
+def _vip(vip: VipConfig, me: Member) -> list[Finding]:
+    """The VIP inside a network of its interface, judged only on the node itself (a host that
+    has the member's address): elsewhere, a workstation checking the file, the interface of
+    that name is another one."""
+    from failoverd.actions.vip import (  # noqa: PLC0415 (netlink)
+        VipError,
+        interface_addresses,
+        is_local,
+    )
 
+    try:
+        on_node = is_local(me.address)
+    except VipError as e:
+        return [Finding("warning", "vip.interface", f"not checked: {e}")]
+    if not on_node:
+        return [
+            Finding(
+                "info",
+                "vip.interface",
+                f"not checked: this host does not have {me.name}'s address {me.address} "
+                "(run check-config on the node to check the interface and the VIP's network)",
+            )
+        ]
     try:
         addresses = interface_addresses(vip.interface)
     except VipError as e:

@@ -70,6 +70,29 @@ def interface_addresses(interface: str) -> list[ipaddress.IPv4Interface | ipaddr
         raise VipError(f"cannot read interface {interface!r}: {e}") from e
 
 
+def local_addresses() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """Every address on every interface of this host (this network namespace), with prefix."""
+    try:
+        with IPRoute() as ipr:
+            return [
+                ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+                for msg in ipr.get_addr()
+                if msg.get_attr("IFA_ADDRESS") is not None
+            ]
+    except NetlinkError as e:
+        raise VipError(f"cannot read this host's addresses: {e}") from e
+
+
+def is_local(address: str) -> bool:
+    """Does this host answer on ``address``: one of its addresses, or inside a loopback
+    network (all of 127.0.0.0/8 is local)? A host name is not judged (False)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(a.ip == ip or (a.ip.is_loopback and ip in a.network) for a in local_addresses())
+
+
 def has_vip(vip: VipConfig) -> bool:
     """Is the VIP configured on its interface right now? (No interface: no VIP.)"""
     with IPRoute() as ipr:

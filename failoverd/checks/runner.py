@@ -9,7 +9,6 @@ a stuck check costs one thread, never the daemon loop or the other checks.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -130,8 +129,8 @@ class CheckRunner:
             if before[0] != after[0] and after[0] is not None and self._log is not None:
                 # A check that goes down says why, with the probe that took it there: the
                 # decision it leads to names only the state the check is in by then.
-                self._log.log(
-                    logging.INFO if after[0] else logging.WARNING,
+                say = self._log.info if after[0] else self._log.warning
+                say(
                     "check_up" if after[0] else "check_down",
                     check=slot.cfg.name,
                     probe=probe.reason,

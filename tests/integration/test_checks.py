@@ -162,7 +162,13 @@ def running(runner: CheckRunner) -> Iterator[CheckRunner]:
 
 
 class NullLog:
-    """The runner only logs a crashed check; none of these crash."""
+    """The runner logs a check going down or up, and a crashed check; none of these crash."""
+
+    def info(self, event: str, **kw: Any) -> None:
+        pass
+
+    def warning(self, event: str, **kw: Any) -> None:
+        pass
 
     def exception(self, event: str, **kw: Any) -> None:
         raise AssertionError(f"a check crashed: {event} {kw}")

@@ -205,6 +205,19 @@ def test_vip_prefix_is_judged_against_the_real_interface(good_node: Path) -> Non
     }
 
 
+def test_the_vip_is_judged_only_on_the_node(good_node: Path) -> None:
+    """Off the node (a workstation checking the file) the interface of that name is another
+    host's: not judged, and said so."""
+    cfg = node_config(good_node, vip__address='"192.0.2.100/24"', vip__interface='"lo"')
+    text = cfg.path.read_text().replace('address = "127.0.0.11"', 'address = "192.0.2.11"')
+    cfg.path.write_text(text)
+    found = by_key(preflight(load_config(cfg.path)))
+    assert found["vip.interface"].startswith("info: not checked: this host does not have n1's"), (
+        found
+    )
+    assert "vip.address" not in found
+
+
 def test_check_config_lists_them_and_exits_78_and_offline_skips_them(good_node: Path) -> None:
     (good_node / "id_ed25519").chmod(0o640)
     cfg = node_config(good_node)
