@@ -1,8 +1,10 @@
 """Chaos run on the lab: random faults one after another, judged over the whole history.
 
-    python bench/chaos.py --faults N --seed S [--writers N] [--json] [--out DIR]
+    python bench/chaos.py --faults N --seed S [--profile default|fast] [--writers N] [--json]
+                          [--out DIR]
     python bench/chaos.py --judge HISTORY.json [--json]
-    python bench/chaos.py --load cpu|report|writes|all [--seconds 60] [--json]
+    python bench/chaos.py --load cpu|report|writes|all [--seconds 60] [--profile P] [--json]
+    python bench/chaos.py --crashes N [--profile P] [--json]
 
 The nemesis (lab/chaos.py) draws each fault from a seeded random source: every kind once in a
 shuffled order, then kinds at random; each is held for a random time, healed, and the cluster
@@ -24,6 +26,12 @@ redundant cluster (lab/loads.py): ``cpu``, every core saturated by stress-ng fro
 namespace; ``report``, GET /totals in four loops through the VIP; ``writes``, 16 closed-loop
 writers. Exit 1 when any load moved the service (a false failover).
 
+``--profile`` (lab/profiles.py) runs the lab in that timing profile: ``default`` (ZooKeeper
+session 2 s, checks every 0.5 s) or ``fast`` (session 0.5 s, checks every 0.1 s); a lab already
+up in another profile is refused. ``--crashes N`` crashes the active N times (the crash
+scenario of bench/failover.py, healed and redundant again between runs) and reports the
+outages: the fast profile's number to put beside keepalived's.
+
 The lab is brought up if it is not up (and taken down again at the end); one that was up is
 left as found.
 """
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -39,11 +48,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lab import scenarios
 from lab.chaos import KIND_NAMES, ChaosRun, history_from_record, history_record
 from lab.chaos_check import History, Judgement, judge
 from lab.cluster import Lab, LabError
 from lab.ensemble import ZooKeeperFaultError
 from lab.loads import LOADS, LoadResult, run_load
+from lab.profiles import PROFILES
 
 
 def summary(history: History, verdict: Judgement) -> dict[str, Any]:
@@ -97,15 +108,53 @@ def report(history: History, verdict: Judgement) -> str:
     return "\n".join(lines)
 
 
-def loads(names: tuple[str, ...], seconds: float, out: Path | None, as_json: bool) -> int:
+def crashes(runs: int, profile: str | None, out: Path | None, as_json: bool) -> int:
+    """The active crashed ``runs`` times, healed and redundant again between runs."""
+    workdir = out or Path(tempfile.mkdtemp(prefix="failoverd-crashes-"))
+    lab = Lab()
+    was_up = lab.is_up()
+    outages: list[float | None] = []
+    try:
+        if not was_up or profile is not None:
+            lab.up(profile=profile)
+        for k in range(runs):
+            result = scenarios.run(lab, "crash", workdir / f"run-{k}")
+            scenarios.restore(lab, result)
+            outages.append(result.outage_s)
+            print(f"crash {k + 1}/{runs}: outage {result.outage_s} s", file=sys.stderr)
+    except (LabError, ZooKeeperFaultError, scenarios.ScenarioError) as e:
+        print(f"chaos: the lab could not run: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if not was_up:
+            lab.down()
+    measured = [o for o in outages if o is not None]
+    doc = {
+        "profile": lab.profile if was_up else (profile or "default"),
+        "runs": runs,
+        "outages_s": [None if o is None else round(o, 3) for o in outages],
+        "outage_median_s": round(statistics.median(measured), 3) if measured else None,
+    }
+    print(
+        json.dumps(doc, indent=2)
+        if as_json
+        else f"crash outage median {doc['outage_median_s']} s over {len(measured)} runs "
+        f"({doc['profile']} profile)"
+    )
+    return 0 if len(measured) == runs else 1
+
+
+def loads(
+    names: tuple[str, ...], seconds: float, out: Path | None, as_json: bool, profile: str | None
+) -> int:
     """Each load in turn on one lab; 1 when any moved the service."""
     workdir = out or Path(tempfile.mkdtemp(prefix="failoverd-loads-"))
     lab = Lab()
     was_up = lab.is_up()
     results: list[LoadResult] = []
     try:
-        if not was_up:
-            lab.up()
+        if not was_up or profile is not None:
+            lab.up(profile=profile)
         for name in names:
             print(f"load {name} for {seconds:g} s", file=sys.stderr)
             results.append(run_load(lab, name, seconds, workdir))
@@ -135,16 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--out", type=Path, help="directory for the history and the workload")
     parser.add_argument("--judge", type=Path, help="judge a recorded history.json again")
+    parser.add_argument("--profile", choices=tuple(PROFILES), help="the lab's timing profile")
+    parser.add_argument("--crashes", type=int, help="crash the active N times; the outages")
     parser.add_argument("--load", choices=(*LOADS, "all"), help="a load, no fault")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long each load runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.faults < 1 or args.writers < 1 or args.seconds <= 0:
         parser.error("--faults and --writers must be at least 1, --seconds positive")
+    if args.crashes is not None:
+        if args.crashes < 1:
+            parser.error("--crashes must be at least 1")
+        return crashes(args.crashes, args.profile, args.out, args.json)
     if args.load is not None:
-        return loads(
-            LOADS if args.load == "all" else (args.load,), args.seconds, args.out, args.json
-        )
+        names = LOADS if args.load == "all" else (args.load,)
+        return loads(names, args.seconds, args.out, args.json, args.profile)
     if args.judge is not None:
         history = history_from_record(json.loads(args.judge.read_text()))
     else:
@@ -153,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab()
         was_up = lab.is_up()
         try:
-            if not was_up:
-                lab.up()
+            if not was_up or args.profile is not None:
+                lab.up(profile=args.profile)
             run = ChaosRun(
                 lab, out / "workload", args.seed, say=lambda s: print(s, file=sys.stderr)
             )

@@ -109,6 +109,8 @@ from lab.ensemble import (
 )
 from lab.monitoring import Monitoring, MonitoringError, monitoring_command
 from lab.process import wait_for
+from lab.profiles import PROFILE_FILE, PROFILES, parse_profile
+from lab.profiles import ZK_MIN_SESSION_MS as PROFILE_ZK_MIN_SESSION_MS
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = REPO / "lab" / "roles"
@@ -147,7 +149,6 @@ CLUSTER = "lab"
 CHROOT = f"/failoverd/{CLUSTER}"
 PG_DB = "donations"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-ZK_MIN_SESSION_MS = 1000
 ZK_MAX_SESSION_MS = 10000
 INITIAL_PRIMARY = "fln1"
 LAB_REPLICATION_MODE: SyncMode = "sync"  # until up(replication_mode=) or a switch says otherwise
@@ -464,8 +465,18 @@ class Lab:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def up(self, *, replication_mode: str | None = None, monitoring: bool = False) -> float:
+    def up(
+        self,
+        *,
+        replication_mode: str | None = None,
+        monitoring: bool = False,
+        profile: str | None = None,
+    ) -> float:
         """Bring up whatever is not running (idempotent); returns the seconds it took.
+
+        ``profile`` (lab/profiles.py: default, fast) sets the daemons' timings and ZooKeeper's
+        least session; None keeps the lab's. A lab that runs another profile is refused: take
+        it down first (ZooKeeper's servers and both daemons would need a restart).
 
         ``monitoring`` also starts Prometheus, Alertmanager and the webhook receiver in flcli
         (lab/monitoring.py), alongside the rest; without it the lab is what it always was.
@@ -489,7 +500,16 @@ class Lab:
                 "(take it down with `lab/lab --root ROOT down`), or a lab was half removed "
                 "(`lab/lab down` clears it)"
             )
+        if profile is not None:
+            wanted_profile = parse_profile(profile)
+            if wanted_profile != self.profile and self.is_up():
+                raise LabError(
+                    f"the lab runs the {self.profile} profile: `lab/lab down` first to bring it "
+                    f"up in the {wanted_profile} profile"
+                )
         self._prepare_dirs()
+        if profile is not None:
+            (self.root / PROFILE_FILE).write_text(f"{profile}\n")
         switch_to: SyncMode | None = None
         if replication_mode is not None:
             wanted = parse_replication_mode(replication_mode)
@@ -704,6 +724,14 @@ class Lab:
             now_active = self.wait_redundant(timeout, mixed_modes=node != active)
             self._step(f"{node:<5} failoverd restarted ({wanted}); {now_active} active")
         return True
+
+    @property
+    def profile(self) -> str:
+        """The timing profile the lab was brought up in (lab/profiles.py); default before."""
+        try:
+            return parse_profile((self.root / PROFILE_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return "default"
 
     def _write_replication_mode(self, mode: SyncMode) -> None:
         path = self.root / MODE_FILE
@@ -1199,7 +1227,7 @@ class Lab:
             env |= {
                 "ZK_PORT": str(ZK_PORT),
                 "ZK_DATA_DIR": str(self.zk_data_dir / ns),
-                "ZK_MIN_SESSION_MS": str(ZK_MIN_SESSION_MS),
+                "ZK_MIN_SESSION_MS": str(PROFILE_ZK_MIN_SESSION_MS[self.profile]),
                 "ZK_MAX_SESSION_MS": str(ZK_MAX_SESSION_MS),
                 "ZK_SERVERS": server_spec(),
                 "ZK_MYID": str(MYID[ns]),
@@ -1231,6 +1259,7 @@ class Lab:
             "METRICS_ENABLED": "true" if _daemon_serves_metrics() else "false",
             "METRICS_PORT": str(METRICS_PORT),
             "REPLICATION_MODE": self.replication_mode,
+            **PROFILES[self.profile],
             # sshd gives a forced command a clean environment: name the checkout there too.
             "FENCE_COMMAND": self.fence_command(ns),
         }
@@ -1440,6 +1469,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{LAB_REPLICATION_MODE} on a new lab); a running lab is switched to it",
     )
     p.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        help="timings (lab/profiles.py): default, or fast (0.5 s ZooKeeper session); a lab up "
+        "in another profile must be taken down first",
+    )
+    p.add_argument(
         "--systemd",
         action="store_true",
         help="fln1 and fln2 as booted Debian containers, installed by scripts/install-node "
@@ -1553,7 +1588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stderr.write(proc.stderr)
                 return proc.returncode
             case "up":
-                lab.up(replication_mode=args.mode, monitoring=args.monitoring)
+                lab.up(replication_mode=args.mode, monitoring=args.monitoring, profile=args.profile)
             case "monitoring":
                 return monitoring_command(lab.monitoring, args.action)
             case "mode":

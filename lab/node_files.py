@@ -20,6 +20,7 @@ from lab.cluster import (
     VIP,
     ZK_HOSTS,
 )
+from lab.profiles import PROFILES
 from lab.rootfs import ContainerError
 
 SRC_IN_CONTAINER: Final = "/opt/failoverd-src"  # this checkout, read-only
@@ -97,6 +98,7 @@ def failoverd_toml(node: str) -> str:
         "SQUID_PORT": str(SQUID_PORT),
         "METRICS_ENABLED": "true",
         "METRICS_PORT": str(METRICS_PORT),
+        **PROFILES["default"],  # the systemd lab runs the default timings
     }
     lines = []
     for line in text.splitlines():

@@ -25,6 +25,9 @@
 #   REPLICATION_MODE   [replication] mode: async|sync|strict (default sync)
 #   FAILSAFE           [failsafe] enabled: true|false (default true); the shared secret is
 #                      $(dirname $LAB_DIR)/failsafe.key, written once for both nodes
+#   SESSION_TIMEOUT, SELF_FENCE_AFTER, LOOP_INTERVAL, ROUNDTRIP_TIMEOUT, CHECK_INTERVAL,
+#   CHECK_TIMEOUT, CHECK_SLOW_AFTER, PLEDGE_TTL, PLEDGE_MARGIN, FENCE_CONNECT_TIMEOUT
+#                      the timing profile's values (lab/profiles.py; defaults: "default")
 #   LOG_LEVEL          debug|info|warning|error (default info)
 #   STOP_TIMEOUT       seconds from SIGTERM to SIGKILL in `stop` (default 10)
 set -euo pipefail
@@ -50,6 +53,17 @@ METRICS_ENABLED=${METRICS_ENABLED:-false}
 METRICS_PORT=${METRICS_PORT:-9641}
 REPLICATION_MODE=${REPLICATION_MODE:-sync}
 FAILSAFE=${FAILSAFE:-true}
+# The timing profile's values (lab/profiles.py passes them; these are "default"'s).
+SESSION_TIMEOUT=${SESSION_TIMEOUT:-2.0}
+SELF_FENCE_AFTER=${SELF_FENCE_AFTER:-1.0}
+LOOP_INTERVAL=${LOOP_INTERVAL:-0.1}
+ROUNDTRIP_TIMEOUT=${ROUNDTRIP_TIMEOUT:-0.25}
+CHECK_INTERVAL=${CHECK_INTERVAL:-0.5}
+CHECK_TIMEOUT=${CHECK_TIMEOUT:-1.0}
+CHECK_SLOW_AFTER=${CHECK_SLOW_AFTER:-0.5}
+PLEDGE_TTL=${PLEDGE_TTL:-2.0}
+PLEDGE_MARGIN=${PLEDGE_MARGIN:-0.2}
+FENCE_CONNECT_TIMEOUT=${FENCE_CONNECT_TIMEOUT:-0.3}
 LOG_LEVEL=${LOG_LEVEL:-info}
 CONFIG=$LAB_DIR/failoverd.toml
 PIDFILE=$LAB_DIR/failoverd.pid
@@ -72,7 +86,9 @@ config() {
     failsafe_secret "$LAB_ROOT/failsafe.key"
     render "$TEMPLATES/failoverd.toml" "$CONFIG" NODE ADDR PEER PEER_ADDR CLUSTER CHROOT \
         ZK_HOSTS_TOML VIP VIP_IFACE PG_PORT PG_DB PG_DATA PG_BIN SSH_PORT SSH_DIR APP_PORT \
-        SQUID_PORT METRICS_ENABLED METRICS_PORT REPLICATION_MODE LAB_ROOT REPO_DIR FAILSAFE LAB_DIR
+        SQUID_PORT METRICS_ENABLED METRICS_PORT REPLICATION_MODE LAB_ROOT REPO_DIR FAILSAFE LAB_DIR \
+        SESSION_TIMEOUT SELF_FENCE_AFTER LOOP_INTERVAL ROUNDTRIP_TIMEOUT CHECK_INTERVAL \
+        CHECK_TIMEOUT CHECK_SLOW_AFTER PLEDGE_TTL PLEDGE_MARGIN FENCE_CONNECT_TIMEOUT
     local out
     # The file alone (--offline): `lab up` writes it in the host's namespace before the node's
     # namespace, SSH keys and database exist, so the node-side checks (keys, known_hosts, the
