@@ -15,6 +15,7 @@ from failoverd.core.model import (
     ReleaseLease,
     Role,
     StopDatabase,
+    SwitchoverRequest,
     Takeover,
     ZkState,
 )
@@ -264,8 +265,7 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
     if failsafe.stop_granting_before_taking(st):
         return
     sw = context.valid_switchover(st)
-    if sw is not None and sw.target not in (None, st.s.node):
-        st.decide("switchover_elsewhere", f"switchover to {sw.target} pending")
+    if sw is not None and sw.target not in (None, st.s.node) and not _switchover_stalled(st, sw):
         return
     if not readopt:
         ok, why = policy.eligibility(st.s, st.state, st.obs)
@@ -362,6 +362,36 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         )
     )
     st.emit(AcquireLease, reason, expected_epoch=c.epoch)
+
+
+def _switchover_stalled(st: context.Ctx, sw: SwitchoverRequest) -> bool:
+    """Has the switchover this node stepped down for stalled? The target takes the lease within
+    about a second when it can (it replays to the final LSN it already streamed, then promotes);
+    one that has not within two session timeouts cannot (cut off, frozen, lagging past what it
+    can fetch). Until the request's deadline the site would have no primary: this node, which
+    holds everything up to the final LSN, leads again instead. Safe: whoever takes the lease
+    first leads, and the epoch then moves on, which voids the request."""
+    c = st.cluster
+    last = None if c is None else c.last_leader
+    free_since = st.state.lease_free_since
+    bound = 4 * st.s.self_fence_after  # two session timeouts, self_fence_after being half one
+    handed_over = (
+        c is not None
+        and last is not None
+        and last.node == st.s.node
+        and last.clean
+        and last.epoch == c.epoch
+    )
+    if not handed_over or free_since is None or st.obs.now - free_since < bound:
+        st.decide("switchover_elsewhere", f"switchover to {sw.target} pending")
+        return False
+    st.decide(
+        "switchover_stalled",
+        f"switchover to {sw.target} stalled: the lease has been free "
+        f"{st.obs.now - free_since:.1f} s since {st.s.node} stepped down and {sw.target} has "
+        "not taken it: leading again",
+    )
+    return True
 
 
 def _waiting_for_readopt(st: context.Ctx) -> bool:

@@ -1013,8 +1013,9 @@ def test_a_suspended_connection_takes_and_fences_nothing() -> None:
 
 def test_a_switchover_target_that_never_catches_up_leaves_the_old_active_to_lead_again() -> None:
     """n1 stepped down for a switchover to n2 at LSN 9200 and restarted as a replica of n2; n2
-    never replays that far. Once the request's deadline passes, n1, which has everything, leads
-    again: the site is never left without a primary by a switchover that cannot finish."""
+    never replays that far (cut off, frozen). Once the lease has been free for two session
+    timeouts, n1, which has everything, leads again, well before the request's deadline: the
+    chaos suite measured a 20 s outage per such switchover when n1 waited for the deadline."""
     n1 = Node(state=state_of(Role.PASSIVE, 3, next_id=50))
 
     def after(t: float, deadline_in: float) -> Obs:
@@ -1029,8 +1030,31 @@ def test_a_switchover_target_that_never_catches_up_leaves_the_old_active_to_lead
         )
 
     seen = n1.see(after(300.0, 20.0)).expect(Role.PASSIVE, "switchover_elsewhere")
-    seen = n1.see(after(321.0, -1.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    seen = n1.see(after(300.0 + 4 * SFA - 0.1, 20.0)).expect(Role.PASSIVE, "switchover_elsewhere")
+    seen = n1.see(after(300.0 + 4 * SFA + 0.1, 19.0))
+    seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    assert "switchover_stalled" in [d.code for d in seen.step.decisions]
     assert seen.one(AcquireLease).expected_epoch == 3
+
+
+def test_the_switchover_target_waits_while_the_old_active_hands_over() -> None:
+    """Only the node that stepped down takes a stalled switchover's lease back; a passive that
+    is not the target and did not lead waits for the target as before."""
+    n1 = Node(state=state_of(Role.PASSIVE, 3, next_id=50))
+
+    def pending(t: float) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .last_leader(PEER, 3, 9200, clean=True)
+            .switchover(PEER, deadline_in=20.0)
+            .peer_member(Role.PASSIVE, eligible=True, lsn=9200)
+            .peer_db(PeerDb.DOWN)
+            .db_replica(9200, streaming=False, received_age=None)
+        )
+
+    n1.see(pending(400.0)).expect(Role.PASSIVE, "switchover_elsewhere")
+    n1.see(pending(400.0 + 4 * SFA + 1.0)).expect(Role.PASSIVE, "switchover_elsewhere")
 
 
 def test_a_passive_killed_while_it_fenced_judges_itself_from_the_last_position_written() -> None:
