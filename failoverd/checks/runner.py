@@ -232,13 +232,16 @@ def build_observers(cfg: Config) -> list[tuple[CheckConfig, Checker]]:
     """The direct probe of the peer's PostgreSQL, when this cluster manages a database."""
     if cfg.postgres is None:
         return []
-    # Cheap (one connection, one query), and a takeover may wait for a fresh answer: often.
+    # Cheap (one connection, one query), and a takeover may wait for a fresh answer: often,
+    # and given up as soon as the node's own checks give up (at most 1 s): a crashed peer
+    # answers nothing, and that answer is what a takeover waits for.
     interval = min(0.25, *(c.interval for c in cfg.checks))
+    timeout = min(1.0, *(c.timeout for c in cfg.checks))
     probe_cfg = CheckConfig(
         name=PEER_DB,
         type="postgres",
         interval=interval,
-        timeout=1.0,
+        timeout=timeout,
         rise=1,
         fall=1,
         slow_after=None,
