@@ -43,6 +43,8 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,29 +110,41 @@ def report(history: History, verdict: Judgement) -> str:
     return "\n".join(lines)
 
 
-def crashes(runs: int, profile: str | None, out: Path | None, as_json: bool) -> int:
-    """The active crashed ``runs`` times, healed and redundant again between runs."""
-    workdir = out or Path(tempfile.mkdtemp(prefix="failoverd-crashes-"))
+class LabRunError(Exception):
+    """The lab could not be brought up or driven; the message says why (exit 2)."""
+
+
+@contextmanager
+def lab_in(profile: str | None) -> Iterator[Lab]:
+    """The lab, up in ``profile`` (None: as it is, or the default); taken down afterwards
+    when it was not up before. Lab trouble becomes LabRunError."""
     lab = Lab()
     was_up = lab.is_up()
-    outages: list[float | None] = []
     try:
         if not was_up or profile is not None:
             lab.up(profile=profile)
+        yield lab
+    except (LabError, ZooKeeperFaultError, scenarios.ScenarioError) as e:
+        raise LabRunError(str(e)) from e
+    finally:
+        if not was_up:
+            lab.down()
+
+
+def crashes(runs: int, profile: str | None, out: Path | None, as_json: bool) -> int:
+    """The active crashed ``runs`` times, healed and redundant again between runs."""
+    workdir = out or Path(tempfile.mkdtemp(prefix="failoverd-crashes-"))
+    outages: list[float | None] = []
+    with lab_in(profile) as lab:
         for k in range(runs):
             result = scenarios.run(lab, "crash", workdir / f"run-{k}")
             scenarios.restore(lab, result)
             outages.append(result.outage_s)
             print(f"crash {k + 1}/{runs}: outage {result.outage_s} s", file=sys.stderr)
-    except (LabError, ZooKeeperFaultError, scenarios.ScenarioError) as e:
-        print(f"chaos: the lab could not run: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if not was_up:
-            lab.down()
+        ran_in = lab.profile
     measured = [o for o in outages if o is not None]
     doc = {
-        "profile": lab.profile if was_up else (profile or "default"),
+        "profile": ran_in,
         "runs": runs,
         "outages_s": [None if o is None else round(o, 3) for o in outages],
         "outage_median_s": round(statistics.median(measured), 3) if measured else None,
@@ -149,21 +163,11 @@ def loads(
 ) -> int:
     """Each load in turn on one lab; 1 when any moved the service."""
     workdir = out or Path(tempfile.mkdtemp(prefix="failoverd-loads-"))
-    lab = Lab()
-    was_up = lab.is_up()
     results: list[LoadResult] = []
-    try:
-        if not was_up or profile is not None:
-            lab.up(profile=profile)
+    with lab_in(profile) as lab:
         for name in names:
             print(f"load {name} for {seconds:g} s", file=sys.stderr)
             results.append(run_load(lab, name, seconds, workdir))
-    except (LabError, ZooKeeperFaultError) as e:
-        print(f"chaos: the lab could not run: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if not was_up:
-            lab.down()
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2, sort_keys=True))
     else:
@@ -178,6 +182,14 @@ def loads(
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except LabRunError as e:
+        print(f"chaos: the lab could not run: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", type=int, default=len(KIND_NAMES))
     parser.add_argument("--seed", type=int, default=1)
@@ -204,21 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = args.out or Path(tempfile.mkdtemp(prefix="failoverd-chaos-"))
         out.mkdir(parents=True, exist_ok=True)
-        lab = Lab()
-        was_up = lab.is_up()
-        try:
-            if not was_up or args.profile is not None:
-                lab.up(profile=args.profile)
+        with lab_in(args.profile) as lab:
             run = ChaosRun(
                 lab, out / "workload", args.seed, say=lambda s: print(s, file=sys.stderr)
             )
             history = run.run(args.faults, writers=args.writers)
-        except (LabError, ZooKeeperFaultError) as e:
-            print(f"chaos: the lab could not run: {e}", file=sys.stderr)
-            return 2
-        finally:
-            if not was_up:
-                lab.down()
         (out / "history.json").write_text(json.dumps(history_record(history)))
         print(f"chaos: history in {out / 'history.json'}", file=sys.stderr)
         for note in run.notes:
