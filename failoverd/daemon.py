@@ -168,6 +168,7 @@ class Daemon:
         self.metrics = Metrics(self.settings, cfg.cluster.name)
         # A dry run of the SSH fence of the peer at start-up and every check_interval, on its
         # own thread (failoverd/fencecheck.py); None when disabled.
+        self._fencing_skipped: str | None = None  # why the last fencing check was not made
         self.fencing_checker = self._fencing_checker(cfg)
         self.metrics.config_loaded_at(wall())
         self.role_file = role_file_path(os.environ)
@@ -498,12 +499,24 @@ class Daemon:
 
     def _may_check_fencing(self) -> bool:
         """Not while taking over or stepping down, and only a peer whose daemon answers the dry
-        run without fencing (its member record's version): never fence a peer by checking."""
+        run without fencing (its member record's version): never fence a peer by checking.
+        Why a check is not made is logged once, each time the reason changes."""
         if self.state.role in FENCING_CHECK_PAUSED:
             return False
         view = self.zk.view()
         peer = None if view is None else view.member(self.cfg.peer.name)
-        return isinstance(peer, MemberStatus) and knows_dry_run(peer.version)
+        if not isinstance(peer, MemberStatus):
+            why = f"{self.cfg.peer.name} has no member record: its version is unknown"
+        elif not knows_dry_run(peer.version):
+            why = f"{self.cfg.peer.name} runs failoverd {peer.version or '(no version)'}, which "
+            why += "fences for real when asked for a dry run: upgrade it"
+        else:
+            self._fencing_skipped = None
+            return True
+        if why != self._fencing_skipped:
+            self._fencing_skipped = why
+            self.log.info("fencing_check_skipped", peer=self.cfg.peer.name, reason=why)
+        return False
 
     def _apply(self, cfg: Config, applied: tuple[str, ...]) -> None:
         """Swap in a configuration whose every change is safe live: the core's settings, the

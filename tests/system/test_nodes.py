@@ -362,7 +362,8 @@ def test_reload_applies_a_new_check_interval_and_refuses_a_new_node_name(
         state = systemd_lab.unit_state(active)
         assert "reload applied: checks" in state["StatusText"], state
         assert '"config_reloaded"' in systemd_lab.journal(active, "-u", "failoverd", "-o", "cat")
-        config.write_text(original.replace(f'node = "{active}"', 'node = "fln9"'))
+        # The peer's name: a valid file, so the refusal is reload's rule for the key itself.
+        config.write_text(original.replace(f'node = "{active}"', f'node = "{other(active)}"'))
         systemd_lab.systemctl(active, "reload", "failoverd.service")
         state = systemd_lab.unit_state(active)
         assert "reload refused: node: " in state["StatusText"], state
