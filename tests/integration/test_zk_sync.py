@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from kazoo.client import KazooClient
 
 from failoverd.actions.runner import ActionRunner
-from failoverd.cli import failoverctl_main
 from failoverd.config import load_config
 from failoverd.core import ActionResult, Reason, RecordSync, SyncRecord
+from failoverd.ctl import failoverctl_main
 from failoverd.zk import LeaseConflict, ZkCluster, sync_from_json, sync_to_json
 from failoverd.zk.sync import SyncWriter
 from lab.loopback import write_config

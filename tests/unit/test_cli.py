@@ -16,15 +16,12 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from failoverd import __version__, cli
-from failoverd.cli import (
-    EXIT_CONFIG,
-    EXIT_REFUSED,
-    EXIT_USAGE,
-    failoverctl_main,
-    failoverd_main,
-)
+from failoverd import __version__
+from failoverd import ctl as ctlmod
+from failoverd.cli import failoverd_main
+from failoverd.cli_common import EXIT_CONFIG, EXIT_REFUSED, EXIT_USAGE
 from failoverd.core import ClusterView, LeaseInfo, MemberStatus
+from failoverd.ctl import failoverctl_main
 from failoverd.status import CRITICAL, DEGRADED, HEALTHY, UNKNOWN
 from failoverd.zk import ZkUnreachable
 
@@ -76,7 +73,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_zookeeper(*args: object, **kwargs: object) -> NoReturn:
         raise AssertionError("contacted ZooKeeper")
 
-    monkeypatch.setattr(cli, "ZkCluster", no_zookeeper)
+    monkeypatch.setattr(ctlmod, "ZkCluster", no_zookeeper)
     path = tmp_path / "failoverd.toml"
     path.write_text(CONFIG)
     return path
@@ -199,10 +196,10 @@ def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def fake(
         ctx: click.Context, unknown_exit: int = 1, target: object = None
     ) -> Iterator[tuple[Any, Any]]:
-        yield (target if target is not None else cli._target(ctx)), FakeZk()
+        yield (target if target is not None else ctlmod._target(ctx)), FakeZk()
 
-    monkeypatch.setattr(cli, "_connected", fake)
-    monkeypatch.setattr(cli, "_read_view", lambda zk, timeout: VIEW)
+    monkeypatch.setattr(ctlmod, "_connected", fake)
+    monkeypatch.setattr(ctlmod, "_read_view", lambda zk, timeout: VIEW)
     return config
 
 
@@ -214,7 +211,7 @@ def test_ctrl_c_ends_watch_quietly_with_exit_0(
     def interrupted(seconds: float) -> NoReturn:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.time, "sleep", interrupted)
+    monkeypatch.setattr(ctlmod.time, "sleep", interrupted)
     done = ctl(connected, "status", "--watch")
     assert done.exit_code == 0, done.output
     assert "cluster lab" in done.stdout and done.stderr == ""
@@ -226,7 +223,7 @@ def test_ctrl_c_before_a_one_shot_verdict_is_unknown(
     def interrupted(zk: object, timeout: float) -> NoReturn:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_read_view", interrupted)
+    monkeypatch.setattr(ctlmod, "_read_view", interrupted)
     done = ctl(connected, "status")
     assert done.exit_code == UNKNOWN and done.stdout == "" and done.stderr == ""
 
@@ -237,24 +234,24 @@ ADMIN = '[cluster]\nname = "prod"\nzookeeper_hosts = ["10.0.0.5:2181", "10.0.0.6
 
 
 @pytest.fixture
-def seen_target(connected: Path, monkeypatch: pytest.MonkeyPatch) -> list[cli.Target]:
+def seen_target(connected: Path, monkeypatch: pytest.MonkeyPatch) -> list[ctlmod.Target]:
     """`status` and `promote` see VIEW; the targets they connected to are recorded."""
-    targets: list[cli.Target] = []
+    targets: list[ctlmod.Target] = []
 
     @contextmanager
     def fake(
-        ctx: click.Context, unknown_exit: int = 1, target: cli.Target | None = None
+        ctx: click.Context, unknown_exit: int = 1, target: ctlmod.Target | None = None
     ) -> Iterator[tuple[Any, Any]]:
-        resolved = target if target is not None else cli._target(ctx)
+        resolved = target if target is not None else ctlmod._target(ctx)
         targets.append(resolved)
         yield resolved, FakeZk()
 
-    monkeypatch.setattr(cli, "_connected", fake)
+    monkeypatch.setattr(ctlmod, "_connected", fake)
     return targets
 
 
 def test_the_config_option_works_after_the_command_too(
-    seen_target: list[cli.Target], connected: Path
+    seen_target: list[ctlmod.Target], connected: Path
 ) -> None:
     done = CliRunner().invoke(failoverctl_main, ["status", "-c", str(connected)])
     assert done.exit_code == HEALTHY, done.output
@@ -265,7 +262,7 @@ def test_the_config_option_works_after_the_command_too(
 
 
 def test_an_admin_host_needs_only_zookeeper_and_the_cluster_name(
-    seen_target: list[cli.Target], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    seen_target: list[ctlmod.Target], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FAILOVERD_CONFIG", raising=False)
@@ -286,7 +283,7 @@ def test_an_admin_host_needs_only_zookeeper_and_the_cluster_name(
 
 
 def test_an_admin_file_holds_only_the_cluster_table(
-    seen_target: list[cli.Target], tmp_path: Path
+    seen_target: list[ctlmod.Target], tmp_path: Path
 ) -> None:
     admin = tmp_path / "failoverctl.toml"
     admin.write_text(ADMIN + 'chroot = "/failoverd/prod-eu"\n')
@@ -306,7 +303,7 @@ def test_an_admin_file_holds_only_the_cluster_table(
         ["status", "--chroot", "/failoverd/x"],
     ],
 )
-def test_admin_flags_go_together(seen_target: list[cli.Target], argv: list[str]) -> None:
+def test_admin_flags_go_together(seen_target: list[ctlmod.Target], argv: list[str]) -> None:
     done = CliRunner().invoke(failoverctl_main, argv)
     assert done.exit_code == EXIT_USAGE
     assert one_line_error(done).startswith("failoverctl: error: --")
@@ -314,7 +311,7 @@ def test_admin_flags_go_together(seen_target: list[cli.Target], argv: list[str])
 
 
 def test_bad_admin_flags_are_a_configuration_problem_named_by_key(
-    seen_target: list[cli.Target],
+    seen_target: list[ctlmod.Target],
 ) -> None:
     argv = ["--zookeeper", "zk1", "--cluster", "prod", "status"]
     done = CliRunner().invoke(failoverctl_main, argv)
@@ -323,7 +320,7 @@ def test_bad_admin_flags_are_a_configuration_problem_named_by_key(
 
 
 def test_promote_from_an_admin_host_rejects_a_node_zookeeper_does_not_know(
-    seen_target: list[cli.Target],
+    seen_target: list[ctlmod.Target],
 ) -> None:
     argv = ["--zookeeper", "10.0.0.5:2181", "--cluster", "prod", "promote", "fln9", "--yes"]
     done = CliRunner().invoke(failoverctl_main, argv)
@@ -358,7 +355,7 @@ def test_status_json_is_a_document_when_zookeeper_is_unreachable(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(cli, "ZkCluster", Unreachable)
+    monkeypatch.setattr(ctlmod, "ZkCluster", Unreachable)
     done = ctl(config, "status", "--json")
     assert done.exit_code == UNKNOWN
     doc = json.loads(done.stdout)
