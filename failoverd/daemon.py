@@ -51,7 +51,7 @@ from failoverd.core import (
     supervision_role,
 )
 from failoverd.failsafe import FailsafeChannel, FailsafeError
-from failoverd.fencecheck import FENCING_CHECK_PAUSED, FencingChecker, knows_dry_run
+from failoverd.fencecheck import FencingChecker, why_not_check
 from failoverd.metrics import FAILOVER_KINDS, Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
@@ -498,22 +498,14 @@ class Daemon:
         )
 
     def _may_check_fencing(self) -> bool:
-        """Not while taking over or stepping down, and only a peer whose daemon answers the dry
-        run without fencing (its member record's version): never fence a peer by checking.
-        Why a check is not made is logged once, each time the reason changes."""
-        if self.state.role in FENCING_CHECK_PAUSED:
-            return False
+        """fencecheck.why_not_check decides; a reason to skip is logged once per change."""
         view = self.zk.view()
         peer = None if view is None else view.member(self.cfg.peer.name)
-        if not isinstance(peer, MemberStatus):
-            why = f"{self.cfg.peer.name} has no member record: its version is unknown"
-        elif not knows_dry_run(peer.version):
-            why = f"{self.cfg.peer.name} runs failoverd {peer.version or '(no version)'}, which "
-            why += "fences for real when asked for a dry run: upgrade it"
-        else:
+        why = why_not_check(self.state.role, self.cfg.peer.name, peer)
+        if why is None:
             self._fencing_skipped = None
             return True
-        if why != self._fencing_skipped:
+        if why and why != self._fencing_skipped:
             self._fencing_skipped = why
             self.log.info("fencing_check_skipped", peer=self.cfg.peer.name, reason=why)
         return False

@@ -41,7 +41,7 @@ from failoverd.actions.fence import (
 )
 from failoverd.clock import boottime, walltime
 from failoverd.config import FENCE_DRY_RUN_COMMAND, FencingConfig, Member
-from failoverd.core import Role
+from failoverd.core import MemberStatus, Role
 
 __all__ = [
     "DRY_RUN_PREFIX",
@@ -52,6 +52,7 @@ __all__ = [
     "check_fencing",
     "dry_run_line",
     "knows_dry_run",
+    "why_not_check",
 ]
 
 DRY_RUN_PREFIX: Final = "fence-self dry run on "
@@ -74,6 +75,23 @@ _CONNECT_WHAT: Final = {
     HOST_KEY_CHANGED: "host key changed (not the one in known_hosts)",
     AUTHENTICATION: "authentication refused",
 }
+
+
+def why_not_check(role: Role, peer_name: str, peer: object) -> str | None:
+    """Why the daemon must not run the dry run now, or None when it may. Not while taking over
+    or stepping down (roles in FENCING_CHECK_PAUSED: "" is returned, nothing worth saying), and
+    only against a peer whose member record shows a failoverd that answers the dry run without
+    fencing: a check must never fence the peer. ``peer`` is the peer's member record, if any."""
+    if role in FENCING_CHECK_PAUSED:
+        return ""
+    if not isinstance(peer, MemberStatus):
+        return f"{peer_name} has no member record: its version is unknown"
+    if not knows_dry_run(peer.version):
+        return (
+            f"{peer_name} runs failoverd {peer.version or '(no version)'}, which fences for "
+            "real when asked for a dry run: upgrade it"
+        )
+    return None
 
 
 def knows_dry_run(version: str) -> bool:

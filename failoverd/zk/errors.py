@@ -1,5 +1,5 @@
 """What the ZooKeeper adapter raises: its own types, never kazoo's (errors are turned at the edge,
-so callers, and only ``cli.py`` for exit codes, depend on these names alone)."""
+so callers, and only the command-line modules for exit codes, depend on these names alone)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,14 @@ from corekit import SETTINGS
 from prometheus_client import CollectorRegistry
 
 from failoverd.config import FencingConfig, Member
-from failoverd.core import Role
+from failoverd.core import MemberStatus, Role
 from failoverd.fencecheck import (
     FENCING_CHECK_PAUSED,
     FencingCheck,
     FencingChecker,
     dry_run_line,
     knows_dry_run,
+    why_not_check,
 )
 from failoverd.metrics import Metrics
 
@@ -170,3 +171,17 @@ def test_only_a_peer_that_knows_the_dry_run_is_asked_for_one() -> None:
     assert not knows_dry_run("")  # a record without a version
     assert not knows_dry_run("0.2")  # unreadable: not asked
     assert not knows_dry_run("dev")
+
+
+def record(version: str) -> MemberStatus:
+    return MemberStatus("fln2", "passive", 3, True, True, "eligible", version=version)
+
+
+def test_the_daemon_checks_only_when_nothing_is_under_way_and_the_peer_knows_the_dry_run() -> None:
+    assert why_not_check(Role.ACTIVE, "fln2", record("0.2.0")) is None
+    assert why_not_check(Role.PASSIVE, "fln2", record("0.3.1")) is None
+    for busy in FENCING_CHECK_PAUSED:  # taking over or stepping down: quietly not now
+        assert why_not_check(busy, "fln2", record("0.2.0")) == ""
+    assert "no member record" in (why_not_check(Role.ACTIVE, "fln2", None) or "")
+    old = why_not_check(Role.ACTIVE, "fln2", record("0.1.0")) or ""
+    assert "0.1.0" in old and "fences for real" in old
