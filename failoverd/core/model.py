@@ -550,6 +550,14 @@ class Settings:
         """A peer record unchanged for this long no longer vouches for the peer."""
         return 3 * self.publish_every + 1.0
 
+    @property
+    def handover_grace(self) -> float:
+        """How long a node waits for its peer to take a free lease it is expected to take (the
+        target of a switchover, a node left serving whose daemon is back) before acting itself:
+        about two session timeouts, self_fence_after being half of one. A working peer takes
+        it within about a second."""
+        return 4 * self.self_fence_after
+
 
 @dataclass(frozen=True)
 class Pending:

@@ -374,7 +374,7 @@ def _switchover_stalled(st: context.Ctx, sw: SwitchoverRequest) -> bool:
     c = st.cluster
     last = None if c is None else c.last_leader
     free_since = st.state.lease_free_since
-    bound = 4 * st.s.self_fence_after  # two session timeouts, self_fence_after being half one
+    bound = st.s.handover_grace
     handed_over = (
         c is not None
         and last is not None
@@ -408,7 +408,7 @@ def _waiting_for_readopt(st: context.Ctx) -> bool:
     if since is None:
         since = st.obs.now
         st.set(peer_readopt_wait_from=since)
-    grace = 4 * st.s.self_fence_after  # two session timeouts, self_fence_after being half one
+    grace = st.s.handover_grace
     if st.obs.now - since >= grace:
         return False
     st.decide(

@@ -724,7 +724,7 @@ def test_a_node_left_serving_whose_daemon_is_back_is_given_time_to_take_its_leas
         Role.PASSIVE, "waiting_for_readopt"
     )
     # It never took the lease back: after the grace, fence it as for any node left serving.
-    late = left_serving(1000.0 + 4 * SFA + 0.1).peer_member(Role.STARTING)
+    late = left_serving(1000.0 + SETTINGS.handover_grace + 0.1).peer_member(Role.STARTING)
     n1.see(late.peer_db(PeerDb.PRIMARY)).expect(Role.PASSIVE, "fence_before_lease", "FencePeer")
 
 
@@ -1030,8 +1030,10 @@ def test_a_switchover_target_that_never_catches_up_leaves_the_old_active_to_lead
         )
 
     seen = n1.see(after(300.0, 20.0)).expect(Role.PASSIVE, "switchover_elsewhere")
-    seen = n1.see(after(300.0 + 4 * SFA - 0.1, 20.0)).expect(Role.PASSIVE, "switchover_elsewhere")
-    seen = n1.see(after(300.0 + 4 * SFA + 0.1, 19.0))
+    seen = n1.see(after(300.0 + SETTINGS.handover_grace - 0.1, 20.0)).expect(
+        Role.PASSIVE, "switchover_elsewhere"
+    )
+    seen = n1.see(after(300.0 + SETTINGS.handover_grace + 0.1, 19.0))
     seen.expect(Role.PASSIVE, "acquiring", "AcquireLease")
     assert "switchover_stalled" in [d.code for d in seen.step.decisions]
     assert seen.one(AcquireLease).expected_epoch == 3
@@ -1054,7 +1056,9 @@ def test_the_switchover_target_waits_while_the_old_active_hands_over() -> None:
         )
 
     n1.see(pending(400.0)).expect(Role.PASSIVE, "switchover_elsewhere")
-    n1.see(pending(400.0 + 4 * SFA + 1.0)).expect(Role.PASSIVE, "switchover_elsewhere")
+    n1.see(pending(400.0 + SETTINGS.handover_grace + 1.0)).expect(
+        Role.PASSIVE, "switchover_elsewhere"
+    )
 
 
 def test_a_passive_killed_while_it_fenced_judges_itself_from_the_last_position_written() -> None:
