@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,6 +448,25 @@ def history(ctx: click.Context, as_json_flag: bool, limit: int) -> None:
         )
 
 
+@contextmanager
+def _members_view(
+    ctx: click.Context, known: Callable[[Sequence[str]], None]
+) -> Iterator[tuple[Target, ZkCluster, ClusterView, list[str]]]:
+    """For a command naming a node: ``known`` judges it against the configured members before
+    ZooKeeper is asked (a typo neither waits nor writes), then against the members ZooKeeper
+    knows (an admin host has no others); yields the client, the view and those members."""
+    target = _target(ctx)
+    if target.members is not None:
+        known(target.members)
+    with _connected(ctx, target=target) as (target, zk):
+        view = _read_view(zk, ctx.obj.timeout)
+        if view is None:
+            fail(f"cluster {target.cluster.name!r} not found under {target.cluster.chroot}")
+        members = target.member_names(view)
+        known(members)
+        yield target, zk, view, members
+
+
 @failoverctl_main.command("promote")
 @_where_options(after=True)
 @click.argument("node", required=False)
@@ -468,22 +487,14 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
     With a node's configuration an unknown NODE is refused before ZooKeeper is asked; from an
     admin host the members are those that publish a record in ZooKeeper.
     """
-    target = _target(ctx)
-    if target.members is not None:
-        try:
-            check_target(target.members, node)  # before ZooKeeper: a typo neither waits nor writes
-        except SwitchoverRefusedError as e:
-            fail(f"switchover refused: {e}", EXIT_USAGE)
-    with _connected(ctx, target=target) as (target, zk):
-        cluster = target.cluster
-        view = _read_view(zk, ctx.obj.timeout)
-        if view is None:
-            fail(f"cluster {cluster.name!r} not found under {cluster.chroot}")
-        members = target.member_names(view)
+
+    def known(members: Sequence[str]) -> None:
         try:
             check_target(members, node)
         except SwitchoverRefusedError as e:
             fail(f"switchover refused: {e}", EXIT_USAGE)
+
+    with _members_view(ctx, known) as (target, zk, view, members):
         try:
             plan = plan_switchover(view, members, node, force, target.mode(view).value)
         except SwitchoverRefusedError as e:
@@ -532,21 +543,14 @@ def promote(ctx: click.Context, node: str | None, force: bool, yes: bool, wait_s
 @click.pass_context
 def rejoin(ctx: click.Context, node: str, reclone: bool, yes: bool, wait_s: float) -> None:
     """Ask NODE to rejoin as a streaming passive of the active (rewinding or re-cloning it)."""
-    target = _target(ctx)
-    if target.members is not None:
-        try:
-            check_node(target.members, node)  # before ZooKeeper: a typo neither waits nor writes
-        except RejoinRefusedError as e:
-            fail(f"rejoin refused: {e}", EXIT_USAGE)
-    with _connected(ctx, target=target) as (target, zk):
-        view = _read_view(zk, ctx.obj.timeout)
-        if view is None:
-            fail(f"cluster {target.cluster.name!r} not found under {target.cluster.chroot}")
-        members = target.member_names(view)
+
+    def known(members: Sequence[str]) -> None:
         try:
             check_node(members, node)
         except RejoinRefusedError as e:
             fail(f"rejoin refused: {e}", EXIT_USAGE)
+
+    with _members_view(ctx, known) as (_, zk, view, members):
         try:
             plan = plan_rejoin(view, members, node, reclone)
         except RejoinRefusedError as e:
