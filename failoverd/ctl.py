@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import click
 
@@ -645,21 +645,33 @@ def _report_unfinished(zk: ZkCluster, plan: Plan, phase: str) -> None:
     )
 
 
+RECORDS_WAIT_S: Final = 3.0  # how long the two switchover records may trail the phase seen
+
+
 def _report_window(zk: ZkCluster, plan: Plan, wall_started: float) -> None:
     """The write-unavailability window from the daemons' own records: from the old active's
-    step-down start to the new active's VIP."""
+    step-down start to the new active's VIP. Each daemon appends its record on its own after
+    its part is done, in either order (the new active's may come first): both are waited for,
+    a bounded time."""
 
     def when(rec: dict[str, object]) -> float:
         t = rec.get("time")
         return float(t) if isinstance(t, int | float) else 0.0
 
-    recent = [r for r in zk.read_history(10) if when(r) >= wall_started - 1]
-    up = [r for r in recent if r.get("kind") == "switchover" and r.get("to") == plan.target]
-    down = [
-        r
-        for r in recent
-        if r.get("kind") == "switchover" and r.get("from") == plan.source and r.get("to") is None
-    ]
+    deadline = boottime() + RECORDS_WAIT_S
+    while True:
+        recent = [r for r in zk.read_history(10) if when(r) >= wall_started - 1]
+        up = [r for r in recent if r.get("kind") == "switchover" and r.get("to") == plan.target]
+        down = [
+            r
+            for r in recent
+            if r.get("kind") == "switchover"
+            and r.get("from") == plan.source
+            and r.get("to") is None
+        ]
+        if (up and (down or plan.source is None)) or boottime() >= deadline:
+            break
+        time.sleep(0.05)
     if not up:
         click.echo("done")
         return

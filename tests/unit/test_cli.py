@@ -368,3 +368,43 @@ def test_status_json_is_a_document_when_zookeeper_is_unreachable(
     }
     plain = ctl(config, "status")  # without --json: nothing on stdout, one line on stderr
     assert plain.exit_code == UNKNOWN and plain.stdout == ""
+
+
+class TrailingHistory:
+    """The new active's switchover record is there at once, the old active's only from the
+    third read: the order the two daemons append them in is not fixed."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read_history(self, limit: int) -> list[dict[str, object]]:
+        self.reads += 1
+        up = {"kind": "switchover", "from": "fln1", "to": "fln2", "time": 100.5}
+        down = {
+            "kind": "switchover",
+            "from": "fln1",
+            "to": None,
+            "time": 100.4,
+            "phases": {"stepdown": 0.3},
+        }
+        return [up] if self.reads < 3 else [down, up]
+
+
+def test_the_switchover_window_waits_for_the_old_actives_record(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    history = TrailingHistory()
+    plan = ctlmod.Plan(source="fln1", target="fln2", epoch=3)
+    ctlmod._report_window(history, plan, wall_started=100.0)  # type: ignore[arg-type]
+    assert history.reads == 3
+    assert capsys.readouterr().out == "done: writes were unavailable for 0.400 s\n"
+
+
+def test_a_forced_switchover_has_no_old_record_to_wait_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    history = TrailingHistory()
+    plan = ctlmod.Plan(source=None, target="fln2", epoch=3)
+    ctlmod._report_window(history, plan, wall_started=100.0)  # type: ignore[arg-type]
+    assert history.reads == 1
+    assert capsys.readouterr().out == "done in 0.500 s\n"
