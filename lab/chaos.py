@@ -15,7 +15,6 @@ passive, a ZooKeeper leader kill and a cut between the nodes must not move the s
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -24,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +30,7 @@ from failoverd.clock import boottime, walltime
 from failoverd.core.context import OPERATOR_NEEDED
 from lab.chaos_check import Fault, History, OperatorWait
 from lab.cluster import ADDRESSES, NODES, Lab, LabError
+from lab.decisions import read_decisions
 from lab.ensemble import ZooKeeperFaultError
 from lab.scenarios import Workload, other, surviving_ids
 from lab.workload import read_jsonl
@@ -202,33 +201,17 @@ class ChaosRun:
 
     def _operator_waits(self, wall0: float, boot0: float) -> list[OperatorWait]:
         """Every decision whose reason code waits for a person, from both daemons' logs."""
-        waits = []
-        for node in NODES:
-            try:
-                lines = self.lab.daemon_log(node).read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines:
-                if '"event"' not in line:
-                    continue
-                try:
-                    rec = json.loads(line[line.index("{") :])
-                    code = str(rec["event"])
-                    if code not in OPERATOR_NEEDED:
-                        continue
-                    wall = datetime.fromisoformat(str(rec["timestamp"])).timestamp()
-                except (ValueError, KeyError):
-                    continue
-                if wall >= wall0:
-                    waits.append(
-                        OperatorWait(
-                            t=boot0 + (wall - wall0),
-                            node=node,
-                            reason=code,
-                            data_at_risk=code in DATA_AT_RISK,
-                        )
-                    )
-        return waits
+        return [
+            OperatorWait(
+                t=boot0 + (d.wall - wall0),
+                node=d.node,
+                reason=d.event,
+                data_at_risk=d.event in DATA_AT_RISK,
+            )
+            for node in NODES
+            for d in read_decisions(self.lab.daemon_log(node), node, since_wall=wall0)
+            if d.event in OPERATOR_NEEDED
+        ]
 
 
 # -- the faults --------------------------------------------------------------------------------
