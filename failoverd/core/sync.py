@@ -138,6 +138,11 @@ def describe(st: context.Ctx) -> str:
     record = None if c is None else c.sync
     if record is not None and record.epoch == st.state.epoch and record.standby is not None:
         return f", synchronous standby {record.standby}"
+    written = st.state.sync_written
+    if written is not None and written[1] == st.state.epoch and written[0] is not None:
+        # PostgreSQL waits for it already; the record is on its way (the view shows it next).
+        # Said so, or the log's one "active" line would deny the standby it has.
+        return f", synchronous standby {written[0]} (being recorded)"
     return f", no synchronous standby ({st.s.replication.value} mode)"
 
 

@@ -70,6 +70,11 @@ def test_naming_sets_postgresql_first_and_records_once_it_reports_the_standby_sy
     seen = n1.see(serving(200.6, primary(9000, (PEER,), streaming(sync_state="sync"))))
     seen.expect(Role.ACTIVE, "sync_named", "RecordSync")
     assert (seen.one(RecordSync).standby, seen.one(RecordSync).epoch) == (PEER, 3)
+    # The record is on its way: the status line must not say "no synchronous standby" (it is
+    # the one line the log keeps of the active state).
+    seen = n1.see(serving(200.7, primary(9000, (PEER,), streaming(sync_state="sync"))))
+    seen.expect(Role.ACTIVE, "active")
+    assert f"synchronous standby {PEER} (being recorded)" in seen.text
     n1.see(serving(200.8, primary(9000, (PEER,), streaming(sync_state="sync"))).answer(n1.state))
     named = serving(201.0, primary(9000, (PEER,), streaming(sync_state="sync"))).sync(PEER, 3)
     seen = n1.see(named).expect(Role.ACTIVE, "active")
