@@ -45,6 +45,8 @@ DECISION_LEVELS: Final[Mapping[str, int]] = {
     "database_hung": logging.WARNING,  # PostgreSQL runs but does not answer: killing it
     "leased_action_late": logging.WARNING,  # an action ran past its lease: ignored
     "failsafe_failed": logging.WARNING,
+    "resume_failed": logging.WARNING,  # serving again on a new pledge failed: fenced until ZK
+    "resume_ended": logging.WARNING,  # what serving again had started is stopped again
 }
 """The level of each decision by its reason code (the core's ``Reason.code``); info for every
 other code. One table, so what pages and what merely narrates is decided in one place."""

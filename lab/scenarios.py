@@ -23,6 +23,11 @@ ZooKeeper trouble (DESIGN.md), on the lab's ensemble of three (lab/ensemble.py):
   pledges, on in the lab), expected: no failover, writes acknowledged throughout, and the
   active holding the lease again (a new epoch) once ZooKeeper is back; without it, the active
   self-fences and the site serves again once ZooKeeper is back.
+- ``zk-down-blip``: all three servers stopped for ``ZK_BLIP_DOWN_S`` seconds, and during it the
+  nodes cut off from each other for ``BLIP_S`` (a peer that stalls, datagrams lost): the active
+  self-fences once its pledges lapse, as it must, and serves again, same epoch, once its peer
+  pledges again; ZooKeeper still down. Expected: no failover, and no gap much longer than the
+  blip.
 - ``zk-cut-active``: the active cut off from all three servers, not from the passive. With the
   failsafe, expected: the active keeps serving under the passive's pledges (without it, the
   passive takes over after the session). Watched for ``OBSERVE_S`` seconds, takeover or not.
@@ -65,16 +70,26 @@ SCENARIOS = (
     "pause-partition",
     "pg-freeze",
     "zk-down",
+    "zk-down-blip",
     "zk-leader",
     "zk-isolated-follower",
     "zk-cut-active",
     "zk-cut-both",
 )
 ZK_DOWN_S = 60.0  # zk-down: how long ZooKeeper stays stopped
+ZK_BLIP_DOWN_S = 30.0  # zk-down-blip: how long ZooKeeper stays stopped...
+BLIP_AT_S, BLIP_S = 8.0, 3.0  # ... and when, in it, the nodes are cut off from each other
+# Faults that end by themselves, after so many seconds.
+ENDS_AFTER_S = {"zk-down": ZK_DOWN_S, "zk-down-blip": ZK_BLIP_DOWN_S}
 # Scenarios watched for a fixed time after the fault instead of until a takeover: none is
 # expected (zk-leader), or none once the failsafe is there (zk-cut-active, zk-down: watched
 # until well after ZooKeeper is back).
-OBSERVE_S = {"zk-leader": 10.0, "zk-cut-active": 20.0, "zk-down": ZK_DOWN_S + 15.0}
+OBSERVE_S = {
+    "zk-leader": 10.0,
+    "zk-cut-active": 20.0,
+    "zk-down": ZK_DOWN_S + 15.0,
+    "zk-down-blip": ZK_BLIP_DOWN_S + 15.0,
+}
 TAKEOVER_KINDS = ("failover", "stepdown", "switchover", "bootstrap", "readopt")
 LAB_MIN_FAILOVER_INTERVAL = 5.0  # lab/templates/failoverd.toml
 
@@ -266,6 +281,16 @@ def _zk_down(lab: Lab, node: str, plan: Plan) -> threading.Timer:
     return timer
 
 
+def _zk_down_blip(lab: Lab, node: str, plan: Plan) -> threading.Timer:
+    """``_zk_down`` for ZK_BLIP_DOWN_S, the nodes cut off from each other BLIP_S into it."""
+    lab.zk.stop_all()
+    threading.Timer(BLIP_AT_S, lab.partition_nodes).start()
+    threading.Timer(BLIP_AT_S + BLIP_S, lab.heal_nodes).start()
+    timer = threading.Timer(ZK_BLIP_DOWN_S, lab.zk.start_all)
+    timer.start()
+    return timer
+
+
 Plan = dict[str, Any]  # what a scenario's preparation chose, for its fault and its restore
 
 
@@ -339,13 +364,20 @@ FAULTS: dict[str, Callable[[Lab, str, Plan], object]] = {
     "pause-partition": lambda lab, n, _: _pause_partition(lab, n),
     "pg-freeze": lambda lab, n, _: lab.signal_postgres(n, signal.SIGSTOP),
     "zk-down": _zk_down,
+    "zk-down-blip": _zk_down_blip,
     "zk-leader": lambda lab, n, plan: lab.zk.kill(plan["zk_server"]),
     "zk-isolated-follower": _isolate_follower,
     "zk-cut-active": lambda lab, n, _: lab.zk.cut_node(n),
     "zk-cut-both": _cut_both,
 }
 # Restored by healing every cut in the lab.
-CUT_SCENARIOS = ("pause-partition", "zk-isolated-follower", "zk-cut-active", "zk-cut-both")
+CUT_SCENARIOS = (
+    "pause-partition",
+    "zk-isolated-follower",
+    "zk-cut-active",
+    "zk-cut-both",
+    "zk-down-blip",
+)
 
 
 def surviving_ids(lab: Lab, node: str) -> set[str]:
@@ -459,8 +491,9 @@ def run(
         workload.stop()
     healed_at: float | None = None
     if isinstance(healing, threading.Timer):  # the fault ends by itself
-        healing.join(timeout=ZK_DOWN_S + 10)
-        healed_at = fault_at + ZK_DOWN_S
+        ends_after = ENDS_AFTER_S[scenario]
+        healing.join(timeout=ends_after + 10)
+        healed_at = fault_at + ends_after
     if scenario == "freeze":
         lab.thaw_daemon(active)  # it finds itself fenced, and rejoins by itself
         healed_at = boottime()

@@ -116,10 +116,15 @@ def maybe_ask(st: context.Ctx) -> None:
     every step while its own checks pass; the adapter keeps one request in flight."""
     role = st.state.role
     serving = role is Role.ACTIVE or (role is Role.PAUSED and st.state.paused_serving)
-    if not st.s.failsafe or not serving or st.state.epoch <= 0 or not in_trouble(st):
+    # Self-fenced on a lapsed pledge, to serve again under a new one (fenced.resume): its own
+    # fence stopped the database, so its checks cannot pass; a failed resume ends the asking.
+    resuming = role is Role.FENCED and st.state.resume_epoch == st.state.epoch
+    if not st.s.failsafe or not (serving or resuming) or st.state.epoch <= 0:
+        return
+    if not in_trouble(st):
         return
     local = st.obs.local
-    if not (local.complete and local.healthy):
+    if serving and not (local.complete and local.healthy):
         return  # a failing active must not hold its peer off: let the pledges lapse
     st.emit(AskPledge, st.reason, epoch=st.state.epoch)
 

@@ -645,6 +645,11 @@ class State:
     fence_final_timeline: int | None = None
     db_changed_at: float | None = None  # a database action finished: older probes are stale
     fence_stop_clean: bool = False
+    # Self-fenced on a lapsed pledge while serving, healthy, at this epoch, ZooKeeper out of
+    # reach: it may serve again under a new pledge (core/fenced.py, resume); None otherwise.
+    resume_epoch: int | None = None
+    resumed_at: float | None = None  # the last time it did: at most once per fence_retry_after
+    resume_started: bool = False  # this resume started the database or added the VIP
     started_at: float | None = None  # boottime of this process's first observation
     paused_serving: bool = False  # paused while it may hold the VIP or the writable primary
     left_serving_recorded: bool = False  # stopping while paused: last_leader says it serves on

@@ -70,6 +70,8 @@ def must_prove_session(st: context.Ctx) -> bool:
         return False  # a fence already under way; the role's own logic goes on with it
     if role is Role.PAUSED:
         return st.state.paused_from in context.SERVING_ROLES or context.serving(st)
+    if role is Role.FENCED and st.state.resume_epoch is not None:
+        return context.serving(st)  # serving again on a pledge (fenced.resume), not yet active
     if role is Role.STARTING:
         # A new process has no round-trip yet: it gets self_fence_after to make one.
         started = st.state.started_at if st.state.started_at is not None else st.obs.now

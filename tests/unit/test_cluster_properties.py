@@ -154,6 +154,57 @@ def test_a_whole_zookeeper_outage_is_not_an_outage_of_the_site() -> None:
     assert clustersim.converged(sim) is None, clustersim.converged(sim)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_pledge_channel_blip_in_a_zookeeper_outage_darkens_the_site_only_for_the_blip(
+    seed: int,
+) -> None:
+    """ZooKeeper is down for everyone and the peer stops answering for a few seconds (the lab
+    saw a stalled disk under the peer's pledge store do it): the active self-fences, as it
+    must. Nobody can take the lease while ZooKeeper is out, so once the peer pledges again
+    the active serves again at the same epoch, not only when ZooKeeper comes back."""
+    sim, active = settled(seed=seed)
+    epoch = sim.nodes[active].state.epoch
+    sim.set_zk(False)
+    serve_for(sim, 5.0)
+    sim.set_peer_link(False)
+    serve_for(sim, 6.0)
+    assert sim.vip_holders() == [], "\n".join(sim.log[-40:])  # the self-fence
+    assert sim.nodes[active].state.role is Role.FENCED
+    sim.set_peer_link(True)
+    healed_at = sim.now
+    back_at = None
+    for _ in range(int(20 / DT)):
+        sim.advance()
+        if back_at is None and sim.vip_holders() == [active]:
+            back_at = sim.now
+    assert back_at is not None, "\n".join(sim.log[-60:])
+    assert back_at - healed_at < 5.0, "\n".join(sim.log[-60:])
+    node = sim.nodes[active].state
+    assert (node.role, node.epoch) == (Role.ACTIVE, epoch), "\n".join(sim.log[-40:])
+    holders, acked = serve_for(sim, 20.0)
+    assert holders == {active} and acked > 0.5 * 20 / DT, "\n".join(sim.log[-40:])
+    sim.set_zk(True)
+    watch(sim, 30.0)
+    assert clustersim.converged(sim) is None, clustersim.converged(sim)
+
+
+def test_a_resume_that_keeps_failing_stays_fenced_until_zookeeper_is_back() -> None:
+    """The channel flaps: one resume per fence_retry_after, not a database started and
+    stopped every few ticks."""
+    sim, _ = settled()
+    sim.set_zk(False)
+    serve_for(sim, 5.0)
+    starts = 0
+    for _ in range(6):
+        sim.set_peer_link(False)
+        serve_for(sim, 3.0)
+        sim.set_peer_link(True)
+        before = len(sim.log)
+        serve_for(sim, 1.0)
+        starts += sum("resuming" in line and "StartPrimary" in line for line in sim.log[before:])
+    assert starts <= 3, "\n".join(sim.log[-80:])
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_crash_failover_counts_its_duration_from_the_last_sign_of_life(seed: int) -> None:
     """The history record and metric of a crash failover include the session timeout waited

@@ -40,17 +40,110 @@ def test_an_active_in_zookeeper_trouble_asks_for_pledges_and_serves_on_them() ->
     n1.see(pledged).expect(Role.ACTIVE, "serving_on_pledge", "AskPledge")
 
 
+FENCE = ("RemoveVip", "StopDatabase", "RunHook")
+
+
 def test_no_pledge_and_no_round_trip_is_a_self_fence() -> None:
     n1 = active()
     lapsed = cut_off(100.0 + SFA, 98.0).pledge(3, sent_at=98.0 + SFA - 2.0 + 0.1)
-    n1.see(lapsed).expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    # Fenced, and asking for a new pledge to serve again (the resume tests below).
+    n1.see(lapsed).expect(Role.FENCED, "self_fenced", *FENCE, "AskPledge")
     assert "no live pledge" in n1.state.reason.text
 
 
 def test_a_pledge_for_another_epoch_counts_for_nothing() -> None:
     n1 = active()
     other = cut_off(100.0 + SFA, 98.0).pledge(2, sent_at=99.0 + SFA)
-    n1.see(other).expect(Role.FENCED, "self_fenced", "RemoveVip", "StopDatabase", "RunHook")
+    n1.see(other).expect(Role.FENCED, "self_fenced", *FENCE, "AskPledge")
+
+
+# -- serving again after a self-fence on a lapsed pledge, ZooKeeper still out -------------------
+
+
+def fenced_on_lapsed_pledge() -> tuple[Node, float]:
+    """The active self-fenced at t: no round-trip since 98, its pledge lapsed; the fence's
+    stop has answered."""
+    n1 = active()
+    t = 100.0 + SFA
+    n1.see(cut_off(t, 98.0).pledge(3, sent_at=98.0 + SFA - 2.0 + 0.1))
+    assert n1.state.resume_epoch == 3
+    assert n1.state.pending is not None and n1.state.pending.kind == "StopDatabase"
+    stopped = cut_off(t + 0.1, 98.0).db_stopped(was_primary=True, clean=True)
+    n1.see(stopped.answer(n1.state, final_lsn=9000, clean=True))
+    assert n1.state.pending is None
+    return n1, t + 0.1
+
+
+def test_a_new_pledge_brings_the_self_fenced_active_back_at_the_same_epoch() -> None:
+    n1, t = fenced_on_lapsed_pledge()
+    down = cut_off(t + 0.1, 98.0).db_stopped(was_primary=True, clean=True)
+    seen = n1.see(down)
+    seen.expect(Role.FENCED, "resume_asking", "AskPledge")
+    assert seen.one(AskPledge).epoch == 3
+    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
+    seen = n1.see(pledged.pledge(3, sent_at=t + 0.15))
+    seen.expect(Role.FENCED, "resuming", "StartPrimary", "AskPledge")
+    started = cut_off(t + 0.5, 98.0).db_primary(lsn=9000, recorded_epoch=3)
+    seen = n1.see(started.pledge(3, sent_at=t + 0.45).answer(n1.state))
+    seen.expect(Role.FENCED, "resuming", "AddVip", "AskPledge")
+    back = cut_off(t + 0.6, 98.0).pledge(3, sent_at=t + 0.55).answer(n1.state)
+    seen = n1.see(back).expect(Role.ACTIVE, "resumed", "AskPledge")
+    assert (n1.state.epoch, n1.state.resume_epoch) == (3, None)
+    n1.see(cut_off(t + 0.7, 98.0).pledge(3, sent_at=t + 0.65)).expect(
+        Role.ACTIVE, "serving_on_pledge", "AskPledge"
+    )
+
+
+def test_a_pledge_that_lapses_while_the_database_starts_fences_again_for_good() -> None:
+    n1, t = fenced_on_lapsed_pledge()
+    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
+    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
+        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
+    )
+    late = cut_off(t + 0.15 + SFA + 0.1, 98.0).db_primary(lsn=9000, recorded_epoch=3)
+    seen = n1.see(late.pledge(3, sent_at=t + 0.15).answer(n1.state))
+    seen.expect(Role.FENCED, "self_fenced", *FENCE)
+    assert n1.state.resume_epoch is None  # within fence_retry_after of the last resume
+
+
+def test_a_pledge_that_lapses_before_the_database_is_seen_up_stops_it_all_the_same() -> None:
+    n1, t = fenced_on_lapsed_pledge()
+    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
+    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
+        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
+    )
+    late = cut_off(t + 0.15 + SFA + 0.1, 98.0).db_unknown()  # the probe has not looked yet
+    seen = n1.see(late.pledge(3, sent_at=t + 0.15).answer(n1.state))
+    seen.expect(Role.FENCED, "resume_ended", "RemoveVip", "StopDatabase")
+    assert n1.state.resume_epoch is None
+
+
+def test_an_active_fenced_with_failing_checks_does_not_come_back() -> None:
+    n1 = active()
+    failing = cut_off(100.0 + SFA, 98.0).check_failing().pledge(3, sent_at=98.1 + SFA - 2.0)
+    n1.see(failing).expect(Role.FENCED, "self_fenced", *FENCE)
+    assert n1.state.resume_epoch is None
+
+
+def test_zookeeper_back_before_the_resume_finished_stops_what_it_started() -> None:
+    n1, t = fenced_on_lapsed_pledge()
+    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
+    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
+        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
+    )
+    # ZooKeeper answers again (its view may not show the database yet): the resume ends, and
+    # what it started is stopped before the lease decides anything.
+    back = (
+        Obs(t + 0.4, FAILSAFE)
+        .lease_mine(3)
+        .db_stopped(was_primary=True, clean=True)
+        .peer_member(Role.PASSIVE, eligible=True)
+        .peer_db(PeerDb.REPLICA)
+        .pledge(3, sent_at=t + 0.15)
+    )
+    seen = n1.see(back.answer(n1.state))
+    seen.expect(Role.FENCED, "resume_ended", "RemoveVip", "StopDatabase")
+    assert n1.state.resume_epoch is None
 
 
 def test_a_failing_active_asks_for_no_pledge() -> None:
