@@ -25,7 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from failoverd import __version__
 from failoverd import log as logmod
 from failoverd.actions.postgres import rewind_readiness
-from failoverd.actions.runner import ActionRunner
+from failoverd.actions.runner import ActionRunner, rounded_phases
 from failoverd.actions.vip import VipError, has_vip, verify_interface
 from failoverd.checks.postgres import database_status
 from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers
@@ -701,7 +701,7 @@ def log_takeover(log: Any, event: RecordEvent) -> None:
     ``promotion_s`` from the lease going free; the same numbers as the history and metrics."""
     if event.kind not in FAILOVER_KINDS:
         return
-    phases = {name: round(seconds, 3) for name, seconds in event.phases}
+    phases = rounded_phases(event.phases)
     log.info(
         "failover_complete",
         kind=event.kind,

@@ -15,7 +15,7 @@ removal could come after the peer took over. Address changes stay in order among
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -258,5 +258,11 @@ def _event_record(action: RecordEvent, node: str) -> dict[str, object]:
         "by": node,
         "reason": action.reason.text,
         "reason_code": action.reason.code,
-        "phases": {name: round(seconds, 4) for name, seconds in action.phases},
+        "phases": rounded_phases(action.phases),
     }
+
+
+def rounded_phases(phases: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """A takeover's phases as every record of it shows them (history, the log line): one
+    rounding, or the same phase prints 0.76 in one place and 0.77 in another."""
+    return {name: round(seconds, 4) for name, seconds in phases}
