@@ -9,6 +9,7 @@ under its ``base_dir`` and is stopped by PID.
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import time
@@ -29,12 +30,35 @@ class ZooKeeperError(RuntimeError):
     """The server could not be started or stopped; the message carries its log's tail."""
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORTS_BELOW_EPHEMERAL = 12000  # how many ports under the kernel's range free_port draws from
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago: the kernel picks it, so parallel runs do not collide."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port free a moment ago, drawn at random from below the kernel's ephemeral range.
+
+    Not one the kernel picks (bind to port 0): it hands that port out again to the next
+    outgoing connection or port-0 bind, and a server started on it a moment later finds it
+    taken (the suite saw a ZooKeeper of three exit on "Address already in use" while the
+    relays of its ensemble bound theirs). Below the range, only another free_port can draw it.
+    """
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(max(1024, low - PORTS_BELOW_EPHEMERAL), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # all taken: the kernel's
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        picked: int = s.getsockname()[1]
+        return picked
 
 
 def four_letter(host: str, port: int, cmd: str, timeout: float = 2.0) -> str:

@@ -8,7 +8,6 @@ file, with its runbook link; a dead target is ``up == 0``; everything stops by P
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ from failoverd.core import Settings
 from failoverd.metrics import Metrics
 from lab.monitoring import COMPONENTS, Monitoring, MonitoringError
 from lab.process import wait_for
+from lab.zookeeper import free_port
 
 pytestmark = pytest.mark.integration
 
 VENV = Path(sys.prefix)  # the environment running the tests runs the webhook receiver too
 PAGE_BOUND = 30.0  # scrape 1 s + evaluation 1 s + group_wait 1 s, on a loaded 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from lab.ensemble import (
     server_of_session,
     server_spec,
 )
+from lab.zookeeper import EPHEMERAL_RANGE, PORTS_BELOW_EPHEMERAL, free_port
 
 SRVR_FOLLOWER = """Zookeeper version: 3.8.0-${mvngit.commit.id}, built on 2024-12-29 17:54 UTC
 Latency min/avg/max: 0/6.4545/18
@@ -107,3 +108,12 @@ def test_a_session_a_server_still_lists_after_it_moved_is_where_it_connected_las
 def test_the_daemons_and_the_role_script_are_given_every_server() -> None:
     assert connect_string() == "10.77.0.5:2181,10.77.0.6:2181,10.77.0.7:2181"
     assert server_spec() == "1=10.77.0.5 2=10.77.0.6 3=10.77.0.7"
+
+
+def test_free_ports_are_drawn_below_the_kernels_ephemeral_range() -> None:
+    """The kernel hands its own picks out again at once (to the next connection or port-0
+    bind): a server started a moment later on one could find it taken."""
+    low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert all(max(1024, low - PORTS_BELOW_EPHEMERAL) <= p < low for p in ports), ports
+    assert len(set(ports)) > 1  # drawn, not one fixed port

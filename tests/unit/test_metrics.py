@@ -40,6 +40,7 @@ from failoverd.core import (
 )
 from failoverd.failsafe import ASK_RESULTS, FailsafeStats, Refused
 from failoverd.metrics import FAILOVER_KINDS, STEPDOWN_KINDS, Metrics, MetricsError
+from lab.zookeeper import free_port
 
 CLUSTER = "prod"
 LABELS = {"node": NODE, "cluster": CLUSTER}
@@ -563,12 +564,6 @@ def test_failsafe_gauges_say_how_long_each_promise_still_binds() -> None:
 # --------------------------------------------------------------------------------------------
 # The endpoint
 # --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
