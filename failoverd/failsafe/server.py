@@ -12,6 +12,11 @@ Invariants, each with its why:
 3. **``set_granting`` is atomic with respect to grants.** Grants hold the same lock from the
    granting check to the in-memory update, so once ``set_granting(None)`` returns no further
    pledge is granted and every earlier one is in ``pledged_until``: the core may then trust it.
+4. **A refused message changes nothing** but the counts (and the replay guard, for a signed
+   request: its nonce is spent). Requests refused for their epoch, or because the channel grants
+   none, get a signed refusal so the active need not wait out its timeout; every other refused
+   message gets no answer (an unauthenticated sender learns nothing and cannot use the passive
+   to reflect traffic).
 5. **No answer waits for the disk while the store is ahead.** The store is written ``ttl``
    ahead of the promise (one write per ttl while the active asks, not one per request), and
    extended in the background once less than half of that lead is left. A disk that stalls
@@ -21,11 +26,6 @@ Invariants, each with its why:
    came back). What the store holds beyond the promise costs only a restarted passive that
    much more waiting; ``pledged_until``, which the core reads, is the promise itself. No lock
    the loop takes is held across a write.
-4. **A refused message changes nothing** but the counts (and the replay guard, for a signed
-   request: its nonce is spent). Requests refused for their epoch, or because the channel grants
-   none, get a signed refusal so the active need not wait out its timeout; every other refused
-   message gets no answer (an unauthenticated sender learns nothing and cannot use the passive
-   to reflect traffic).
 """
 
 from __future__ import annotations
