@@ -41,9 +41,17 @@ WEBHOOK_MARKER="lab.webhook --listen $ADDR --port $WEBHOOK_PORT"
 AM_MARKER="--config.file=$AM_CONF"
 PROM_MARKER="--config.file=$PROM_CONF"
 
-webhook_ready() { [[ $(http_status "http://$ADDR:$WEBHOOK_PORT/") == 200 ]]; }
-am_ready() { [[ $(http_status "http://$ADDR:$ALERTMANAGER_PORT/-/ready") == 200 ]]; }
-prom_ready() { [[ $(http_status "http://$ADDR:$PROMETHEUS_PORT/-/ready") == 200 ]]; }
+# ready_url NAME: the address whose HTTP 200 says the component is ready
+ready_url() {
+    case $1 in
+        webhook) echo "http://$ADDR:$WEBHOOK_PORT/" ;;
+        alertmanager) echo "http://$ADDR:$ALERTMANAGER_PORT/-/ready" ;;
+        prometheus) echo "http://$ADDR:$PROMETHEUS_PORT/-/ready" ;;
+    esac
+}
+webhook_ready() { [[ $(http_status "$(ready_url webhook)") == 200 ]]; }
+am_ready() { [[ $(http_status "$(ready_url alertmanager)") == 200 ]]; }
+prom_ready() { [[ $(http_status "$(ready_url prometheus)") == 200 ]]; }
 
 # launch NAME MARKER READY CMD...: spawn CMD unless NAME already runs, and wait until READY
 # succeeds (or the process exits: then its log's tail and an error).
@@ -58,9 +66,12 @@ launch() {
     spawn "$pidfile" "$log" "$@"
     # shellcheck disable=SC2317  # called indirectly by wait_until
     ready_or_exited() { "$ready" || spawned_exited "$pidfile"; }
-    wait_until 30 ready_or_exited || true
+    # 60 s: ready in 2-3 s as a rule, but twice in one suite run here neither Prometheus nor
+    # Alertmanager was within 30 s, running and silent (a host that stalls for a while).
+    wait_until 60 ready_or_exited || true
     if ! "$ready"; then
         tail -n 30 "$log" >&2 || true
+        say "$name: ready probe answered HTTP $(http_status "$(ready_url "$name")")"
         stop_pid "$pidfile" "$marker" TERM 5 2>/dev/null || true
         die "$name did not get ready (log $log)"
     fi
