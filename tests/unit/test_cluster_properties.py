@@ -188,23 +188,6 @@ def test_a_pledge_channel_blip_in_a_zookeeper_outage_darkens_the_site_only_for_t
     assert clustersim.converged(sim) is None, clustersim.converged(sim)
 
 
-def test_a_resume_that_keeps_failing_stays_fenced_until_zookeeper_is_back() -> None:
-    """The channel flaps: one resume per fence_retry_after, not a database started and
-    stopped every few ticks."""
-    sim, _ = settled()
-    sim.set_zk(False)
-    serve_for(sim, 5.0)
-    starts = 0
-    for _ in range(6):
-        sim.set_peer_link(False)
-        serve_for(sim, 3.0)
-        sim.set_peer_link(True)
-        before = len(sim.log)
-        serve_for(sim, 1.0)
-        starts += sum("resuming" in line and "StartPrimary" in line for line in sim.log[before:])
-    assert starts <= 3, "\n".join(sim.log[-80:])
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_a_crash_failover_counts_its_duration_from_the_last_sign_of_life(seed: int) -> None:
     """The history record and metric of a crash failover include the session timeout waited
