@@ -17,11 +17,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from failoverd import __version__
-from failoverd import ctl as ctlmod
 from failoverd.cli import failoverd_main
 from failoverd.cli_common import EXIT_CONFIG, EXIT_REFUSED, EXIT_USAGE
 from failoverd.core import ClusterView, LeaseInfo, MemberStatus
-from failoverd.ctl import failoverctl_main
+from failoverd.ctl import failoverctl_main, group, show, steer
 from failoverd.status import CRITICAL, DEGRADED, HEALTHY, UNKNOWN
 from failoverd.zk import ZkUnreachable
 
@@ -73,7 +72,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_zookeeper(*args: object, **kwargs: object) -> NoReturn:
         raise AssertionError("contacted ZooKeeper")
 
-    monkeypatch.setattr(ctlmod, "ZkCluster", no_zookeeper)
+    monkeypatch.setattr(group, "ZkCluster", no_zookeeper)
     path = tmp_path / "failoverd.toml"
     path.write_text(CONFIG)
     return path
@@ -188,6 +187,13 @@ VIEW = ClusterView(
 )
 
 
+def patch_everywhere(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> None:
+    """Replace a helper of failoverctl's group in every module of it that imported it."""
+    for module in (group, show, steer):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+
+
 @pytest.fixture
 def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`status` sees VIEW, without ZooKeeper."""
@@ -196,10 +202,10 @@ def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def fake(
         ctx: click.Context, unknown_exit: int = 1, target: object = None
     ) -> Iterator[tuple[Any, Any]]:
-        yield (target if target is not None else ctlmod._target(ctx)), FakeZk()
+        yield (target if target is not None else group.resolve_target(ctx)), FakeZk()
 
-    monkeypatch.setattr(ctlmod, "_connected", fake)
-    monkeypatch.setattr(ctlmod, "_read_view", lambda zk, timeout: VIEW)
+    patch_everywhere(monkeypatch, "connected", fake)
+    patch_everywhere(monkeypatch, "read_view", lambda zk, timeout: VIEW)
     return config
 
 
@@ -211,7 +217,7 @@ def test_ctrl_c_ends_watch_quietly_with_exit_0(
     def interrupted(seconds: float) -> NoReturn:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ctlmod.time, "sleep", interrupted)
+    monkeypatch.setattr(show.time, "sleep", interrupted)
     done = ctl(connected, "status", "--watch")
     assert done.exit_code == 0, done.output
     assert "cluster lab" in done.stdout and done.stderr == ""
@@ -223,7 +229,7 @@ def test_ctrl_c_before_a_one_shot_verdict_is_unknown(
     def interrupted(zk: object, timeout: float) -> NoReturn:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ctlmod, "_read_view", interrupted)
+    patch_everywhere(monkeypatch, "read_view", interrupted)
     done = ctl(connected, "status")
     assert done.exit_code == UNKNOWN and done.stdout == "" and done.stderr == ""
 
@@ -234,24 +240,24 @@ ADMIN = '[cluster]\nname = "prod"\nzookeeper_hosts = ["10.0.0.5:2181", "10.0.0.6
 
 
 @pytest.fixture
-def seen_target(connected: Path, monkeypatch: pytest.MonkeyPatch) -> list[ctlmod.Target]:
+def seen_target(connected: Path, monkeypatch: pytest.MonkeyPatch) -> list[group.Target]:
     """`status` and `promote` see VIEW; the targets they connected to are recorded."""
-    targets: list[ctlmod.Target] = []
+    targets: list[group.Target] = []
 
     @contextmanager
     def fake(
-        ctx: click.Context, unknown_exit: int = 1, target: ctlmod.Target | None = None
+        ctx: click.Context, unknown_exit: int = 1, target: group.Target | None = None
     ) -> Iterator[tuple[Any, Any]]:
-        resolved = target if target is not None else ctlmod._target(ctx)
+        resolved = target if target is not None else group.resolve_target(ctx)
         targets.append(resolved)
         yield resolved, FakeZk()
 
-    monkeypatch.setattr(ctlmod, "_connected", fake)
+    patch_everywhere(monkeypatch, "connected", fake)
     return targets
 
 
 def test_the_config_option_works_after_the_command_too(
-    seen_target: list[ctlmod.Target], connected: Path
+    seen_target: list[group.Target], connected: Path
 ) -> None:
     done = CliRunner().invoke(failoverctl_main, ["status", "-c", str(connected)])
     assert done.exit_code == HEALTHY, done.output
@@ -262,7 +268,7 @@ def test_the_config_option_works_after_the_command_too(
 
 
 def test_an_admin_host_needs_only_zookeeper_and_the_cluster_name(
-    seen_target: list[ctlmod.Target], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    seen_target: list[group.Target], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FAILOVERD_CONFIG", raising=False)
@@ -283,7 +289,7 @@ def test_an_admin_host_needs_only_zookeeper_and_the_cluster_name(
 
 
 def test_an_admin_file_holds_only_the_cluster_table(
-    seen_target: list[ctlmod.Target], tmp_path: Path
+    seen_target: list[group.Target], tmp_path: Path
 ) -> None:
     admin = tmp_path / "failoverctl.toml"
     admin.write_text(ADMIN + 'chroot = "/failoverd/prod-eu"\n')
@@ -303,7 +309,7 @@ def test_an_admin_file_holds_only_the_cluster_table(
         ["status", "--chroot", "/failoverd/x"],
     ],
 )
-def test_admin_flags_go_together(seen_target: list[ctlmod.Target], argv: list[str]) -> None:
+def test_admin_flags_go_together(seen_target: list[group.Target], argv: list[str]) -> None:
     done = CliRunner().invoke(failoverctl_main, argv)
     assert done.exit_code == EXIT_USAGE
     assert one_line_error(done).startswith("failoverctl: error: --")
@@ -311,7 +317,7 @@ def test_admin_flags_go_together(seen_target: list[ctlmod.Target], argv: list[st
 
 
 def test_bad_admin_flags_are_a_configuration_problem_named_by_key(
-    seen_target: list[ctlmod.Target],
+    seen_target: list[group.Target],
 ) -> None:
     argv = ["--zookeeper", "zk1", "--cluster", "prod", "status"]
     done = CliRunner().invoke(failoverctl_main, argv)
@@ -320,7 +326,7 @@ def test_bad_admin_flags_are_a_configuration_problem_named_by_key(
 
 
 def test_promote_from_an_admin_host_rejects_a_node_zookeeper_does_not_know(
-    seen_target: list[ctlmod.Target],
+    seen_target: list[group.Target],
 ) -> None:
     argv = ["--zookeeper", "10.0.0.5:2181", "--cluster", "prod", "promote", "fln9", "--yes"]
     done = CliRunner().invoke(failoverctl_main, argv)
@@ -355,7 +361,7 @@ def test_status_json_is_a_document_when_zookeeper_is_unreachable(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(ctlmod, "ZkCluster", Unreachable)
+    monkeypatch.setattr(group, "ZkCluster", Unreachable)
     done = ctl(config, "status", "--json")
     assert done.exit_code == UNKNOWN
     doc = json.loads(done.stdout)
@@ -394,8 +400,8 @@ def test_the_switchover_window_waits_for_the_old_actives_record(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     history = TrailingHistory()
-    plan = ctlmod.Plan(source="fln1", target="fln2", epoch=3)
-    ctlmod._report_window(history, plan, wall_started=100.0)  # type: ignore[arg-type]
+    plan = steer.Plan(source="fln1", target="fln2", epoch=3)
+    steer._report_window(history, plan, wall_started=100.0)  # type: ignore[arg-type]
     assert history.reads == 3
     assert capsys.readouterr().out == "done: writes were unavailable for 0.400 s\n"
 
@@ -404,7 +410,7 @@ def test_a_forced_switchover_has_no_old_record_to_wait_for(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     history = TrailingHistory()
-    plan = ctlmod.Plan(source=None, target="fln2", epoch=3)
-    ctlmod._report_window(history, plan, wall_started=100.0)  # type: ignore[arg-type]
+    plan = steer.Plan(source=None, target="fln2", epoch=3)
+    steer._report_window(history, plan, wall_started=100.0)  # type: ignore[arg-type]
     assert history.reads == 1
     assert capsys.readouterr().out == "done in 0.500 s\n"
