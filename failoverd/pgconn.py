@@ -459,3 +459,69 @@ def read_control_data(bin_dir: Path, data_dir: Path, timeout: float) -> ControlD
         checkpoint_lsn=data.lsn("Latest checkpoint location"),
         timeline=data.number("Latest checkpoint's TimeLineID"),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Where a stopped server's WAL ends
+
+# pg_waldump reads until the first record that is not there and says where that was: "error in
+# WAL record at A: invalid record length at B: wanted 24, got 0" (or another reason "at B").
+_WAL_END_AT: Final = re.compile(
+    r"error in WAL record at [0-9A-F]+/[0-9A-F]+: .*? at ([0-9A-F]+/[0-9A-F]+)"
+)
+# ... or names a page of a segment (a bad page header), or the segment that is not there.
+_WAL_END_IN_PAGE: Final = re.compile(r"in (?:log|WAL) segment ([0-9A-F]{24}), .*?offset (\d+)")
+_WAL_END_NO_FILE: Final = re.compile(r'could not find file "([0-9A-F]{24})"')
+
+
+def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float) -> int | None:
+    """Where a stopped server's WAL ends, read by ``pg_waldump`` from its latest checkpoint to
+    the first record that is not there; None when that cannot be told (then only the checkpoint
+    is known, a lower bound). The control file alone cannot say: a crashed primary's WAL goes
+    on past its latest checkpoint with every commit it acknowledged since, and a replica's
+    checkpoint is its last restartpoint, behind what it received."""
+    start, timeline = control.checkpoint_lsn, control.timeline
+    if start is None or timeline is None:
+        return None
+    argv = [
+        str(bin_dir / "pg_waldump"),
+        "--path", str(data_dir / "pg_wal"),
+        "--start", int_to_lsn(start),
+        "--timeline", str(timeline),
+        "--quiet",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    end = _wal_end_from(done.stderr, control.number("Bytes per WAL segment"))
+    return end if end is not None and end >= start else None
+
+
+def _wal_end_from(said: str, segment_size: int | None) -> int | None:
+    found = _WAL_END_AT.search(said)
+    if found:
+        return lsn_to_int(found.group(1))
+    if not segment_size:
+        return None
+    in_page = _WAL_END_IN_PAGE.search(said)
+    if in_page:
+        return _segment_start(in_page.group(1), segment_size) + int(in_page.group(2))
+    missing = _WAL_END_NO_FILE.search(said)
+    if missing:
+        return _segment_start(missing.group(1), segment_size)
+    return None
+
+
+def _segment_start(name: str, segment_size: int) -> int:
+    """The LSN a WAL segment file (TTTTTTTTXXXXXXXXYYYYYYYY) begins at."""
+    per_id = 0x100000000 // segment_size
+    return (int(name[8:16], 16) * per_id + int(name[16:24], 16)) * segment_size

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,11 +21,13 @@ from failoverd.clock import boottime
 from failoverd.config import CheckConfig, PostgresConfig
 from failoverd.core import DatabaseStatus, DbRole, StandbyStatus
 from failoverd.pgconn import (
+    ControlData,
     parse_sync_standby_names,
     postmaster_pid,
     read_control_data,
     read_password,
     tcp_reachable,
+    wal_end,
 )
 
 STATE_QUERY = """
@@ -108,6 +111,7 @@ class PostgresCheck:
         # When WAL last reached this replica, as far as this check has seen (see _wal_age).
         self._wal_seen_at: float | None = None
         self._received: tuple[float, int] | None = None  # (when probed, received LSN)
+        self._wal_end_for: tuple[tuple[object, ...], int | None] | None = None  # (key, end)
 
     def probe(self) -> Probe:
         started = time.monotonic()
@@ -222,12 +226,35 @@ class PostgresCheck:
         if not (data_dir / "PG_VERSION").is_file():
             return {"role": "empty"}
         control = read_control_data(self.pg.bin_dir, data_dir, max(0.2, self.cfg.timeout / 4))
+        end = self._wal_end(data_dir, control)
         return {
             "role": "stopped",
             "cluster_state": control.state,
-            "lsn": control.checkpoint_lsn,
+            # Where its WAL ends; failing that its latest checkpoint, which only a primary's
+            # clean shutdown ends WAL at (a lower bound otherwise: the peer must not count on it).
+            "lsn": control.checkpoint_lsn if end is None else end,
+            "lsn_exact": end is not None or control.state == "shut down",
             "timeline": control.timeline,
         }
+
+    def _wal_end(self, data_dir: Path, control: ControlData) -> int | None:
+        """``pg_waldump``'s end of WAL, once per stop: a stopped server's WAL does not change
+        until something (a start, a rewind, a clone) changes its control file or pg_wal."""
+        if control.state is None:
+            return None
+        try:
+            key = (
+                control.checkpoint_lsn,
+                control.state,
+                (data_dir / "global" / "pg_control").stat().st_mtime_ns,
+                (data_dir / "pg_wal").stat().st_mtime_ns,
+            )
+        except OSError:
+            return None
+        if self._wal_end_for is None or self._wal_end_for[0] != key:
+            end = wal_end(self.pg.bin_dir, data_dir, control, max(0.2, self.cfg.timeout / 2))
+            self._wal_end_for = (key, end)
+        return self._wal_end_for[1]
 
 
 def _describe(e: psycopg.Error) -> str:
@@ -276,7 +303,8 @@ def _database_status(facts: Mapping[str, object]) -> DatabaseStatus:
                 role=DbRole.STOPPED,
                 was_primary=was_primary,
                 stopped_cleanly=clean,
-                lsn=_as_int(facts.get("lsn")),  # the latest checkpoint
+                lsn=_as_int(facts.get("lsn")),
+                lsn_exact=facts.get("lsn_exact") is True,
                 timeline=_as_int(facts.get("timeline")),
             )
     if role == "empty":

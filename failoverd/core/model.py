@@ -91,6 +91,9 @@ class MemberStatus:
     version: str = ""
     age: float = 0.0  # seconds since this reader last saw the record change (reader's boottime)
     timeline: int | None = None  # the timeline ``lsn`` is on
+    # ``lsn`` is where this node's WAL ends. False: only a lower bound, a stopped database's
+    # latest checkpoint, past which a crashed primary's or any replica's WAL may go on.
+    lsn_exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,9 @@ class DatabaseStatus:
     last_received_age: float | None = None  # seconds since WAL last arrived
     was_primary: bool | None = None  # STOPPED: last ran as a primary
     stopped_cleanly: bool | None = None  # STOPPED: the control file says a clean shutdown
+    # STOPPED: ``lsn`` is where its WAL ends (read from pg_wal), not just its latest checkpoint.
+    # None: not said (then only a primary's clean shutdown ends WAL at its checkpoint).
+    lsn_exact: bool | None = None
     recorded_epoch: int | None = None  # epoch written into the database by its last promotion
     observed_at: float | None = None  # boottime the probe behind this started (None: now)
     timeline: int | None = None  # primary: its timeline; replica: the one it receives or replays

@@ -173,8 +173,25 @@ def most_advanced(settings: Settings, obs: Observation) -> tuple[bool, str] | No
     where = f"timeline {db.timeline} at {format_lsn(db.lsn)}"
     there = f"timeline {peer.timeline} at {format_lsn(peer.lsn)}"
     if mine > theirs:
+        if not peer.lsn_exact:
+            # Its database stopped without a shutdown checkpoint at the end: the checkpoint it
+            # reports is a lower bound, and the commits it acknowledged may lie beyond it.
+            return None
         return True, f"the most advanced node: {where}, {settings.peer} {there}"
-    return False, f"{settings.peer} is further ahead ({there}; here {where})"
+    at_least = "" if peer.lsn_exact else "at least "
+    return False, f"{settings.peer} is further ahead ({at_least}{there}; here {where})"
+
+
+def wal_end_known(db: DatabaseStatus) -> bool:
+    """Is ``db.lsn`` where this database's WAL ends? A running server's is (its write or receive
+    position); a stopped one's is when read from its WAL, else it is the latest checkpoint,
+    which ends WAL only after a primary's clean shutdown. A crashed primary's WAL goes on past
+    it, and a replica's checkpoint is its last restartpoint, behind what it received."""
+    if db.role is not DbRole.STOPPED:
+        return True
+    if db.lsn_exact is not None:
+        return db.lsn_exact
+    return db.was_primary is True and db.stopped_cleanly is True
 
 
 def peer_can_lead(settings: Settings, obs: Observation, peer: MemberStatus) -> bool:

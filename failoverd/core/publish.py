@@ -43,6 +43,7 @@ def maybe_publish(st: context.Ctx) -> None:
         reason_code=st.state.reason.code,
         lsn=db.lsn,
         timeline=db.timeline,
+        lsn_exact=policy.wal_end_known(db),
         db_role=db.role.value,
         checks=st.obs.local.checks,
         published_at=st.obs.wall_now,

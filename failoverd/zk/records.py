@@ -15,6 +15,7 @@ from typing import Any
 
 from failoverd.core import (
     CheckStatus,
+    DbRole,
     LastLeader,
     LeaseInfo,
     MalformedMember,
@@ -127,6 +128,7 @@ def member_to_json(status: MemberStatus) -> bytes:
             "reason_code": status.reason_code,
             "lsn": status.lsn,
             "timeline": status.timeline,
+            "lsn_exact": status.lsn_exact,
             "db_role": status.db_role,
             "checks": [
                 {
@@ -170,6 +172,7 @@ def member_from_json(node: str, data: bytes) -> MemberStatus | MalformedMember:
         checks = obj.get("checks", [])
         if not isinstance(checks, list):
             raise _wrong(what, "checks", "a list", checks)
+        db_role = _str(obj, "db_role", what, default="unknown")
         return MemberStatus(
             node=node,
             role=_str(obj, "role", what),
@@ -180,7 +183,9 @@ def member_from_json(node: str, data: bytes) -> MemberStatus | MalformedMember:
             reason_code=_str(obj, "reason_code", what, default=""),
             lsn=_opt_int(obj, "lsn", what),
             timeline=_opt_int(obj, "timeline", what),
-            db_role=_str(obj, "db_role", what, default="unknown"),
+            db_role=db_role,
+            # An older daemon's record does not say: a stopped database's is a checkpoint.
+            lsn_exact=_bool(obj, "lsn_exact", what, default=db_role != DbRole.STOPPED.value),
             checks=tuple(_check_from_obj(c, i, what) for i, c in enumerate(checks)),
             published_at=_num(obj, "published_at", what, default=0.0),
             version=_str(obj, "version", what, default=""),

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,7 @@ from failoverd.core import (
     ZkState,
     ZkStatus,
     eligibility,
+    policy,
 )
 from failoverd.daemon import peer_probe
 from lab.donations import DonationsApp
@@ -297,34 +299,59 @@ def test_postgres_check_fails_fast_when_stopped_and_reads_how_it_stopped(
         assert (stopped.ok, stopped.reason) == (False, "PostgreSQL connection refused")
         # Within its own timeout: libpq alone would not give up in under 2 s.
         assert took < cfg.timeout, took
+        end = stopped.facts.pop("lsn")
         assert stopped.facts == {
             "role": "stopped",
             "cluster_state": "shut down",
-            "lsn": checkpoint_lsn(pg_solo),
+            "lsn_exact": True,
             "timeline": 1,
         }
-        db = database_status(stopped.facts)
+        # Just past the shutdown checkpoint record: the last thing a clean stop writes.
+        assert isinstance(end, int) and 0 < end - checkpoint_lsn(pg_solo) < 8192, end
+        db = database_status({**stopped.facts, "lsn": end})
         assert (db.role, db.was_primary, db.stopped_cleanly) == (DbRole.STOPPED, True, True)
-        assert (db.lsn, db.timeline) == (checkpoint_lsn(pg_solo), 1)
+        assert (db.lsn, db.lsn_exact, db.timeline) == (end, True, 1)
         # Without data_dir the check cannot tell how it stopped, and says so.
         assert database_status(blind.probe().facts).role is DbRole.UNKNOWN
 
         pg_solo.start()
         assert check.probe().ok
+        # Commits after the latest checkpoint: a crashed primary's WAL goes on past it, and
+        # the check reads where (the peer compares its own position with this).
+        with pg_solo.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS crashed (x int)")
+            conn.execute("INSERT INTO crashed SELECT generate_series(1, 1000)")
+            row = conn.execute("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn").fetchone()
+        assert row is not None
+        committed = int(row[0])
         pg_solo.kill()  # a crash: SIGKILL of every process of the server
         started = time.monotonic()
         crashed = check.probe()
         took = time.monotonic() - started
         assert (crashed.ok, crashed.reason) == (False, "PostgreSQL connection refused")
         assert took < cfg.timeout, took
+        end = crashed.facts.pop("lsn")
         assert crashed.facts == {
             "role": "stopped",
             "cluster_state": "in production",
-            "lsn": checkpoint_lsn(pg_solo),  # the last checkpoint: only a lower bound
+            "lsn_exact": True,
             "timeline": 1,
         }
-        db = database_status(crashed.facts)
+        assert isinstance(end, int) and end >= committed > checkpoint_lsn(pg_solo), end
+        db = database_status({**crashed.facts, "lsn": end})
         assert (db.role, db.was_primary, db.stopped_cleanly) == (DbRole.STOPPED, True, False)
+        assert policy.wal_end_known(db)
+        # Where pg_waldump cannot tell, the checkpoint is reported, and said to be a floor.
+        shutil.move(pg_solo.data_dir / "pg_wal", pg_solo.data_dir / "pg_wal.away")
+        try:
+            unreadable = PostgresCheck(cfg, pg_config(pg_solo)).probe()
+        finally:
+            shutil.move(pg_solo.data_dir / "pg_wal.away", pg_solo.data_dir / "pg_wal")
+        assert (unreadable.facts["lsn"], unreadable.facts["lsn_exact"]) == (
+            checkpoint_lsn(pg_solo),
+            False,
+        )
+        assert not policy.wal_end_known(database_status(unreadable.facts))
     finally:
         pg_solo.start()
 
@@ -443,7 +470,9 @@ def test_postgres_check_reports_roles_lsns_and_standbys(
         "cluster_state": "shut down in recovery",
         "timeline": 1,
     }
-    assert stopped.facts["lsn"] == checkpoint_lsn(replica)  # its last restartpoint
+    # What it received, read from its WAL: its checkpoint is only its last restartpoint.
+    assert isinstance(stopped.facts["lsn"], int) and stopped.facts["lsn"] >= received
+    assert stopped.facts["lsn_exact"] is True
     db = database_status(stopped.facts)
     assert (db.role, db.was_primary, db.stopped_cleanly) == (DbRole.STOPPED, False, True)
 

@@ -81,7 +81,7 @@ def test_member_record_round_trips_every_field() -> None:
     """Guards the JSON helpers against fields added to MemberStatus later."""
     full = MemberStatus(
         node="n1", role="active", epoch=7, eligible=False, healthy=False, reason="app down",
-        reason_code="checks_failed", lsn=123456, db_role="primary", timeline=3,
+        reason_code="checks_failed", lsn=123456, db_role="stopped", timeline=3, lsn_exact=False,
         checks=(CheckStatus("app", False, "HTTP 503", 0.25), CheckStatus("pg", True)),
         published_at=1700000000.5, version="1.2.3",
     )  # fmt: skip
@@ -90,6 +90,20 @@ def test_member_record_round_trips_every_field() -> None:
             assert getattr(full, f.name) != f.default, f"test must set {f.name} to a non-default"
     assert member_from_json("n1", member_to_json(full)) == full
     assert "age" not in json.loads(member_to_json(full))
+
+
+def test_an_older_record_without_lsn_exact_counts_a_stopped_database_as_a_lower_bound() -> None:
+    """A stopped database's LSN is its checkpoint: only a clean primary stop ends WAL there, and
+    a record that does not say which never lets the peer overtake it."""
+    for db_role, exact in (("stopped", False), ("replica", True), ("primary", True)):
+        data = json.dumps(
+            {"node": "n1", "role": "fenced", "epoch": 3, "eligible": False, "healthy": True,
+             "reason": "", "lsn": 7000, "db_role": db_role}
+        ).encode()  # fmt: skip
+        member = member_from_json("n1", data)
+        assert isinstance(member, MemberStatus) and member.lsn_exact is exact, (db_role, member)
+    wrong = member_from_json("n1", data.replace(b'"lsn": 7000', b'"lsn": 7000, "lsn_exact": 1'))
+    assert isinstance(wrong, MalformedMember) and "lsn_exact" in wrong.error, wrong
 
 
 def test_negotiated_timeout_is_what_the_server_granted(

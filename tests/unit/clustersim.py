@@ -701,7 +701,8 @@ class Sim:
             )
         return DatabaseStatus(
             DbRole.STOPPED,
-            lsn=db.checkpoint[0] if db.checkpoint else db.lsn,
+            lsn=db.lsn,  # where its WAL ends, as the check reads it with pg_waldump
+            lsn_exact=True,
             was_primary=db.was_primary,
             stopped_cleanly=db.clean,
             recorded_epoch=db.recorded_epoch,

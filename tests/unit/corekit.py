@@ -240,6 +240,8 @@ class Obs:
         lsn: int | None = 5000,
         reason: str = "",
         age: float = 0.2,
+        db_role: DbRole | None = None,
+        lsn_exact: bool = True,
     ) -> Obs:
         self._peer = MemberStatus(
             node=PEER,
@@ -249,8 +251,11 @@ class Obs:
             healthy=True,
             reason=reason or ("eligible" if eligible else "not eligible"),
             lsn=lsn,
-            db_role="primary" if role is Role.ACTIVE else "replica",
+            db_role=(
+                db_role or (DbRole.PRIMARY if role is Role.ACTIVE else DbRole.REPLICA)
+            ).value,
             age=age,
+            lsn_exact=lsn_exact,
         )
         return self
 

@@ -830,6 +830,49 @@ def test_the_most_advanced_of_two_stopped_nodes_leads_and_the_other_waits_for_it
     assert "no active to follow" in seen.text
 
 
+def test_a_crashed_peer_back_with_its_database_stopped_is_not_overtaken_on_its_checkpoint() -> None:
+    """n2 led epoch 3 and crashed; its daemon is back before its database. A stopped database
+    reports its latest checkpoint, and a crashed one's WAL goes on past it: the acknowledged
+    commits n2 took alone after the replica fell silent are there. n1's WAL stopped long
+    before n2 was last seen: not eligible. A checkpoint below n1's position must not make n1
+    "the most advanced node" (the lab saw n1 take over, fence n2 and lose those commits)."""
+    n1 = passive_at_epoch_3()  # last saw n2 alive at 99.0
+    silent = SETTINGS.max_replication_silence + 5.0  # WAL stopped this long before that
+
+    def back(t: float, *, exact: bool) -> Obs:
+        return (
+            Obs(t)
+            .lease_free(3)
+            .position(PEER, 3, 9000)
+            .peer_member(
+                Role.STARTING, eligible=False, lsn=7000, db_role=DbRole.STOPPED, lsn_exact=exact
+            )
+            .peer_db(PeerDb.DOWN)
+            .db_replica(8000, streaming=False, received_age=t - 99.0 + silent)
+        )
+
+    seen = n1.see(back(130.0, exact=False)).expect(Role.PASSIVE, "not_eligible")
+    assert "most advanced" not in seen.text
+    # A clean stop's shutdown checkpoint is where its WAL ends: then n1 does hold more.
+    seen = n1.see(back(130.5, exact=True)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+
+
+def test_a_crashed_peer_whose_checkpoint_is_ahead_is_still_ahead() -> None:
+    """A lower bound above our own position settles it: the peer holds more and should lead."""
+    n1 = passive_at_epoch_3()
+    free = (
+        Obs(140.0)
+        .lease_free(3)
+        .peer_member(
+            Role.FENCED, eligible=False, lsn=5000 + 4 * MB, db_role=DbRole.STOPPED, lsn_exact=False
+        )
+        .peer_db(PeerDb.DOWN)
+        .db_replica(5000, streaming=False, received_age=0.5)
+    )
+    seen = n1.see(free).expect(Role.PASSIVE, "not_eligible")
+    assert "n2 is further ahead" in seen.text and "it should lead" in seen.text
+
+
 def test_a_live_peer_with_more_wal_is_not_overtaken() -> None:
     """n1 is a replica that could take the free lease by the lag policy, but n2, alive and
     healthy with its database stopped, holds more: n2 should lead, not lose it."""
