@@ -206,6 +206,8 @@ def connected(config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     patch_everywhere(monkeypatch, "connected", fake)
     patch_everywhere(monkeypatch, "read_view", lambda zk, timeout: VIEW)
+    # The table shows each record's age: a clock that moves on between two runs changes it.
+    monkeypatch.setattr(show, "walltime", lambda: 1_700_000_000.0)
     return config
 
 
