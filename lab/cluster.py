@@ -1076,6 +1076,39 @@ class Lab:
         """Remove the cut between the nodes (idempotent)."""
         self.uncut(*NODES)
 
+    def repair(self, timeout: float = 90.0) -> list[str]:
+        """Undo what a test's faults may have left behind, so that one failed test does not
+        fail every later one on the same lab: cuts and downed links, ZooKeeper servers and node
+        components that are down (not PostgreSQL: its daemon starts it), a paused cluster. Then
+        wait until redundant. What it did, one line each; LabError when it cannot."""
+        done: list[str] = []
+        if self.cuts():
+            self.heal_cuts()
+            done.append("removed the cuts")
+        for node in NODES:
+            self.heal_zk(node)
+        st = self.status(failoverctl=False)
+        for node, link in st.links.items():
+            if link == "down":
+                self.restore_link(node, drop_vip=True)  # as after a reboot
+                done.append(f"{node}: link up again, without the VIP")
+        for server in ZK_SERVERS:
+            if not st.component(server, "zookeeper").up:
+                self.start_zookeeper(server, wait_serving=False)
+                done.append(f"{server}: ZooKeeper started")
+        for node in NODES:
+            for name in NODE_COMPONENTS:
+                if name != "postgres" and not st.component(node, name).up:
+                    self.start_component(node, name)
+                    done.append(f"{node}: {name} started")
+        self.zk.wait_serving(timeout=timeout)
+        doc = self.cluster_status()
+        if doc is not None and doc.get("paused"):
+            resumed = self.failoverctl(NODES[0], "resume", timeout=30)
+            done.append(f"failoverctl resume: exit {resumed.returncode}")
+        self.wait_redundant(timeout)
+        return done
+
     def start_zookeeper(self, server: str, *, wait_serving: bool = True) -> None:
         """Start one ZooKeeper server if it is not running; until it serves (it needs a
         quorum), or with ``wait_serving=False`` only until its process answers."""

@@ -1,5 +1,7 @@
 """On a failed lab test, both daemons' decisions over its span go to the test's output: on a
-machine whose logs are gone once the run ends (CI), that is what says what the cluster did."""
+machine whose logs are gone once the run ends (CI), that is what says what the cluster did.
+Then the lab is repaired (``Lab.repair``), so that the tests after it sharing it start from a
+redundant cluster rather than fail one after another on what the failure left behind."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from failoverd.clock import walltime
-from lab.cluster import NODES, Lab
+from lab.cluster import NODES, Lab, LabError
 from lab.decisions import read_decisions, timeline
 
 
@@ -32,3 +34,12 @@ def decisions_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     ]
     print(f"\n--- the daemons' decisions during {request.node.name} ---")
     print(timeline(found))
+    # The lab is shared by the tests after this one: leave it as they expect it.
+    if not lab.is_up():
+        return
+    try:
+        done = lab.repair()
+    except LabError as e:
+        print(f"--- the lab could not be repaired after {request.node.name}: {e}")
+        return
+    print(f"--- the lab repaired after {request.node.name}: {'; '.join(done) or 'nothing to do'}")
