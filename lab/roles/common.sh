@@ -104,20 +104,6 @@ spawned_exited() {
     [[ -z $pid ]] || gone "$pid"
 }
 
-# exit_status PID: how a child of this shell that `spawn` started ended, as a phrase ("status 1",
-# "signal 15 (TERM)"): a server that dies of a signal before it can log says nothing else.
-exit_status() {
-    local rc=0
-    wait "$1" 2>/dev/null || rc=$?
-    if ((rc == 127)) && ! [[ -d /proc/$1 ]]; then
-        echo "status unknown (not a child of this shell)"
-    elif ((rc > 128)); then
-        echo "signal $((rc - 128)) ($(kill -l "$((rc - 128))" 2>/dev/null || echo '?'))"
-    else
-        echo "status $rc"
-    fi
-}
-
 # descendants PID: every live descendant of PID, children before grandchildren.
 descendants() {
     local child
