@@ -104,6 +104,18 @@ spawned_exited() {
     [[ -z $pid ]] || gone "$pid"
 }
 
+# exit_status PID: how a child of this shell that `spawn` started ended ("status 1", "signal 15
+# (TERM)"): a server that dies of a signal says nothing in its log.
+exit_status() {
+    local rc=0
+    wait "$1" 2>/dev/null || rc=$?
+    if ((rc > 128)); then
+        echo "signal $((rc - 128)) ($(kill -l "$((rc - 128))" 2>/dev/null || echo '?'))"
+    else
+        echo "status $rc"
+    fi
+}
+
 # descendants PID: every live descendant of PID, children before grandchildren.
 descendants() {
     local child

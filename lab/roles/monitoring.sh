@@ -66,11 +66,17 @@ launch() {
     spawn "$pidfile" "$log" "$@"
     # shellcheck disable=SC2317  # called indirectly by wait_until
     ready_or_exited() { "$ready" || spawned_exited "$pidfile"; }
-    # 60 s: ready in 2-3 s as a rule, but twice in one suite run here neither Prometheus nor
-    # Alertmanager was within 30 s, running and silent (a host that stalls for a while).
+    local waited_from
+    waited_from=$(uptime_cs)
+    # 60 s: ready in 2-3 s as a rule; a loaded host is given time.
     wait_until 60 ready_or_exited || true
     if ! "$ready"; then
         tail -n 30 "$log" >&2 || true
+        if spawned_exited "$pidfile"; then
+            say "$name exited before it was ready: $(exit_status "$(head -n 1 "$pidfile")")"
+        else
+            say "$name still runs, not ready after $(($(uptime_cs) - waited_from))0 ms"
+        fi
         say "$name: ready probe answered HTTP $(http_status "$(ready_url "$name")")"
         stop_pid "$pidfile" "$marker" TERM 5 2>/dev/null || true
         die "$name did not get ready (log $log)"
