@@ -1081,6 +1081,9 @@ class Lab:
         fail every later one on the same lab: cuts and downed links, ZooKeeper servers and node
         components that are down (not PostgreSQL: its daemon starts it), a paused cluster. Then
         wait until redundant. What it did, one line each; LabError when it cannot."""
+        missing = [ns for ns in NAMESPACES if not self._ns_exists(ns)]
+        if missing:
+            raise LabError(f"the lab is not up: no namespace {', '.join(missing)}")
         done: list[str] = []
         if self.cuts():
             self.heal_cuts()
