@@ -267,6 +267,7 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
     sw = context.valid_switchover(st)
     if sw is not None and sw.target not in (None, st.s.node) and not _switchover_stalled(st, sw):
         return
+    why = "re-adopting what it serves" if readopt else ""
     if not readopt:
         ok, why = policy.eligibility(st.s, st.state, st.obs)
         forced = (
@@ -347,7 +348,13 @@ def try_takeover(st: context.Ctx, readopt: bool) -> None:
         )
         st.emit(FencePeer, reason, peer=st.s.peer, epoch=c.epoch)
         return
-    reason = st.decide("acquiring", f"lease free: acquiring it (epoch {c.epoch + 1})")
+    # Why this node may lead goes with it: the history and the log say what a takeover rested on.
+    reason = st.decide(
+        "acquiring",
+        f"lease free: acquiring it (epoch {c.epoch + 1}): {why}"
+        if why
+        else f"lease free: acquiring it (epoch {c.epoch + 1})",
+    )
     st.set(
         takeover=Takeover(
             kind="readopt" if readopt and c.epoch > 0 else takeover_kind(st),
