@@ -131,6 +131,7 @@ class SshServer(ServerProcess):
             "UsePAM no",
             "StrictModes no",  # the files live in a temp dir, not ~/.ssh
             "UseDNS no",
+            "SetEnv SHLVL=1",  # no ~/.bashrc for the command (lab/templates/sshd_config)
             "PrintMotd no",
             "PermitTTY no",
             "X11Forwarding no",
