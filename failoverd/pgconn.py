@@ -475,14 +475,22 @@ _WAL_END_NO_FILE: Final = re.compile(r'could not find file "([0-9A-F]{24})"')
 
 
 def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float) -> int | None:
-    """Where a stopped server's WAL ends, read by ``pg_waldump`` from its latest checkpoint to
-    the first record that is not there; None when that cannot be told (then only the checkpoint
-    is known, a lower bound). The control file alone cannot say: a crashed primary's WAL goes
-    on past its latest checkpoint with every commit it acknowledged since, and a replica's
-    checkpoint is its last restartpoint, behind what it received."""
+    """Where a stopped server's WAL ends, read by ``pg_waldump`` on its newest timeline up to
+    the first record that is not there; None when that cannot be told (then only the
+    checkpoint is known, a lower bound). The control file alone cannot say: a crashed
+    primary's WAL goes on past its latest checkpoint with every commit it acknowledged since,
+    and a replica's checkpoint is its last restartpoint, behind what it received.
+
+    Not from the checkpoint's own timeline: a primary promoted minutes ago still has its latest
+    checkpoint on the timeline before (the first checkpoint after a promotion is spread out),
+    and read there its WAL would seem to end where it was promoted."""
+    segment_size = control.number("Bytes per WAL segment")
     start, timeline = control.checkpoint_lsn, control.timeline
-    if start is None or timeline is None:
+    if start is None or timeline is None or not segment_size:
         return None
+    newest = _newest_timeline(data_dir / "pg_wal", segment_size)
+    if newest is not None and newest[0] > timeline:
+        timeline, start = newest[0], max(start, newest[1])
     argv = [
         str(bin_dir / "pg_waldump"),
         "--path", str(data_dir / "pg_wal"),
@@ -502,8 +510,25 @@ def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float)
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    end = _wal_end_from(done.stderr, control.number("Bytes per WAL segment"))
-    return end if end is not None and end >= start else None
+    end = _wal_end_from(done.stderr, segment_size)
+    return end if end is not None and end > start else None
+
+
+_SEGMENT_NAME: Final = re.compile(r"^[0-9A-F]{24}$")
+
+
+def _newest_timeline(wal_dir: Path, segment_size: int) -> tuple[int, int] | None:
+    """(the newest timeline with a WAL segment in ``wal_dir``, where its first segment begins),
+    None when there is none to read."""
+    try:
+        names = [p.name for p in wal_dir.iterdir() if _SEGMENT_NAME.match(p.name)]
+    except OSError:
+        return None
+    if not names:
+        return None
+    newest = max(int(n[:8], 16) for n in names)
+    first = min(n for n in names if int(n[:8], 16) == newest)
+    return newest, _segment_start(first, segment_size)
 
 
 def _wal_end_from(said: str, segment_size: int | None) -> int | None:

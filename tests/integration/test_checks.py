@@ -56,6 +56,7 @@ from failoverd.core import (
     policy,
 )
 from failoverd.daemon import peer_probe
+from failoverd.pgconn import read_control_data, wal_end
 from lab.donations import DonationsApp
 from lab.loopback import DaemonProcess
 from lab.postgres import PostgresServer
@@ -354,6 +355,40 @@ def test_postgres_check_fails_fast_when_stopped_and_reads_how_it_stopped(
         assert not policy.wal_end_known(database_status(unreadable.facts))
     finally:
         pg_solo.start()
+
+
+def test_a_primary_crashed_soon_after_its_promotion_reports_the_end_of_its_new_timeline(
+    make_postgres: Callable[..., PostgresServer],
+) -> None:
+    """Until the first checkpoint after a promotion completes (it is spread out), the control
+    file's latest checkpoint is on the timeline before: read there, the WAL of a primary that
+    crashed meanwhile would seem to end where it was promoted, and a peer with less would take
+    over from it. Its newest timeline is read instead."""
+    first = make_postgres("pg-tl-old")
+    promoted = make_postgres("pg-tl-new", primary=first)
+    promoted.wait_caught_up(first)
+    first.stop("fast")
+    before = read_control_data(promoted.bin_dir, promoted.data_dir, 10.0)
+    assert before.timeline == 1 and before.checkpoint_lsn is not None, before
+    promoted.promote()
+    with promoted.connect() as conn:
+        conn.execute("CREATE TABLE after_promotion (x int)")
+        conn.execute("INSERT INTO after_promotion SELECT generate_series(1, 5000)")
+        row = conn.execute("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    committed = int(row[0])
+    promoted.kill()
+    # The control file as it is until that checkpoint: the one before the promotion.
+    assert wal_end(promoted.bin_dir, promoted.data_dir, before, 10.0) == wal_end(
+        promoted.bin_dir,
+        promoted.data_dir,
+        read_control_data(promoted.bin_dir, promoted.data_dir, 10.0),
+        10.0,
+    )
+    end = wal_end(promoted.bin_dir, promoted.data_dir, before, 10.0)
+    assert end is not None and end >= committed, (end, committed)
+    facts = PostgresCheck(check_cfg("db", "postgres", timeout=1.0), pg_config(promoted)).probe()
+    assert (facts.facts["lsn"], facts.facts["lsn_exact"]) == (end, True), facts.facts
 
 
 def test_postgres_check_reports_a_hung_postmaster_and_an_empty_data_dir(
