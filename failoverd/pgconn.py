@@ -426,18 +426,25 @@ class ControlData(NamedTuple):
         return f"cluster state {self.state!r}{at}"
 
 
+def run_pg_tool(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """A PostgreSQL program that reads a data directory (pg_controldata, pg_waldump), in the C
+    locale its output is parsed in, bounded by ``timeout``. Raises OSError or
+    subprocess.TimeoutExpired."""
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def read_control_data(bin_dir: Path, data_dir: Path, timeout: float) -> ControlData:
     """``pg_controldata`` on ``data_dir``, bounded by ``timeout``."""
     try:
-        done = subprocess.run(
-            [str(bin_dir / "pg_controldata"), "-D", str(data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-            stdin=subprocess.DEVNULL,
-        )
+        done = run_pg_tool([str(bin_dir / "pg_controldata"), "-D", str(data_dir)], timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         return ControlData(None, None, str(e))
     if done.returncode != 0:
@@ -499,15 +506,7 @@ def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float)
         "--quiet",
     ]  # fmt: skip
     try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-            stdin=subprocess.DEVNULL,
-        )
+        done = run_pg_tool(argv, timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
     end = _wal_end_from(done.stderr, segment_size)

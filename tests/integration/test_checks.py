@@ -117,6 +117,16 @@ def checkpoint_lsn(server: PostgresServer) -> int:
     raise AssertionError(f"no checkpoint location in:\n{out}")
 
 
+def commit_rows(server: PostgresServer, table: str, rows: int) -> int:
+    """Commit ``rows`` rows into ``table`` (created if need be); the flushed LSN after them."""
+    with server.connect() as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (x int)")
+        conn.execute(f"INSERT INTO {table} SELECT generate_series(1, %s)", (rows,))
+        row = conn.execute("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def process_gone(pid: int) -> bool:
     """No such process, or a zombie waiting to be reaped (it runs nothing any more)."""
     try:
@@ -319,12 +329,7 @@ def test_postgres_check_fails_fast_when_stopped_and_reads_how_it_stopped(
         assert check.probe().ok
         # Commits after the latest checkpoint: a crashed primary's WAL goes on past it, and
         # the check reads where (the peer compares its own position with this).
-        with pg_solo.connect() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS crashed (x int)")
-            conn.execute("INSERT INTO crashed SELECT generate_series(1, 1000)")
-            row = conn.execute("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn").fetchone()
-        assert row is not None
-        committed = int(row[0])
+        committed = commit_rows(pg_solo, "crashed", 1000)
         pg_solo.kill()  # a crash: SIGKILL of every process of the server
         started = time.monotonic()
         crashed = check.probe()
@@ -371,12 +376,7 @@ def test_a_primary_crashed_soon_after_its_promotion_reports_the_end_of_its_new_t
     before = read_control_data(promoted.bin_dir, promoted.data_dir, 10.0)
     assert before.timeline == 1 and before.checkpoint_lsn is not None, before
     promoted.promote()
-    with promoted.connect() as conn:
-        conn.execute("CREATE TABLE after_promotion (x int)")
-        conn.execute("INSERT INTO after_promotion SELECT generate_series(1, 5000)")
-        row = conn.execute("SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn").fetchone()
-    assert row is not None
-    committed = int(row[0])
+    committed = commit_rows(promoted, "after_promotion", 5000)
     promoted.kill()
     # The control file as it is until that checkpoint: the one before the promotion.
     assert wal_end(promoted.bin_dir, promoted.data_dir, before, 10.0) == wal_end(

@@ -33,6 +33,7 @@ from failoverd.pgconn import (
     int_to_lsn,
     lsn_to_int,
     read_control_data,
+    run_pg_tool,
 )
 
 UNCLEAN_WAS_PRIMARY: Final = {
@@ -205,15 +206,7 @@ class Rewind:
             "-n", "2",
         ]  # fmt: skip
         try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=max(0.5, min(5.0, deadline - self.clock())),
-                check=False,
-                env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-                stdin=subprocess.DEVNULL,
-            )
+            done = run_pg_tool(argv, max(0.5, min(5.0, deadline - self.clock())))
         except (OSError, subprocess.TimeoutExpired):
             return None
         records = [ln for ln in done.stdout.splitlines() if ln.startswith("rmgr:")]
