@@ -174,8 +174,8 @@ def most_advanced(settings: Settings, obs: Observation) -> tuple[bool, str] | No
     there = f"timeline {peer.timeline} at {format_lsn(peer.lsn)}"
     if mine > theirs:
         if not peer.lsn_exact:
-            # Its database stopped without a shutdown checkpoint at the end: the checkpoint it
-            # reports is a lower bound, and the commits it acknowledged may lie beyond it.
+            # Its stopped database's end of WAL could not be read: the checkpoint it reports is
+            # a lower bound, and the commits it acknowledged may lie beyond it.
             return None
         return True, f"the most advanced node: {where}, {settings.peer} {there}"
     at_least = "" if peer.lsn_exact else "at least "
