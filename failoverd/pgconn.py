@@ -495,13 +495,20 @@ def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float)
     start, timeline = control.checkpoint_lsn, control.timeline
     if start is None or timeline is None or not segment_size:
         return None
-    newest = _newest_timeline(data_dir / "pg_wal", segment_size)
-    if newest is not None and newest[0] > timeline:
-        timeline, start = newest[0], max(start, newest[1])
+    segments = _newest_segments(data_dir / "pg_wal", segment_size)
+    if segments is None:
+        return None
+    newest, first, last_end = segments
+    if newest > timeline:
+        timeline, start = newest, max(start, first)
+    if last_end <= start:
+        return None
+    # --end at the last segment there is: past it, pg_waldump waits 5 s for a next one.
     argv = [
         str(bin_dir / "pg_waldump"),
         "--path", str(data_dir / "pg_wal"),
         "--start", int_to_lsn(start),
+        "--end", int_to_lsn(last_end),
         "--timeline", str(timeline),
         "--quiet",
     ]  # fmt: skip
@@ -509,16 +516,17 @@ def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float)
         done = run_pg_tool(argv, timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    end = _wal_end_from(done.stderr, segment_size)
-    return end if end is not None and end > start else None
+    # Read to the end without a bad record: WAL fills its last segment (a switch, say).
+    end = last_end if done.returncode == 0 else _wal_end_from(done.stderr, segment_size)
+    return end if end is not None and start < end <= last_end else None
 
 
 _SEGMENT_NAME: Final = re.compile(r"^[0-9A-F]{24}$")
 
 
-def _newest_timeline(wal_dir: Path, segment_size: int) -> tuple[int, int] | None:
-    """(the newest timeline with a WAL segment in ``wal_dir``, where its first segment begins),
-    None when there is none to read."""
+def _newest_segments(wal_dir: Path, segment_size: int) -> tuple[int, int, int] | None:
+    """(the newest timeline with a WAL segment in ``wal_dir``, where its first segment begins,
+    where its last one ends), None when there is none to read."""
     try:
         names = [p.name for p in wal_dir.iterdir() if _SEGMENT_NAME.match(p.name)]
     except OSError:
@@ -526,8 +534,12 @@ def _newest_timeline(wal_dir: Path, segment_size: int) -> tuple[int, int] | None
     if not names:
         return None
     newest = max(int(n[:8], 16) for n in names)
-    first = min(n for n in names if int(n[:8], 16) == newest)
-    return newest, _segment_start(first, segment_size)
+    mine = sorted(n for n in names if int(n[:8], 16) == newest)
+    return (
+        newest,
+        _segment_start(mine[0], segment_size),
+        _segment_start(mine[-1], segment_size) + segment_size,
+    )
 
 
 def _wal_end_from(said: str, segment_size: int | None) -> int | None:

@@ -391,6 +391,28 @@ def test_a_primary_crashed_soon_after_its_promotion_reports_the_end_of_its_new_t
     assert (facts.facts["lsn"], facts.facts["lsn_exact"]) == (end, True), facts.facts
 
 
+def test_wal_that_ends_at_a_segment_boundary_is_read_at_once(
+    make_postgres: Callable[..., PostgresServer],
+) -> None:
+    """A replica stopped right after a WAL switch has nothing past its last segment. Asked to
+    read on, pg_waldump waits 5 s for a next segment, longer than the check's budget: the end
+    is read up to the last segment there is."""
+    primary = make_postgres("pg-switch-src")
+    replica = make_postgres("pg-switch-rep", primary=primary)
+    with primary.connect() as conn:
+        conn.execute("SELECT pg_switch_wal()")
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    replica.wait_caught_up(primary)
+    replica.stop("fast")  # its WAL ends where the switch left it, at a segment boundary
+    control = read_control_data(replica.bin_dir, replica.data_dir, 10.0)
+    started = time.monotonic()
+    end = wal_end(replica.bin_dir, replica.data_dir, control, 10.0)
+    took = time.monotonic() - started
+    assert end is not None and end >= int(row[0]), (end, row[0])
+    assert took < 2.0, took  # not the 5 s pg_waldump waits for a segment that is not there
+
+
 def test_postgres_check_reports_a_hung_postmaster_and_an_empty_data_dir(
     make_postgres: Callable[..., PostgresServer], lab_root: Path
 ) -> None:
