@@ -103,8 +103,10 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
             )
             return
     local = st.obs.local
-    if local.complete and not local.healthy:
-        failing = "; ".join(f"{c.name}: {c.reason}" for c in local.failing)
+    # Only checks whose latest probe failed: one that passes again and waits for its rise count
+    # (its database just started again by this node, say) would move the service for nothing.
+    if local.complete and local.failing_now:
+        failing = "; ".join(f"{c.name}: {c.reason}" for c in local.failing_now)
         ok, why = policy.peer_vouched_eligible(st.s, st.obs)
         if not ok:
             if _restart_own_database(st, f"{failing}; {why}"):

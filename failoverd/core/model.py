@@ -190,6 +190,12 @@ class LocalHealth:
     def failing(self) -> tuple[CheckStatus, ...]:
         return tuple(c for c in self.checks if not c.healthy)
 
+    @property
+    def failing_now(self) -> tuple[CheckStatus, ...]:
+        """Failing, and the latest probe failed too: not a check merely recovering (its latest
+        probes pass, its rise count is not met yet)."""
+        return tuple(c for c in self.checks if not c.healthy and c.successes == 0)
+
 
 class DbRole(StrEnum):
     PRIMARY = "primary"

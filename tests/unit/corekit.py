@@ -315,6 +315,16 @@ class Obs:
         )
         return self
 
+    def check_recovering(self, name: str = "postgres", passes: int = 1) -> Obs:
+        """Failing by its hysteresis, but its latest ``passes`` probes passed (rise not met)."""
+        self._checks = tuple(
+            CheckStatus(c.name, False, f"recovering: {passes}/2 passes", successes=passes)
+            if c.name == name
+            else c
+            for c in self._checks
+        )
+        return self
+
     def checks_incomplete(self) -> Obs:
         self._complete = False
         return self

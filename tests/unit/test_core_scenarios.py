@@ -34,6 +34,7 @@ from failoverd.core import (
     RecordEvent,
     RejoinFacts,
     ReleaseLease,
+    RemoveVip,
     Role,
     StartPrimary,
     StartReplica,
@@ -227,6 +228,19 @@ def serving(t: float) -> Obs:
         .peer_member(Role.PASSIVE, eligible=True)
         .peer_db(PeerDb.REPLICA)
     )
+
+
+def test_an_active_does_not_step_down_for_a_check_whose_latest_probes_pass() -> None:
+    """Its database just started again by this node (a re-adoption after a ZooKeeper outage, a
+    restart): the check's latest probe passes, only its rise count is not met yet. The lab's
+    fast profile stepped down 42 ms after such a re-adoption and failed over for nothing."""
+    n1 = active_at_epoch_3()
+    recovering = serving(300.0).check_recovering("postgres")
+    seen = n1.see(recovering).expect(Role.ACTIVE, "active")
+    assert not any(isinstance(a, RemoveVip | ReleaseLease) for a in seen.actions), seen.actions
+    # The probe fails again: now it is failing, and the eligible peer takes over.
+    failing = serving(300.5).check_failing("postgres", "PostgreSQL connection refused")
+    n1.see(failing).expect(Role.DEMOTING, "stepdown", "RemoveVip")
 
 
 def test_the_active_app_check_fails_and_it_steps_down_cleanly() -> None:
