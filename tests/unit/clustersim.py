@@ -1196,6 +1196,10 @@ class Sim:
 
     def switchover(self, target: str | None, *, force: bool = False) -> None:
         if self.zk.up and self.zk.lease is not None:
+            if self.zk.paused:
+                # failoverctl refuses while paused, forced or not (switchover.plan_switchover).
+                self.say(f"OP promote {target} force={force}: refused, paused")
+                return
             self.say(f"OP promote {target} force={force}")
             self.forced = self.forced or force
             self.zk.switchover = SwitchoverRequest(
