@@ -1138,6 +1138,14 @@ def test_daemon_publishes_each_failing_check_in_status(
         # does not serve nothing for ever, it starts its own database again (crash recovery).
         # (A `pg_ctl stop` here would wait for a server the daemon starts again at once.)
         primary.kill()
+        # Not all_healthy at once: the status read just after the kill may still be the old one
+        # (the suite saw the daemon stopped before it had noticed the crash).
+        wait_until(
+            lambda: '"event": "restarting_database"' in daemon.log.read_text(),
+            20.0,
+            "the daemon starting its crashed database again",
+            step=0.1,
+        )
         until("healthy again, its database started by the daemon", all_healthy)
     finally:
         daemon.stop()
