@@ -25,7 +25,8 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
     if done is not None and done.kind in ("SetSyncStandby", "RecordSync"):
         sync.on_result(st, done)
     if done is not None and done.kind == "StartPrimary":
-        if done.result.ok:
+        if done.result.ok or done.result.overran:
+            # Overran: up as the primary it was, only past the round-trip it was sent on.
             st.decide("database_restarted", f"own database started again ({done.result.detail})")
         else:
             st.set(retry_after=st.obs.now + st.s.fence_retry_after)

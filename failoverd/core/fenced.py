@@ -90,13 +90,30 @@ def resume(st: context.Ctx, done: context.Done | None) -> bool:
         return end_resume(st, "resume_ended", "stopping, or no longer at that epoch")
     peer = st.s.peer
     if done is not None and done.kind in ("StartPrimary", "AddVip") and not done.result.ok:
-        st.set(resume_started=True)  # whatever it did is undone
-        return end_resume(
-            st,
-            "resume_failed",
-            f"serving again failed ({done.kind}: {done.result.detail}); fenced until "
-            "ZooKeeper is back",
+        st.set(resume_started=True)  # whatever it did is undone, or finished below
+        r = done.result
+        if not (r.late or r.overran):
+            return end_resume(
+                st,
+                "resume_failed",
+                f"serving again failed ({done.kind}: {r.detail}); fenced until ZooKeeper is back",
+            )
+        if not failsafe.pledged(st):
+            return end_resume(
+                st, "resume_ended", f"{peer}'s pledge lapsed before serving again ({r.detail})"
+            )
+        # Refused for time alone (a database slower to start than one pledge lasts): the
+        # asking went on, and under the pledge that holds now the same step finishes it.
+        deadline = failsafe.pledge_deadline(st)
+        assert deadline is not None  # pledged
+        reason = st.decide(
+            "resuming",
+            f"{done.kind} outlasted the pledge it was sent under ({r.detail}): sending it again "
+            f"under {peer}'s new pledge (epoch {epoch})",
         )
+        action = StartPrimary if done.kind == "StartPrimary" else AddVip
+        st.emit(action, reason, epoch=epoch, not_after=deadline)
+        return True
     if done is not None and done.kind == "AddVip":
         st.set(role=Role.ACTIVE, resume_epoch=None, resume_started=False)
         st.decide(

@@ -283,6 +283,10 @@ class ActionResult:
     fence: FenceOutcome | None = None  # FencePeer
     rejoin: RejoinFacts | None = None  # InspectRejoin
     late: bool = False  # refused because its not_after had passed: nothing was done
+    # Refused because its not_after passed part-way (the server was started, then the deadline
+    # passed before it was made primary under the epoch): sent again under a fresh deadline,
+    # the same action finishes it. Not a failure of the server.
+    overran: bool = False
 
 
 @dataclass(frozen=True)

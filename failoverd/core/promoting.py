@@ -127,9 +127,10 @@ def run(st: context.Ctx, done: context.Done | None) -> None:
                 context.fence_event(st, done, epoch, reason)
                 st.emit(ReleaseLease, reason, epoch=epoch, final_lsn=None, clean=False)
                 return
-        elif done.kind in ("Promote", "AddVip") and r.late:
-            # Refused before it did anything: the round-trip it was sent on aged first. Not a
-            # failure: the steps below send it again on a fresh one, or self-fence.
+        elif done.kind in ("Promote", "AddVip") and (r.late or r.overran):
+            # Refused for time alone: the round-trip it was sent on aged before it ran, or while
+            # it started the server (up now, not promoted under the epoch). Not a failure: the
+            # steps below send it again on a fresh one, which finishes it, or self-fence.
             if done.kind == "Promote":
                 st.set(promoted_epoch=epoch - 1)  # nothing was promoted under this epoch
             st.decide("leased_action_late", f"{done.kind} came too late: {r.detail}")

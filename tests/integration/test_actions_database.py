@@ -115,7 +115,8 @@ def test_promote_is_refused_past_not_after_and_changes_nothing(
     assert not result.ok and result.late
     assert "deadline passed while connecting" in result.detail
     assert pg_replica.is_in_recovery()
-    assert pg_replica.wal_receiver_status() == "streaming"
+    # Still a replica that streams (a fresh one may not have connected yet: bounded wait).
+    waited(lambda: pg_replica.wal_receiver_status() == "streaming", 10.0, "pg2 streaming")
     assert local(pg_replica).recorded_epoch() is None  # no table: nothing was ever recorded
 
 
@@ -301,6 +302,45 @@ def test_a_crashed_primary_is_not_started_as_a_replica_but_may_lead_again(
     assert "after crash recovery" in started.detail
     assert not server.is_in_recovery()
     assert db.recorded_epoch() == 3
+
+
+def slow_start(server: PostgresServer) -> Callable[[], float]:
+    """A clock that leaps 100 s once the server has a pid file: a start that outlasts the
+    deadline it was sent under (a long crash recovery, a loaded host)."""
+    pid_file = server.data_dir / "postmaster.pid"
+    return lambda: boottime() + (100.0 if pid_file.exists() else 0.0)
+
+
+def test_a_start_that_overruns_its_deadline_is_finished_by_the_same_action_sent_again(
+    pg_primary: PostgresServer, make_postgres: MakePostgres
+) -> None:
+    """The server is up but not primary under the epoch: the result says it overran (not that
+    it failed, not that nothing was done), so the core sends it again under a fresh lease or
+    pledge instead of giving up (CI: a self-fenced active never served again on its peer's
+    new pledges, because its database took longer to start than one pledge lasts)."""
+    server = make_postgres("ov")
+    db = local(server)
+    assert db.stop("fast", 10.0).ok
+    overran = local(server, slow_start(server)).start_primary(3, boottime() + 5.0, 200.0)
+    assert not overran.ok and overran.overran and not overran.late, overran.detail
+    assert "started the stopped primary" in overran.detail, overran.detail
+    assert "deadline passed while connecting" in overran.detail, overran.detail
+    assert server.pid is not None and not server.is_in_recovery()
+    assert db.recorded_epoch() != 3
+    finished = db.start_primary(3, boottime() + 10.0, 10.0)
+    assert finished.ok and "already a primary" in finished.detail, finished.detail
+    assert db.recorded_epoch() == 3
+
+    # A stopped replica that Promote starts: up in recovery, not promoted; sent again, promoted.
+    replica = make_postgres("ovr", primary=pg_primary)
+    rdb = local(replica)
+    assert rdb.stop("fast", 10.0).ok
+    overran = local(replica, slow_start(replica)).promote(4, boottime() + 5.0, 200.0)
+    assert not overran.ok and overran.overran and not overran.late, overran.detail
+    assert replica.pid is not None and replica.is_in_recovery()
+    promoted = rdb.promote(4, boottime() + 10.0, 15.0)
+    assert promoted.ok, promoted.detail
+    assert not replica.is_in_recovery() and rdb.recorded_epoch() == 4
 
 
 def test_start_primary_never_promotes_a_replica(

@@ -900,7 +900,7 @@ class Sim:
         if not f.ok:
             return ActionResult(a.id, ok=False, detail="failed")
         if isinstance(a, Promote):
-            return self._promote(node, a)
+            return self._promote(node, a, f.done_at)
         if isinstance(a, AddVip):
             if self.now >= a.not_after:
                 return ActionResult(a.id, ok=False, detail="refused: not_after passed", late=True)
@@ -915,7 +915,7 @@ class Sim:
             lsn, clean = self._stop_db(node, fast=a.mode == "fast")
             return ActionResult(a.id, ok=True, final_lsn=lsn, clean=clean, timeline=node.db.tli)
         if isinstance(a, StartPrimary):
-            return self._start_primary(node, a)
+            return self._start_primary(node, a, f.done_at)
         if isinstance(a, InspectRejoin):
             return self._inspect(node, a)
         if isinstance(a, RewindDatabase):
@@ -958,7 +958,20 @@ class Sim:
             return ActionResult(a.id, ok=True, fence=FenceOutcome.FENCED, detail="fenced")
         return ActionResult(a.id, ok=False, fence=FenceOutcome.FAILED, detail="fence-self failed")
 
-    def _promote(self, node: Node, a: Promote) -> ActionResult:
+    def _overran(self, node: Node, a: Promote | StartPrimary, done_at: float | None) -> bool:
+        """Starting a stopped server that finishes past the action's not_after: the adapter
+        finds the deadline gone once it can connect, and leaves the server up as it started
+        (a former primary writable, a replica in recovery), without the epoch."""
+        db = node.db
+        if db.state != "stopped" or done_at is None or done_at <= a.not_after:
+            return False
+        node.db = replace(
+            db, state="primary" if db.was_primary else "replica", wal_seen_at=None, checkpoint=None
+        )
+        self.say(f"{node.name}: {a.name} started the {node.db.state} past its not_after")
+        return True
+
+    def _promote(self, node: Node, a: Promote, done_at: float | None) -> ActionResult:
         if self.now >= a.not_after:
             return ActionResult(a.id, ok=False, detail="refused: not_after passed", late=True)
         if not self.managed:
@@ -966,6 +979,8 @@ class Sim:
         db = node.db
         if db.frozen:
             return ActionResult(a.id, ok=False, detail="no answer")
+        if self._overran(node, a, done_at):
+            return ActionResult(a.id, ok=False, detail="started, then late", overran=True)
         if db.state == "primary":
             db.recorded_epoch = a.epoch
             db.sync_names = a.sync_names
@@ -998,14 +1013,19 @@ class Sim:
         self._check_zero_loss(node)
         return ActionResult(a.id, ok=True)
 
-    def _start_primary(self, node: Node, a: StartPrimary) -> ActionResult:
+    def _start_primary(self, node: Node, a: StartPrimary, done_at: float | None) -> ActionResult:
         if self.now >= a.not_after:
             return ActionResult(a.id, ok=False, detail="refused: not_after passed", late=True)
         db = node.db
         if not self.managed:
             return ActionResult(a.id, ok=True)
+        if db.writable:  # started already (by one that overran): the epoch is recorded
+            node.db = replace(db, recorded_epoch=a.epoch)
+            return ActionResult(a.id, ok=True, detail="already a primary")
         if db.state != "stopped" or not db.was_primary:
             return ActionResult(a.id, ok=False, detail=f"not a stopped primary: {db.state}")
+        if self._overran(node, a, done_at):
+            return ActionResult(a.id, ok=False, detail="started, then late", overran=True)
         node.db = replace(db, state="primary", recorded_epoch=a.epoch, checkpoint=None)
         return ActionResult(a.id, ok=True, detail="crash recovery, then primary again")
 

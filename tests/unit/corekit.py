@@ -251,9 +251,7 @@ class Obs:
             healthy=True,
             reason=reason or ("eligible" if eligible else "not eligible"),
             lsn=lsn,
-            db_role=(
-                db_role or (DbRole.PRIMARY if role is Role.ACTIVE else DbRole.REPLICA)
-            ).value,
+            db_role=(db_role or (DbRole.PRIMARY if role is Role.ACTIVE else DbRole.REPLICA)).value,
             age=age,
             lsn_exact=lsn_exact,
         )

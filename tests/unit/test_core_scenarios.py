@@ -1030,6 +1030,43 @@ def test_a_promotion_and_a_vip_refused_as_late_are_sent_again_not_aborted() -> N
     n1.see(failed).expect(Role.DEMOTING, "aborted", "RemoveVip")
 
 
+def test_a_promotion_that_overran_its_deadline_is_sent_again_not_aborted() -> None:
+    """Starting the stopped replica outlasted the round-trip the Promote was sent on: the
+    server is up, in recovery, not promoted. That is no failure of the server: the same
+    action, sent again on a fresh round-trip, finishes it (the fast profile's re-adoption
+    after a ZooKeeper restart aborted on a start longer than self_fence_after)."""
+    n1 = passive_at_epoch_3()
+    n1.see(crashed(110.0)).expect(Role.PASSIVE, "acquiring", "AcquireLease")
+    n1.see(takeover(110.1).answer(n1.state, epoch=4)).expect(Role.PROMOTING, "fencing", "FencePeer")
+    fence = takeover(110.4).db_stopped(was_primary=False, clean=True)
+    n1.see(fence.answer(n1.state, fence=FenceOutcome.UNREACHABLE)).expect(
+        Role.PROMOTING, "promoting", "RecordEvent", "Promote"
+    )
+    overran = takeover(112.0).answer(
+        n1.state, ok=False, detail="started the stopped replica; refused: late", overran=True
+    )
+    seen = n1.see(overran).expect(Role.PROMOTING, "promoting", "Promote")
+    assert "leased_action_late" in [d.code for d in seen.step.decisions]
+    assert seen.one(Promote).epoch == 4
+    promoted = takeover(112.3).db_primary(recorded_epoch=4)
+    n1.see(promoted.answer(n1.state)).expect(Role.PROMOTING, "adding_vip", "AddVip")
+
+
+def test_an_active_whose_database_restart_overran_serves_on_without_waiting() -> None:
+    """The active restarted its own crashed database, and the start outlasted the round-trip:
+    the server is up as the primary it was, so there is nothing to retry after
+    fence_retry_after."""
+    n1 = active_at_epoch_3()
+    down = serving(800.0).db_stopped(was_primary=True, clean=False).check_failing()
+    n1.see(down.peer_member(Role.PASSIVE, eligible=False)).expect(
+        Role.ACTIVE, "restarting_database", "StartPrimary"
+    )
+    overran = serving(802.0).db_primary(lsn=9000, recorded_epoch=3)
+    seen = n1.see(overran.answer(n1.state, ok=False, detail="refused: late", overran=True))
+    assert n1.state.role is Role.ACTIVE and n1.state.retry_after is None, seen.text
+    assert "database_restarted" in [d.code for d in seen.step.decisions]
+
+
 def test_an_active_whose_vip_came_too_late_tries_again_on_a_fresh_round_trip() -> None:
     """Resumed just after a reconnect, the VIP was re-added on a round-trip that aged before
     the action ran: the adapter did nothing, and that is not a reason to step down."""

@@ -72,9 +72,12 @@ class PromoteResult(NamedTuple):
     lsn: int | None = None
     epoch: int | None = None  # the epoch now recorded in the database, when ok
     late: bool = False  # refused because not_after had passed, before anything was changed
+    overran: bool = False  # refused because not_after passed after the server was started
 
     def action_result(self, action_id: int) -> ActionResult:
-        return ActionResult(action_id, ok=self.ok, detail=self.detail, late=self.late)
+        return ActionResult(
+            action_id, ok=self.ok, detail=self.detail, late=self.late, overran=self.overran
+        )
 
 
 class StopResult(NamedTuple):
@@ -176,10 +179,12 @@ class Lifecycle:
         with conn:
             late = self.clock() - not_after
             if late > 0:
+                refused = f"refused: the deadline passed while connecting ({late:.3f} s late)"
                 return PromoteResult(
                     False,
-                    f"refused: the deadline passed while connecting ({late:.3f} s late)",
+                    "; ".join([*steps, refused]),
                     late=not steps,  # nothing started yet: nothing was done
+                    overran=bool(steps),  # started: the same action sent again finishes it
                 )
             try:
                 in_recovery = bool(scalar(conn, "SELECT pg_is_in_recovery()"))
@@ -200,7 +205,7 @@ class Lifecycle:
                     late = self.clock() - not_after
                     if in_recovery and late > 0:
                         why = f"then {late:.3f} s past its not_after deadline{unchanged}"
-                        return PromoteResult(False, "; ".join([*steps, why]))
+                        return PromoteResult(False, "; ".join([*steps, why]), overran=True)
                 if in_recovery:
                     wait_s = max(1, math.floor(deadline - self.clock()))
                     t0 = self.clock()
@@ -251,7 +256,9 @@ class Lifecycle:
             )
         late = self.clock() - not_after
         if late > 0:
-            return PromoteResult(False, f"refused: {late:.3f} s past its not_after deadline")
+            return PromoteResult(
+                False, f"refused: {late:.3f} s past its not_after deadline", late=True
+            )
         ok, detail = self.pg_ctl_start(deadline)
         what = "the stopped primary" if primary else "the stopped replica"
         if not ok:
