@@ -56,7 +56,7 @@ from failoverd.metrics import FAILOVER_KINDS, Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
 from failoverd.reload import RESTART_HINT, plan_reload
-from failoverd.stoppost import role_file_path, write_role
+from failoverd.stoppost import role_file_path, unfenced_marker_path, write_role
 from failoverd.zk import DuplicateNode, LeaseError, ZkCluster
 from failoverd.zk.fourletter import read_conf
 
@@ -172,6 +172,16 @@ class Daemon:
         self.fencing_checker = self._fencing_checker(cfg)
         self.metrics.config_loaded_at(wall())
         self.role_file = role_file_path(os.environ)
+        # ExecStopPost's fence failed after our previous life: no start-up grace (see the core).
+        self.unfenced_marker = unfenced_marker_path(os.environ)
+        self.started_unfenced = self.unfenced_marker is not None and self.unfenced_marker.exists()
+        if self.started_unfenced:
+            self.log.warning(
+                "previous_life_unfenced",
+                detail="the previous run ended abnormally and ExecStopPost's fence-self failed: "
+                "fencing at once if this node serves",
+                path=str(self.unfenced_marker),
+            )
         self._role_written: str | None = None
         self._role_file_error: str | None = None
         self._ready_sent = False
@@ -577,6 +587,7 @@ class Daemon:
             pledge=pledge,
             pledged_until=pledged_until,
             granting=granting,
+            started_unfenced=self.started_unfenced,
         )
 
     def _vip_present(self) -> bool | None:
@@ -619,6 +630,8 @@ class Daemon:
     def _report(self, state: State) -> None:
         """Before this step's actions run: the role file, then STATUS on change and READY once."""
         supervised_as = supervision_role(state)
+        if self.started_unfenced and state.role is not Role.STARTING:
+            self._consume_unfenced_marker(state)
         if self.role_file is not None and supervised_as != self._role_written:
             try:
                 write_role(self.role_file, supervised_as)
@@ -635,6 +648,20 @@ class Daemon:
         elif status != self._status_sent:
             self._notified(self.notifier.status(status))
             self._status_sent = status
+
+    def _consume_unfenced_marker(self, state: State) -> None:
+        """Our role is taken (fenced, or from a fresh round-trip) and recorded for ExecStopPost:
+        the next life needs no warning from this one's predecessor."""
+        assert self.unfenced_marker is not None
+        try:
+            self.unfenced_marker.unlink(missing_ok=True)
+        except OSError as e:
+            self.log.warning(
+                "unfenced_marker_unremovable", path=str(self.unfenced_marker), error=str(e)
+            )
+            return
+        self.started_unfenced = False
+        self.log.info("unfenced_marker_removed", role=state.role.value, reason=state.reason.text)
 
     def _status(self, state: State) -> str:
         """systemd's STATUS=: role, epoch, reason, and the last reload's outcome if any."""

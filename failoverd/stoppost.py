@@ -23,6 +23,13 @@ Paused (not serving), passive, starting, no role file, an unreadable one, or no
 ``$SERVICE_RESULT`` at all (not run by systemd): no fence. A clean stop while paused and serving
 leaves the node serving, and ``last_leader`` records it, so that the peer fences it first.
 
+A fence that fails is run again every FENCE_RETRY_EVERY seconds for FENCE_RETRY_WITHIN. If it
+still fails, the node may serve on without a daemon, and the peer may take over once the session
+expires, on a fence of its own that may not reach it. So it leaves ``unfenced`` beside the role
+file (kept across a restart, as ``ExecStartPre=`` removes only the role file): the next life of
+the daemon then fences at once if it finds itself serving, without the start-up grace it
+otherwise has to make its first ZooKeeper round-trip.
+
 Run as ``python -m failoverd.stoppost`` (the script ``systemd/failoverd-stop-post`` does that);
 it finds ``failoverd`` on ``PATH``, and fence-self finds its configuration in
 ``$FAILOVERD_CONFIG`` as the daemon did.
@@ -34,6 +41,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +55,16 @@ FENCE_ROLES = frozenset({"active", "promoting", "demoting", "fenced", "paused-se
 giving them up): an abnormal end in one of them leaves the node to be fenced. ``paused-serving``
 is a paused node that serves: pause does not suspend self-fencing, and once its daemon is gone
 nothing else would stop it serving beside a peer that takes over after the pause."""
-FENCE_TIMEOUT = 60.0  # seconds; fence-self bounds its own steps well within this
+FENCE_TIMEOUT = 50.0
+"""Seconds all attempts of fence-self may take (it bounds its own steps well within this):
+below the unit's TimeoutStopSec=60s, which bounds ExecStopPost too."""
+FENCE_RETRY_WITHIN = 3.0
+"""Seconds in which a failed fence-self is started again. ``$FAILOVERD_FENCE_RETRY_WITHIN``
+overrides it."""
+RETRY_WITHIN_ENV = "FAILOVERD_FENCE_RETRY_WITHIN"
+FENCE_RETRY_EVERY = 0.5  # seconds between two attempts
+UNFENCED_FILE_ENV = "FAILOVERD_UNFENCED_FILE"
+UNFENCED_FILE_NAME = "unfenced"
 
 
 def role_file_path(environ: Mapping[str, str]) -> Path | None:
@@ -117,25 +134,101 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     if not decision.fence:
         return 0
     failoverd = shutil.which("failoverd", path=env.get("PATH"))
+    status = 1
     if failoverd is None:
         say("failoverd-stop-post: error: failoverd not found on PATH", "error")
-        return 1
+    else:
+        command = failoverd
+
+        def fence_self(timeout: float) -> tuple[int, str]:
+            try:
+                done = subprocess.run(
+                    [command, "fence-self"],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    env=dict(env),
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                return 1, f"failoverd-stop-post: fence-self took over {timeout:.1f} s"
+            return done.returncode, done.stdout + done.stderr
+
+        status = fence_until_done(fence_self, say, retry_within(env, say))
+    if status != 0:
+        mark_unfenced(unfenced_marker_path(env), decision.why, say)
+    return status
+
+
+def retry_within(env: Mapping[str, str], say: Callable[[str, str], None]) -> float:
     try:
-        done = subprocess.run(
-            [failoverd, "fence-self"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=FENCE_TIMEOUT,
-            env=dict(env),
-            check=False,
+        return float(env.get(RETRY_WITHIN_ENV, FENCE_RETRY_WITHIN))
+    except ValueError:
+        say(
+            f"failoverd-stop-post: {RETRY_WITHIN_ENV} is not a number: using the default", "warning"
         )
-    except subprocess.TimeoutExpired:
-        say(f"failoverd-stop-post: error: fence-self took over {FENCE_TIMEOUT:g} s", "error")
-        return 1
-    for line in (done.stdout + done.stderr).splitlines():
-        say(line, "warning" if done.returncode == 0 else "error")
-    return done.returncode
+        return FENCE_RETRY_WITHIN
+
+
+def fence_until_done(
+    fence_self: Callable[[float], tuple[int, str]],
+    say: Callable[[str, str], None],
+    within: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run ``fence_self(timeout)`` until it succeeds, starting attempts for ``within`` seconds
+    (each bounded so that all end within FENCE_TIMEOUT); the last exit status. A fence that fails
+    once may succeed a moment later (a netlink call refused, a stop out of time). Not longer:
+    systemd starts the daemon again only after this returns, and a new daemon told its previous
+    life ended unfenced fences at once."""
+    started = clock()
+    status, attempts = 1, 0
+    for attempts in range(1, int(within / FENCE_RETRY_EVERY) + 2):
+        left = started + FENCE_TIMEOUT - clock()
+        if left <= 0:
+            break
+        status, output = fence_self(left)
+        for line in output.splitlines():
+            say(line, "warning" if status == 0 else "error")
+        if status == 0:
+            return 0
+        say(
+            f"failoverd-stop-post: error: fence-self failed (exit {status}, attempt {attempts})",
+            "error",
+        )
+        if clock() - started + FENCE_RETRY_EVERY > within:
+            break
+        sleep(FENCE_RETRY_EVERY)
+    say(
+        f"failoverd-stop-post: error: fence-self failed {attempts} time(s): this node may still "
+        "hold the VIP or a primary; the daemon's next life fences it at once",
+        "error",
+    )
+    return status
+
+
+def unfenced_marker_path(environ: Mapping[str, str]) -> Path | None:
+    """``$FAILOVERD_UNFENCED_FILE``, else ``unfenced`` beside the role file (the runtime
+    directory, kept across a restart); None outside systemd."""
+    explicit = environ.get(UNFENCED_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    role = role_file_path({k: v for k, v in environ.items() if k != ROLE_FILE_ENV})
+    return None if role is None else role.with_name(UNFENCED_FILE_NAME)
+
+
+def mark_unfenced(path: Path | None, why: str, say: Callable[[str, str], None]) -> None:
+    """Tell the daemon's next life that this one ended unfenced (it reads and removes it)."""
+    if path is None:
+        return
+    try:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(f"{why}\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        say(f"failoverd-stop-post: error: cannot leave {path} for the next start: {e}", "error")
 
 
 def _journal_printer(env: Mapping[str, str]) -> Callable[[str, str], None]:

@@ -23,6 +23,8 @@ def self_fence(st: context.Ctx) -> None:
         reason = st.reason  # the caller said why already
     else:
         since = "since this process started" if sent is None else f"for {st.obs.now - sent:.2f} s"
+        if sent is None and st.obs.started_unfenced:
+            since += " (its previous life ended serving, and ExecStopPost's fence-self failed)"
         was = st.state.role if st.state.role is not Role.PAUSED else st.state.paused_from
         reason = st.decide(
             "self_fenced",

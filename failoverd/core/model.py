@@ -336,6 +336,9 @@ class Observation:
     pledge: Pledge | None = None
     pledged_until: float | None = None
     granting: int | None = None
+    # This process's previous life ended abnormally while it could serve, and ExecStopPost's
+    # fence-self failed (failoverd/stoppost.py leaves a marker): no start-up grace.
+    started_unfenced: bool = False
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,11 @@ def must_prove_session(st: context.Ctx) -> bool:
     if role is Role.FENCED and st.state.resume_epoch is not None:
         return context.serving(st)  # serving again on a pledge (fenced.resume), not yet active
     if role is Role.STARTING:
-        # A new process has no round-trip yet: it gets self_fence_after to make one.
+        # A new process has no round-trip yet: it gets self_fence_after to make one, unless its
+        # previous life ended unfenced. That life's last round-trip may be long past, and the
+        # peer may lead, on a fence that does not reach here, before any grace would end.
+        if st.obs.started_unfenced:
+            return context.serving(st)
         started = st.state.started_at if st.state.started_at is not None else st.obs.now
         return context.serving(st) and st.obs.now - started >= st.s.self_fence_after
     return False

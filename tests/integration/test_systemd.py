@@ -42,8 +42,10 @@ from failoverd.stoppost import (
     FENCE_ROLES,
     ROLE_FILE_NAME,
     decide,
+    fence_until_done,
     read_role,
     role_file_path,
+    unfenced_marker_path,
     write_role,
 )
 from lab.loopback import BIN, DaemonProcess, write_config
@@ -592,8 +594,10 @@ def fake_failoverd(tmp_path: Path) -> tuple[Path, Path]:
     fake_bin.mkdir()
     record = tmp_path / "calls"
     fake = fake_bin / "failoverd"
+    # FAKE_EXIT: every call's status; FAKE_FAILURES: the first N calls fail, later ones succeed.
     fake.write_text(
         '#!/bin/sh\nprintf \'%s|%s\\n\' "$*" "${FAILOVERD_CONFIG:-}" >>"$RECORD"\n'
+        'if [ "$(wc -l <"$RECORD")" -le "${FAKE_FAILURES:-0}" ]; then exit 1; fi\n'
         'exit "${FAKE_EXIT:-0}"\n'
     )
     fake.chmod(0o755)
@@ -662,10 +666,77 @@ def test_stop_post_script_reports_a_failed_fence(
     runtime.mkdir()
     write_role(runtime / "role", "active")
     done, calls = run_stop_post(
-        fake_failoverd, runtime, SYSTEMD_ENV["watchdog"], {"FAKE_EXIT": "1"}
+        fake_failoverd,
+        runtime,
+        SYSTEMD_ENV["watchdog"],
+        {"FAKE_EXIT": "1", "FAILOVERD_FENCE_RETRY_WITHIN": "1.2"},
     )
-    assert calls == ["fence-self|/etc/failoverd/failoverd.toml"]
+    # Tried again every 0.5 s while the window lasts, then reported, and the next life told.
+    assert 2 <= len(calls) <= 4 and set(calls) == {"fence-self|/etc/failoverd/failoverd.toml"}
     assert done.returncode == 1
+    assert "fence-self failed (exit 1, attempt 1)" in done.stderr, done.stderr
+    assert f"fence-self failed {len(calls)} time(s)" in done.stderr, done.stderr
+    marker = unfenced_marker_path({"RUNTIME_DIRECTORY": str(runtime)})
+    assert marker == runtime / "unfenced" and marker.exists()
+    assert "abnormal end while active" in marker.read_text()
+
+
+def test_stop_post_script_tries_a_failed_fence_again_until_it_succeeds(
+    fake_failoverd: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A fence that fails a moment (a netlink call refused, a stop out of time) must not leave
+    the node serving: the peer takes over once the session expires, on a fence of its own
+    that may not reach here (the simulator found two VIP holders that way)."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    write_role(runtime / "role", "active")
+    done, calls = run_stop_post(
+        fake_failoverd, runtime, SYSTEMD_ENV["watchdog"], {"FAKE_FAILURES": "2"}
+    )
+    assert len(calls) == 3, (calls, done.stderr)
+    assert done.returncode == 0, done.stderr
+    assert "attempt 2" in done.stderr and "attempt 3" not in done.stderr, done.stderr
+    assert not (runtime / "unfenced").exists()
+
+
+def test_fence_attempts_are_bounded_in_count_and_time() -> None:
+    """A fence-self that hangs to its timeout is not started again past the window, and no
+    attempt may run past FENCE_TIMEOUT (the unit's TimeoutStopSec is 60 s)."""
+    now = [0.0]
+    timeouts: list[float] = []
+
+    def hangs(timeout: float) -> tuple[int, str]:
+        timeouts.append(timeout)
+        now[0] += min(timeout, 2.0)
+        return 1, "fence-self took too long"
+
+    said: list[str] = []
+    status = fence_until_done(
+        hangs,
+        lambda line, level: said.append(line),
+        3.0,
+        clock=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    assert status == 1 and len(timeouts) == 2, (timeouts, said)
+    assert timeouts[0] == 50.0 and timeouts[1] == 47.5
+    assert "failed 2 time(s)" in said[-1]
+
+
+def test_a_daemon_started_after_an_unfenced_end_says_so_and_clears_the_marker_once_it_has_a_role(
+    run_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """The marker ExecStopPost leaves is read at start (the core then fences at once if the node
+    serves: tests/unit) and removed once the role is taken and recorded, not before."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    marker = runtime / "unfenced"
+    marker.write_text("fencing: abnormal end while active\n")
+    daemon = run_daemon({"RUNTIME_DIRECTORY": str(runtime)})
+    assert wait_until(lambda: read_role(runtime / "role") == "active", 20), daemon.log.read_text()
+    assert wait_until(lambda: not marker.exists(), 5), daemon.log.read_text()
+    log = daemon.log.read_text()
+    assert "previous_life_unfenced" in log and "unfenced_marker_removed" in log, log
 
 
 def test_stop_post_fences_after_sigkill_of_a_real_active_daemon_only(

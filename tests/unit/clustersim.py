@@ -80,6 +80,7 @@ from failoverd.core import (
     ZkState,
     ZkStatus,
 )
+from failoverd.stoppost import FENCE_RETRY_WITHIN
 from failoverd.stoppost import decide as stop_post_decides
 
 NODES = ("n1", "n2")
@@ -297,6 +298,8 @@ class Node:
     checks: tuple[CheckStatus, ...] = ()
     snapshot_at: float | None = None
     fence_broken: bool = False  # fence-self fails on this node (reached, but failed)
+    stop_post_until: float | None = None  # ExecStopPost tries a failed fence-self again until
+    unfenced_marker: bool = False  # ExecStopPost's fence failed: the next life is told so
     worker_free_at: dict[str, float] = field(default_factory=dict)  # worker -> busy until
     wal_gone: bool = False  # the WAL this node needs to rewind or follow is gone from its peer
     # The failsafe channel, served by the daemon process: whom it grants to (lost with the
@@ -454,6 +457,13 @@ class Sim:
         if node.daemon == "frozen" and node.systemd and self.now - node.last_ping > WATCHDOG_SEC:
             self.say(f"{node.name}: watchdog kills the frozen daemon")
             self._daemon_died(node, abnormal=True)
+        until = node.stop_post_until
+        if until is not None and (self._fence_self(node) or self.now >= until):
+            fenced = not node.fence_broken
+            self.say(f"{node.name}: ExecStopPost's fence-self " + ("done" if fenced else "gave up"))
+            node.unfenced_marker = not fenced
+            node.stop_post_until = None
+            node.start_at = self.now + RESTART_SEC
         if node.daemon == "dead" and node.start_at is not None and self.now >= node.start_at:
             self._start_daemon(node)
 
@@ -489,10 +499,13 @@ class Sim:
             decision = stop_post_decides(
                 {"SERVICE_RESULT": "watchdog" if abnormal else "success"}, role
             )
+            node.start_at = self.now + RESTART_SEC
             if decision.fence:
                 self.say(f"{node.name}: ExecStopPost fences ({decision.why})")
-                self._fence_self(node)
-            node.start_at = self.now + RESTART_SEC
+                if not self._fence_self(node):
+                    # Tried again (failoverd/stoppost.py); the next life starts after that.
+                    node.stop_post_until = self.now + FENCE_RETRY_WITHIN
+                    node.start_at = None
         else:
             node.start_at = None
 
@@ -548,6 +561,8 @@ class Sim:
         before = node.state
         out = core.step(node.settings, before, obs)
         node.state = out.state
+        if out.state.role is not Role.STARTING:
+            node.unfenced_marker = False  # the daemon removes it once its role is taken
         self.roles_seen.add(out.state.role)
         self.codes_seen.update(d.code for d in out.decisions)
         acts = ", ".join(
@@ -765,6 +780,7 @@ class Sim:
             pledge=node.pledge if self.failsafe else None,
             pledged_until=node.pledged_until if self.failsafe else None,
             granting=node.granting if self.failsafe else None,
+            started_unfenced=node.unfenced_marker,
         )
 
     # -- the adapters -------------------------------------------------------------------------
@@ -1132,6 +1148,8 @@ class Sim:
         node.daemon = "dead"
         node.flights = []
         node.start_at = None
+        node.stop_post_until = None
+        node.unfenced_marker = False  # /run is a tmpfs: a reboot clears it
 
     def boot(self, name: str) -> None:
         node = self.nodes[name]
@@ -1169,7 +1187,12 @@ class Sim:
 
     def start_daemon(self, name: str) -> None:
         node = self.nodes[name]
-        if node.daemon == "dead" and node.host_up and node.start_at is None:
+        if (
+            node.daemon == "dead"
+            and node.host_up
+            and node.start_at is None
+            and node.stop_post_until is None
+        ):
             node.start_at = self.now
 
     def set_zk_link(self, name: str, up: bool) -> None:
@@ -1531,7 +1554,7 @@ def heal_everything(sim: Sim, nemesis: Nemesis) -> None:
         sim.freeze_db(name, False)
         sim.thaw_daemon(name)
         node.fence_broken = False
-        if node.daemon == "dead" and node.start_at is None:
+        if node.daemon == "dead" and node.start_at is None and node.stop_post_until is None:
             node.start_at = sim.now
     sim.say("HEAL everything")
 

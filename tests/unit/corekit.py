@@ -158,6 +158,7 @@ class Obs:
         self._probe = PeerProbe(PeerDb.PRIMARY, now - 0.1)
         self._results: list[ActionResult] = []
         self._shutdown = False
+        self._started_unfenced = False
         self._vip: bool | None = None
         self._pledge: Pledge | None = None
         self._pledged_until: float | None = None
@@ -394,6 +395,11 @@ class Obs:
         self._shutdown = True
         return self
 
+    def unfenced_start(self) -> Obs:
+        """This process's previous life ended abnormally and ExecStopPost's fence failed."""
+        self._started_unfenced = True
+        return self
+
     def pledge(self, epoch: int, sent_at: float, ttl: float = 2.0) -> Obs:
         """The peer granted us a pledge for ``epoch``, asked at ``sent_at``."""
         self._pledge = Pledge(epoch, sent_at, ttl)
@@ -436,6 +442,7 @@ class Obs:
             pledge=self._pledge,
             pledged_until=self._pledged_until,
             granting=self._granting,
+            started_unfenced=self._started_unfenced,
         )
 
 

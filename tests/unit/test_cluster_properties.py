@@ -23,7 +23,7 @@ import random
 
 import clustersim
 import pytest
-from clustersim import DT, NODES, Nemesis, SafetyError, Sim, run_random, run_to_health
+from clustersim import DT, NODES, Nemesis, SafetyError, Sim, other, run_random, run_to_health
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +68,37 @@ def test_paused_active_cut_off_from_zookeeper_and_peer_stops_before_the_peer_lea
     assert sim.vip_holders() != [active] or sim.nodes[active].state.role is Role.ACTIVE
     assert not sim.nodes[active].vip, "\n".join(sim.log[-40:])
     assert not sim.nodes[active].db.writable, "\n".join(sim.log[-40:])
+
+
+@pytest.mark.parametrize("failsafe", [False, True])
+def test_an_active_whose_fence_self_fails_after_its_daemon_froze_is_fenced_by_its_next_life(
+    failsafe: bool,
+) -> None:
+    """The active, cut off from ZooKeeper and its peer, freezes; the watchdog kills it, and
+    ExecStopPost's fence-self fails. The next daemon finds the node serving: with the start-up
+    grace, it served on until after the peer had led (the simulator found two VIP holders so);
+    told its previous life ended unfenced, it fences at once."""
+    sim = Sim(random.Random(7), failsafe=failsafe)
+    sim.flaky = False
+    for _ in range(int(20 / DT)):
+        sim.advance()
+    active = next(n for n in NODES if sim.nodes[n].state.role is Role.ACTIVE)
+    sim.nodes[active].fence_broken = True
+    sim.set_zk_link(active, False)
+    sim.set_peer_link(False)
+    # It freezes soon after: its session expires after the next life starts (an earlier expiry
+    # leaves nothing on the node that could fence it: then only power fencing can) and before
+    # the grace would end.
+    for _ in range(int(1.5 / DT)):
+        sim.advance()
+    assert sim.nodes[active].state.role is Role.ACTIVE
+    sim.freeze_daemon(active)
+    for _ in range(int(40 / DT)):
+        sim.advance()  # checks: never two VIP holders, never two writable primaries
+    peer = sim.nodes[other(active)]
+    assert peer.state.role is Role.ACTIVE, "\n".join(sim.log[-40:])
+    assert not sim.nodes[active].vip and not sim.nodes[active].db.writable
+    assert any("ExecStopPost's fence-self gave up" in line for line in sim.log)
 
 
 @settings(max_examples=200, deadline=None)

@@ -665,6 +665,26 @@ def test_a_new_process_that_finds_itself_serving_proves_its_session_or_fences() 
     )
 
 
+def test_a_new_process_whose_previous_life_ended_unfenced_fences_at_once() -> None:
+    """ExecStopPost's fence-self failed after an abnormal end while serving: the previous life's
+    last round-trip may be long past, and the peer may lead on a fence that does not reach
+    here. No grace: a new process that finds itself serving stops at once (the simulator found
+    two VIP holders: the grace outlasted the old session)."""
+    for serving_obs in (
+        Obs(700.0).no_roundtrip().zk(ZkState.SUSPENDED).no_cluster().db_primary(),
+        Obs(700.0).no_roundtrip().zk(ZkState.SUSPENDED).no_cluster().vip(present=True),
+    ):
+        n1 = Node()
+        seen = n1.see(serving_obs.unfenced_start())
+        seen.expect(Role.FENCED, "self_fenced", *seen.did)
+        assert "RemoveVip" in seen.did, seen.did
+        assert "ExecStopPost's fence-self failed" in seen.text, seen.text
+    # Nothing to fence: it waits for its first observation as any new process does.
+    n2 = Node()
+    quiet = Obs(700.0).no_roundtrip().zk(ZkState.SUSPENDED).no_cluster().db_replica(5000)
+    n2.see(quiet.unfenced_start()).expect(Role.STARTING, "waiting_for_observation")
+
+
 def test_stopping_while_self_fencing_waits_for_the_database_to_stop() -> None:
     """The runner cancels queued actions when the daemon exits: the stop must not be one."""
     n1 = active_at_epoch_3()
