@@ -517,7 +517,7 @@ def wal_end(bin_dir: Path, data_dir: Path, control: ControlData, timeout: float)
     except (OSError, subprocess.TimeoutExpired):
         return None
     # Read to the end without a bad record: WAL fills its last segment (a switch, say).
-    end = last_end if done.returncode == 0 else _wal_end_from(done.stderr, segment_size)
+    end = last_end if done.returncode == 0 else wal_end_from_waldump(done.stderr, segment_size)
     return end if end is not None and start < end <= last_end else None
 
 
@@ -542,7 +542,9 @@ def _newest_segments(wal_dir: Path, segment_size: int) -> tuple[int, int, int] |
     )
 
 
-def _wal_end_from(said: str, segment_size: int | None) -> int | None:
+def wal_end_from_waldump(said: str, segment_size: int | None) -> int | None:
+    """Where WAL ends, from what pg_waldump said when it stopped reading (its stderr); None
+    when it does not say. The segment size turns a page or a missing file into an LSN."""
     found = _WAL_END_AT.search(said)
     if found:
         return lsn_to_int(found.group(1))

@@ -34,6 +34,7 @@ from failoverd.pgconn import (
     lsn_to_int,
     read_control_data,
     run_pg_tool,
+    wal_end_from_waldump,
 )
 
 UNCLEAN_WAS_PRIMARY: Final = {
@@ -44,8 +45,6 @@ UNCLEAN_WAS_PRIMARY: Final = {
     "in archive recovery": False,
     "shutting down in recovery": False,
 }
-
-_RECORD_END_RE: Final = re.compile(r"invalid record length at ([0-9A-Fa-f]+/[0-9A-Fa-f]+)")
 
 SOURCE_TIMELINES: Final = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -185,7 +184,8 @@ class Rewind:
             lsn, timeline = control.checkpoint_lsn, control.timeline
             end = None
             if lsn is not None and timeline is not None:
-                end = self._checkpoint_end(timeline, lsn, deadline)
+                segment_size = control.number("Bytes per WAL segment")
+                end = self._checkpoint_end(timeline, lsn, segment_size, deadline)
             ends = "unknown" if end is None else int_to_lsn(end)
             how = f"a primary, stopped cleanly, its shutdown checkpoint ending at {ends}"
             return _LocalEnd(True, True, timeline, lsn, end, how)
@@ -193,10 +193,12 @@ class Rewind:
         how = f"not stopped cleanly ({control.describe()})"
         return _LocalEnd(was_primary, False, control.timeline, control.checkpoint_lsn, None, how)
 
-    def _checkpoint_end(self, timeline: int, lsn: int, deadline: float) -> int | None:
+    def _checkpoint_end(
+        self, timeline: int, lsn: int, segment_size: int | None, deadline: float
+    ) -> int | None:
         """Where the checkpoint record at ``lsn`` ends. Only pg_waldump knows its length: asked
-        for two records, it reads the checkpoint and fails on the next one, "invalid record
-        length at X", X being the end. None when that is not what it says."""
+        for two records, it reads the checkpoint and either the next one (which starts where it
+        ends) or stops where WAL ends, and says where. None when it says neither."""
         assert self.data_dir is not None
         argv = [
             self.svc.bin("pg_waldump"),
@@ -213,10 +215,7 @@ class Rewind:
         if len(records) == 2:  # something follows it: the next record starts where it ends
             match = re.search(r"lsn: ([0-9A-Fa-f]+/[0-9A-Fa-f]+)", records[1])
             return lsn_to_int(match.group(1)) if match else None
-        found = _RECORD_END_RE.search(done.stderr)
-        if len(records) != 1 or found is None:
-            return None
-        return lsn_to_int(found.group(1))
+        return wal_end_from_waldump(done.stderr, segment_size) if len(records) == 1 else None
 
     def _primary_facts(
         self, host: str, port: int, deadline: float
