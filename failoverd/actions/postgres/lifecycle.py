@@ -64,6 +64,10 @@ REPLICA_STATES: Final = ("shut down in recovery", "in archive recovery")
 """... and of a former replica, cleanly stopped or not."""
 
 
+PROMOTE_POLL: Final = 0.005
+"""Seconds between two looks at whether a promotion has ended (one local query each)."""
+
+
 class PromoteResult(NamedTuple):
     """How a promotion went; ``lsn`` is the write position after the epoch was recorded."""
 
@@ -207,16 +211,13 @@ class Lifecycle:
                         why = f"then {late:.3f} s past its not_after deadline{unchanged}"
                         return PromoteResult(False, "; ".join([*steps, why]), overran=True)
                 if in_recovery:
-                    wait_s = max(1, math.floor(deadline - self.clock()))
                     t0 = self.clock()
-                    done = scalar(
-                        conn,
-                        "SELECT pg_promote(wait => true, wait_seconds => %s)",
-                        (wait_s,),
-                    )
-                    if done is not True:
+                    if scalar(conn, "SELECT pg_promote(wait => false)") is not True:
+                        return PromoteResult(False, "pg_promote() could not signal the promotion")
+                    if not self._wait_out_of_recovery(conn, deadline):
                         return PromoteResult(
-                            False, f"pg_promote() did not finish within {wait_s} s"
+                            False,
+                            f"still in recovery {self.clock() - t0:.3f} s after pg_promote()",
                         )
                     steps.append(f"promoted in {self.clock() - t0:.3f} s")
             except psycopg.Error as e:
@@ -265,6 +266,17 @@ class Lifecycle:
             return PromoteResult(False, f"starting {what} failed: {detail}")
         recovered = "" if control.clean else ", after crash recovery"
         return f"started {what} ({control.describe()}{recovered}; {detail})"
+
+    def _wait_out_of_recovery(self, conn: psycopg.Connection[Any], deadline: float) -> bool:
+        """Poll until the promotion has ended (bounded by ``deadline``). Not pg_promote(wait =>
+        true): it looks only every 100 ms, and a promotion takes 10-20 ms here."""
+        for _ in range(int(max(0.0, deadline - self.clock()) / PROMOTE_POLL) + 2):
+            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+                return True
+            if self.clock() >= deadline:
+                break
+            time.sleep(PROMOTE_POLL)
+        return False
 
     def _record_epoch(
         self, conn: psycopg.Connection[Any], epoch: int, deadline: float
