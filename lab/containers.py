@@ -44,6 +44,7 @@ from typing import Any, Final
 
 from lab.cluster import (
     ADDRESSES,
+    CLIENT_NS,
     INITIAL_PRIMARY,
     NODES,
     PG_DB,
@@ -103,6 +104,12 @@ class Container:
         except OSError:
             return None
         return int(children[0]) if children else None
+
+
+SAMPLER_HBA = (
+    f"host    postgres        postgres        {ADDRESSES[CLIENT_NS]}/32    trust"
+    "    # lab only: the sampler's pg_is_in_recovery()"
+)
 
 
 def cgroup_dirs(name: str) -> list[Path]:
@@ -343,7 +350,18 @@ class SystemdLab:
             )  # fmt: skip
             self._log(f"{node:<5} install-node --enable: {out.splitlines()[-1]}")
             self.systemctl(node, "enable", "--now", APP_UNIT)
+            self._let_the_sampler_in(node)
         self._log(f"installed both nodes in {time.monotonic() - t0:.1f} s")
+
+    def _let_the_sampler_in(self, node: str) -> None:
+        """The lab's sampler (lab/workload.py, in flcli) asks each node's PostgreSQL whether it
+        is writable, as the postgres user without a password: a lab-only pg_hba.conf line,
+        outside the block install-node manages, then a reload."""
+        hba = self.container(node).rootfs / "etc/postgresql/15/main/pg_hba.conf"
+        text = hba.read_text()
+        if SAMPLER_HBA not in text:
+            hba.write_text(text.rstrip("\n") + "\n" + SAMPLER_HBA + "\n")
+        self.psql(node, "SELECT pg_reload_conf()")
 
     def _create_app_database(self, node: str) -> None:
         """The demo app's database and schema on the first primary (the replica clones it)."""

@@ -70,6 +70,8 @@ def surviving_ids(systemd_lab: SystemdLab, node: str) -> set[str]:
 def verdict(systemd_lab: SystemdLab, workload: Workload, fault_at: float, primary: str) -> Verdict:
     workload.stop()
     samples = read_jsonl(workload.out / "samples.jsonl")
+    # Split brain is judged on the VIP and on each PostgreSQL: the sampler must have seen one.
+    assert any(s["writable"] for s in samples), samples[-3:]
     return analyze(workload.acks(), samples, fault_at, surviving_ids(systemd_lab, primary))
 
 
@@ -223,6 +225,7 @@ def test_restart_of_the_active_is_a_clean_switchover(
     v = verdict(systemd_lab, workload, fault_at, peer)
     assert v.lost == [], v
     assert v.epoch_order_violations == [], v
+    assert v.split_brain_samples == 0, v
     assert v.served_after == peer, v
     print(f"restart of the active: writes failed for {v.outage_s} s, {v.acknowledged} acknowledged")
     assert systemd_lab.wait_redundant(REDUNDANT_BOUND) == peer
@@ -250,6 +253,7 @@ def test_poweroff_of_the_active_container_fails_over_and_it_rejoins(
     v = verdict(systemd_lab, workload, fault_at, peer)
     assert v.lost == [], v
     assert v.epoch_order_violations == [], v
+    assert v.split_brain_samples == 0, v
     assert v.served_after == peer, v
     print(f"poweroff of {active} ({took:.1f} s): writes failed for {v.outage_s} s")
     systemd_lab.start_container(active)
@@ -290,6 +294,7 @@ def crash_pages_someone(
     # Synchronous replication (the lab's mode): nothing acknowledged is lost, even on a crash.
     assert v.lost == [], v
     assert v.epoch_order_violations == [], v
+    assert v.split_brain_samples == 0, v
     assert v.outage_s is not None and v.outage_s < 8.0, v
     print(f"CRASH OUTAGE (systemd lab): {v.outage_s:.2f} s, {v.acknowledged} acknowledged")
     (keep_logs / "crash-outage.txt").write_text(f"{v.outage_s:.3f}\n")
