@@ -15,7 +15,13 @@ import click
 from failoverd.cli_common import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, POSITIVE, fail
 from failoverd.clock import boottime, walltime
 from failoverd.core import MemberStatus, SwitchoverRequest
-from failoverd.ctl.group import connected, failoverctl_main, members_view, where_options
+from failoverd.ctl.group import (
+    connected,
+    failoverctl_main,
+    members_view,
+    read_view,
+    where_options,
+)
 from failoverd.rejoin import (
     RejoinPlan,
     RejoinProgress,
@@ -53,10 +59,20 @@ def init(ctx: click.Context) -> None:
 @where_options(after=True)
 @click.pass_context
 def pause(ctx: click.Context) -> None:
-    """Maintenance mode: daemons observe and publish, and change nothing."""
+    """Maintenance mode: daemons observe and publish, and change nothing. A pending switchover
+    is withdrawn: acted on after the resume, it would move the service then, unasked."""
     with connected(ctx) as (target, zk):
         zk.set_paused(True)
         click.echo(f"cluster {target.cluster.name} paused: VIP and primary stay where they are")
+        view = read_view(zk, ctx.obj.timeout)
+        pending = None if view is None else view.switchover
+        if pending is not None:
+            zk.clear_switchover()
+            forced = " (forced)" if pending.force else ""
+            click.echo(
+                f"withdrew the pending switchover{forced} to {pending.target or 'the peer'}, "
+                f"requested by {pending.requested_by}: request it again after the resume"
+            )
 
 
 @failoverctl_main.command("resume")

@@ -7,13 +7,18 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from failoverd.core import ClusterView, SwitchoverRequest
+from failoverd.zk import ZkCluster
 from lab.loopback import BIN
+from lab.process import wait_for
 from lab.zookeeper import ZooKeeperServer, free_port
+from tests.integration.conftest import MakeCluster
 from tests.integration.test_daemon import bring_up, cluster, roles  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -98,3 +103,30 @@ def test_status_json_when_zookeeper_does_not_answer() -> None:
     # Without --json: the same exit code, one line on stderr, nothing on stdout.
     plain = admin(*argv[:-1])
     assert plain.returncode == 3 and plain.stdout == "" and plain.stderr.count("\n") == 1
+
+
+def test_pause_withdraws_a_pending_switchover(
+    zookeeper: ZooKeeperServer, make_cluster: MakeCluster, zk_chroot: str
+) -> None:
+    """A request written before the pause would be acted on after the resume, moving the
+    service then, unasked: the pause withdraws it and says so. A pause with none is silent."""
+    writer = make_cluster(zookeeper, "ops")
+    request = SwitchoverRequest(
+        target="n2", from_epoch=3, requested_by="alice@ops", deadline=time.time() + 600, force=True
+    )
+    writer.request_switchover(request)
+    assert wait_for(lambda: current(writer).switchover == request, 5)
+
+    done = admin(*flags(zookeeper, zk_chroot), "pause")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "withdrew the pending switchover (forced) to n2, requested by alice@ops" in done.stdout
+    assert wait_for(lambda: current(writer).switchover is None and current(writer).paused, 5)
+
+    again = admin(*flags(zookeeper, zk_chroot), "pause")
+    assert again.returncode == 0 and "withdrew" not in again.stdout, again.stdout + again.stderr
+
+
+def current(zk: ZkCluster) -> ClusterView:
+    view = zk.view()
+    assert view is not None
+    return view
