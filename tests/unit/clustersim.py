@@ -82,6 +82,7 @@ from failoverd.core import (
 )
 from failoverd.stoppost import FENCE_RETRY_WITHIN
 from failoverd.stoppost import decide as stop_post_decides
+from failoverd.switchover import SwitchoverRefusedError, plan_switchover
 
 NODES = ("n1", "n2")
 WALL = 1_700_000_000.0
@@ -1238,20 +1239,44 @@ class Sim:
             self.zk.paused = paused
 
     def switchover(self, target: str | None, *, force: bool = False) -> None:
-        if self.zk.up and self.zk.lease is not None:
-            if self.zk.paused:
-                # failoverctl refuses while paused, forced or not (switchover.plan_switchover).
-                self.say(f"OP promote {target} force={force}: refused, paused")
-                return
-            self.say(f"OP promote {target} force={force}")
-            self.forced = self.forced or force
-            self.zk.switchover = SwitchoverRequest(
-                target=target,
-                from_epoch=self.zk.epoch,
-                requested_by="op",
-                deadline=WALL + self.now + 30.0,
-                force=force,
-            )
+        """``failoverctl promote``: planned on what ZooKeeper shows, as failoverctl plans it
+        (refused while paused, to the active, to an ineligible node without --force), then
+        written. What changes between the plan and the act is the daemons' to judge."""
+        if not self.zk.up:
+            return
+        try:
+            plan = plan_switchover(self._operator_view(), NODES, target, force, self.mode.value)
+        except SwitchoverRefusedError as e:
+            self.say(f"OP promote {target} force={force}: refused: {e}")
+            return
+        self.say(f"OP promote {plan.target} force={force}")
+        self.forced = self.forced or force
+        self.zk.switchover = SwitchoverRequest(
+            target=plan.target,
+            from_epoch=plan.epoch,
+            requested_by="op",
+            deadline=WALL + self.now + 30.0,
+            force=force,
+        )
+
+    def _operator_view(self) -> ClusterView:
+        """ZooKeeper's content as failoverctl reads it (no session of its own holds anything)."""
+        zk = self.zk
+        lease = None
+        if zk.lease is not None:
+            lease = LeaseInfo(zk.lease[0], zk.lease[1], WALL, mine=False)
+        return ClusterView(
+            epoch=zk.epoch,
+            lease=lease,
+            last_leader=zk.last_leader,
+            members=tuple(record for _, (record, _) in sorted(zk.members.items())),
+            switchover=zk.switchover,
+            paused=zk.paused,
+            lease_changed_at=self.now,
+            position=zk.position,
+            rejoin_requests=tuple(zk.rejoin[n] for n in sorted(zk.rejoin)),
+            sync=zk.sync,
+        )
 
     # -- invariants ---------------------------------------------------------------------------
 
