@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 import psycopg
 
-from failoverd.actions.postgres.service import POLL, Service, scalar, tail
+from failoverd.actions.postgres.service import POLL, QUICK_POLL, Service, scalar, tail
 from failoverd.actions.postgres.sync import LOCAL_COMMIT, set_sync_names
 from failoverd.core import ActionResult
 from failoverd.pgconn import (
@@ -62,10 +62,6 @@ PRIMARY_STATES: Final = ("shut down", "in production", "shutting down", "in cras
 the next start replays everything it wrote)."""
 REPLICA_STATES: Final = ("shut down in recovery", "in archive recovery")
 """... and of a former replica, cleanly stopped or not."""
-
-
-PROMOTE_POLL: Final = 0.005
-"""Seconds between two looks at whether a promotion has ended (one local query each)."""
 
 
 class PromoteResult(NamedTuple):
@@ -270,12 +266,12 @@ class Lifecycle:
     def _wait_out_of_recovery(self, conn: psycopg.Connection[Any], deadline: float) -> bool:
         """Poll until the promotion has ended (bounded by ``deadline``). Not pg_promote(wait =>
         true): it looks only every 100 ms, and a promotion takes 10-20 ms here."""
-        for _ in range(int(max(0.0, deadline - self.clock()) / PROMOTE_POLL) + 2):
+        for _ in range(int(max(0.0, deadline - self.clock()) / QUICK_POLL) + 2):
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return True
             if self.clock() >= deadline:
                 break
-            time.sleep(PROMOTE_POLL)
+            time.sleep(QUICK_POLL)
         return False
 
     def _record_epoch(

@@ -23,6 +23,9 @@ from failoverd import pgconn
 from failoverd.config import PostgresConfig
 
 POLL = 0.05  # seconds between polls of a process or a server
+# Seconds between looks at a change the server makes within milliseconds (a reload taking effect,
+# a promotion ending): one local query each, and a failover waits on them.
+QUICK_POLL = 0.005
 
 
 class Service:

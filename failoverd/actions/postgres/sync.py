@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple
 import psycopg
 from psycopg import sql
 
-from failoverd.actions.postgres.service import POLL, Service, scalar
+from failoverd.actions.postgres.service import QUICK_POLL, Service, scalar
 from failoverd.core import ActionResult
 from failoverd.pgconn import Unavailable, describe, format_sync_standby_names
 
@@ -75,7 +75,7 @@ def set_sync_names(
         if scalar(conn, "SELECT pg_reload_conf()") is not True:
             return SyncResult(False, f"{_setting(value)} written, but the reload failed")
         seen: tuple[str, str] = ("", "")
-        for _ in range(int(max(0.0, deadline - clock()) / POLL) + 2):
+        for _ in range(int(max(0.0, deadline - clock()) / QUICK_POLL) + 2):
             seen = (
                 str(scalar(conn, "SHOW synchronous_standby_names")),
                 str(scalar(conn, "SHOW synchronous_commit")),
@@ -89,7 +89,7 @@ def set_sync_names(
                 )
             if clock() >= deadline:
                 break
-            time.sleep(POLL)
+            time.sleep(QUICK_POLL)  # a reload reaches this session within milliseconds
         return SyncResult(
             False,
             f"{_setting(value)} written and reloaded, but the server still reports "
