@@ -334,6 +334,8 @@ class SystemdLab:
             (keys / "postgres.password").write_text(password)
             (keys / "postgres.password").chmod(0o600)
         self._create_app_database(first)
+        for node in NODES:
+            self._let_the_sampler_in(node)
         secret = os.urandom(32).hex()
         for node in NODES:
             self.write_config(node, secret)
@@ -350,18 +352,17 @@ class SystemdLab:
             )  # fmt: skip
             self._log(f"{node:<5} install-node --enable: {out.splitlines()[-1]}")
             self.systemctl(node, "enable", "--now", APP_UNIT)
-            self._let_the_sampler_in(node)
         self._log(f"installed both nodes in {time.monotonic() - t0:.1f} s")
 
     def _let_the_sampler_in(self, node: str) -> None:
         """The lab's sampler (lab/workload.py, in flcli) asks each node's PostgreSQL whether it
         is writable, as the postgres user without a password: a lab-only pg_hba.conf line,
-        outside the block install-node manages, then a reload."""
+        outside the block install-node manages. Between its two passes: the second keeps the
+        line, and reloads the running server (the clone starts with it)."""
         hba = self.container(node).rootfs / "etc/postgresql/15/main/pg_hba.conf"
         text = hba.read_text()
         if SAMPLER_HBA not in text:
             hba.write_text(text.rstrip("\n") + "\n" + SAMPLER_HBA + "\n")
-        self.psql(node, "SELECT pg_reload_conf()")
 
     def _create_app_database(self, node: str) -> None:
         """The demo app's database and schema on the first primary (the replica clones it)."""
