@@ -82,6 +82,17 @@ def fenced_on_lapsed_pledge() -> tuple[Node, float]:
     return n1, t + 0.1
 
 
+def resuming_under_a_new_pledge() -> tuple[Node, float]:
+    """Fenced on a lapsed pledge (at t), then pledged again at t + 0.15: it starts its database
+    under that pledge (StartPrimary in flight)."""
+    n1, t = fenced_on_lapsed_pledge()
+    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
+    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
+        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
+    )
+    return n1, t
+
+
 def test_a_new_pledge_brings_the_self_fenced_active_back_at_the_same_epoch() -> None:
     n1, t = fenced_on_lapsed_pledge()
     down = cut_off(t + 0.1, 98.0).db_stopped(was_primary=True, clean=True)
@@ -103,11 +114,7 @@ def test_a_new_pledge_brings_the_self_fenced_active_back_at_the_same_epoch() -> 
 
 
 def test_a_pledge_that_lapses_while_the_database_starts_fences_again_for_good() -> None:
-    n1, t = fenced_on_lapsed_pledge()
-    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
-    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
-        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
-    )
+    n1, t = resuming_under_a_new_pledge()
     late = cut_off(t + 0.15 + SFA + 0.1, 98.0).db_primary(lsn=9000, recorded_epoch=3)
     seen = n1.see(late.pledge(3, sent_at=t + 0.15).answer(n1.state))
     seen.expect(Role.FENCED, "self_fenced", *FENCE)
@@ -119,11 +126,7 @@ def test_a_start_that_overran_its_pledge_is_finished_under_the_next_one() -> Non
     loaded host, 1.2 s against 0.6 s left): it is up, not yet primary under the epoch. The
     asking went on meanwhile: under the new pledge the same action finishes it, rather than
     the site staying dark until ZooKeeper is back."""
-    n1, t = fenced_on_lapsed_pledge()
-    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
-    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
-        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
-    )
+    n1, t = resuming_under_a_new_pledge()
     up = cut_off(t + 0.15 + SFA + 0.1, 98.0).db_primary(lsn=9000, recorded_epoch=2)
     overran = up.pledge(3, sent_at=t + SFA).answer(n1.state, ok=False, overran=True)
     seen = n1.see(overran).expect(Role.FENCED, "resuming", "StartPrimary", "AskPledge")
@@ -136,11 +139,7 @@ def test_a_start_that_overran_its_pledge_is_finished_under_the_next_one() -> Non
 
 
 def test_a_start_that_overran_with_no_pledge_left_stops_what_it_started() -> None:
-    n1, t = fenced_on_lapsed_pledge()
-    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
-    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
-        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
-    )
+    n1, t = resuming_under_a_new_pledge()
     up = cut_off(t + 0.15 + SFA + 0.1, 98.0).db_primary(lsn=9000, recorded_epoch=2)
     overran = up.pledge(3, sent_at=t + 0.15).answer(n1.state, ok=False, overran=True)
     seen = n1.see(overran)
@@ -149,11 +148,7 @@ def test_a_start_that_overran_with_no_pledge_left_stops_what_it_started() -> Non
 
 
 def test_a_pledge_that_lapses_before_the_database_is_seen_up_stops_it_all_the_same() -> None:
-    n1, t = fenced_on_lapsed_pledge()
-    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
-    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
-        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
-    )
+    n1, t = resuming_under_a_new_pledge()
     late = cut_off(t + 0.15 + SFA + 0.1, 98.0).db_unknown()  # the probe has not looked yet
     seen = n1.see(late.pledge(3, sent_at=t + 0.15).answer(n1.state))
     seen.expect(Role.FENCED, "resume_ended", "RemoveVip", "StopDatabase")
@@ -168,11 +163,7 @@ def test_an_active_fenced_with_failing_checks_does_not_come_back() -> None:
 
 
 def test_zookeeper_back_before_the_resume_finished_stops_what_it_started() -> None:
-    n1, t = fenced_on_lapsed_pledge()
-    pledged = cut_off(t + 0.2, 98.0).db_stopped(was_primary=True, clean=True)
-    n1.see(pledged.pledge(3, sent_at=t + 0.15)).expect(
-        Role.FENCED, "resuming", "StartPrimary", "AskPledge"
-    )
+    n1, t = resuming_under_a_new_pledge()
     # ZooKeeper answers again (its view may not show the database yet): the resume ends, and
     # what it started is stopped before the lease decides anything.
     back = (
