@@ -33,7 +33,7 @@ from failoverd.pgconn import (
 STATE_QUERY = """
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery()
-            THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) - '0/0'::pg_lsn
+            THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) - '0/0'::pg_lsn
             ELSE pg_current_wal_lsn() - '0/0'::pg_lsn END AS lsn,
        pg_last_wal_replay_lsn() - '0/0'::pg_lsn AS replayed_lsn,
        (SELECT status FROM pg_stat_wal_receiver) AS wal_receiver,
@@ -50,7 +50,11 @@ SELECT pg_is_in_recovery() AS in_recovery,
        current_setting('synchronous_standby_names') AS synchronous_standby_names,
        current_setting('synchronous_commit') AS synchronous_commit
 """
-"""``timeline``: a primary's from the name of its current WAL segment (the checkpoint's lags a
+"""A replica's ``lsn`` is what it received or replayed, whichever is further: restarted, it
+asks for streaming from the start of the segment it replays in, and pg_last_wal_receive_lsn()
+says that start until WAL arrives again (greatest() skips a NULL).
+
+``timeline``: a primary's from the name of its current WAL segment (the checkpoint's lags a
 promotion). A replica's is the one its WAL receiver receives; with none running, the latest
 timeline among its WAL segments (it has segments of a timeline only once it received WAL of
 it), which the last restartpoint's timeline would understate after a promotion.

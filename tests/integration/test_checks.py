@@ -575,6 +575,29 @@ def write_wal(primary: PostgresServer, megabytes: int) -> None:
         )
 
 
+def test_a_replica_restarted_without_its_primary_reports_what_it_replayed(
+    streaming_pair: tuple[PostgresServer, PostgresServer],
+) -> None:
+    """Restarted, a replica asks for streaming from the start of the segment it replays in:
+    pg_last_wal_receive_lsn() says that segment's start until WAL arrives again, below what it
+    holds. Its position is what it received or replayed, whichever is further (the lab: an
+    old active, cut off and started as a replica after a switchover, reported 0/3000000
+    against 0/300F6xx replayed, was "behind" its peer, and the stalled switchover left the
+    site dark for 21 s instead of leading again)."""
+    primary, replica = streaming_pair
+    written = commit_rows(primary, "restart_position", 500)
+    replica.wait_caught_up(primary)
+    replica.stop_wal_receiver()
+    replica.stop("fast")
+    replica.start()
+    facts = PostgresCheck(check_cfg("db", "postgres"), pg_config(replica)).probe().facts
+    assert facts["role"] == "replica" and facts["streaming"] is False, facts
+    replayed = facts["replayed_lsn"]
+    assert isinstance(replayed, int) and replayed >= written, facts
+    assert facts["lsn"] == replayed, facts
+    assert database_status(facts).lsn == replayed
+
+
 def test_replica_cut_off_from_its_primary_is_not_eligible(
     streaming_pair: tuple[PostgresServer, PostgresServer],
 ) -> None:
