@@ -70,20 +70,33 @@ UNFENCED_FILE_NAME = "unfenced"
 def role_file_path(environ: Mapping[str, str]) -> Path | None:
     """``$FAILOVERD_ROLE_FILE``, else ``role`` in the first of ``$RUNTIME_DIRECTORY``
     (systemd's ``RuntimeDirectory=``), else None: no role file outside systemd."""
-    explicit = environ.get(ROLE_FILE_ENV)
+    return _runtime_file(environ, ROLE_FILE_ENV, ROLE_FILE_NAME)
+
+
+def unfenced_marker_path(environ: Mapping[str, str]) -> Path | None:
+    """``$FAILOVERD_UNFENCED_FILE``, else ``unfenced`` in the runtime directory (kept across a
+    restart); None outside systemd."""
+    return _runtime_file(environ, UNFENCED_FILE_ENV, UNFENCED_FILE_NAME)
+
+
+def _runtime_file(environ: Mapping[str, str], explicit_env: str, name: str) -> Path | None:
+    explicit = environ.get(explicit_env)
     if explicit:
         return Path(explicit)
     runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if runtime:
-        return Path(runtime) / ROLE_FILE_NAME
-    return None
+    return Path(runtime) / name if runtime else None
 
 
 def write_role(path: Path, role: str) -> None:
     """Replace the role file atomically (readers see the old role or the new one)."""
+    write_line(path, role)
+
+
+def write_line(path: Path, line: str) -> None:
+    """Replace ``path`` with one line, atomically (readers see the old file or the new one)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
-        f.write(f"{role}\n")
+        f.write(f"{line}\n")
         f.flush()
     os.replace(tmp, path)
 
@@ -209,24 +222,12 @@ def fence_until_done(
     return status
 
 
-def unfenced_marker_path(environ: Mapping[str, str]) -> Path | None:
-    """``$FAILOVERD_UNFENCED_FILE``, else ``unfenced`` beside the role file (the runtime
-    directory, kept across a restart); None outside systemd."""
-    explicit = environ.get(UNFENCED_FILE_ENV)
-    if explicit:
-        return Path(explicit)
-    role = role_file_path({k: v for k, v in environ.items() if k != ROLE_FILE_ENV})
-    return None if role is None else role.with_name(UNFENCED_FILE_NAME)
-
-
 def mark_unfenced(path: Path | None, why: str, say: Callable[[str, str], None]) -> None:
     """Tell the daemon's next life that this one ended unfenced (it reads and removes it)."""
     if path is None:
         return
     try:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(f"{why}\n")
-        os.replace(tmp, path)
+        write_line(path, why)
     except OSError as e:
         say(f"failoverd-stop-post: error: cannot leave {path} for the next start: {e}", "error")
 
