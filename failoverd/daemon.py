@@ -16,7 +16,7 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -28,7 +28,7 @@ from failoverd.actions.postgres import rewind_readiness
 from failoverd.actions.runner import ActionRunner, rounded_phases
 from failoverd.actions.vip import VipError, has_vip, verify_interface
 from failoverd.checks.postgres import database_status
-from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers
+from failoverd.checks.runner import PEER_DB, CheckRunner, build_checks, build_observers, peer_probe
 from failoverd.clock import boottime, walltime
 from failoverd.config import Config, ConfigError, load_config
 from failoverd.core import (
@@ -48,7 +48,6 @@ from failoverd.core import (
     State,
     Step,
     step,
-    supervision_role,
 )
 from failoverd.failsafe import FailsafeChannel, FailsafeError
 from failoverd.fencecheck import FencingChecker, why_not_check
@@ -56,7 +55,7 @@ from failoverd.metrics import FAILOVER_KINDS, Metrics, MetricsError
 from failoverd.notify import Notifier
 from failoverd.quorum import assess
 from failoverd.reload import RESTART_HINT, plan_reload
-from failoverd.stoppost import role_file_path, unfenced_marker_path, write_role
+from failoverd.runfiles import RunFiles
 from failoverd.zk import DuplicateNode, LeaseError, ZkCluster
 from failoverd.zk.fourletter import read_conf
 
@@ -103,23 +102,6 @@ def settings_from(cfg: Config) -> Settings:
     )
 
 
-def log_decisions(log: Any, before: State, result: Step) -> None:
-    """Each decision once, by its reason code, also one superseded within the step; at the level
-    its code has in ``log.DECISION_LEVELS``, so a failed fence is a warning in the journal."""
-    previous = before.reason.code
-    for decision in result.decisions:
-        if decision.code != previous:
-            log.log(
-                logmod.decision_level(decision.code),
-                decision.code,
-                reason=decision.text,
-                role=result.state.role.value,
-                previous_role=before.role.value,
-                epoch=result.state.epoch,
-            )
-        previous = decision.code
-
-
 class Daemon:
     def __init__(
         self,
@@ -162,8 +144,8 @@ class Daemon:
         )
         postgres_checks = [c.name for c in cfg.checks if c.type == "postgres"]
         self._postgres_check = postgres_checks[0] if postgres_checks else None
-        # systemd: sd_notify (READY, WATCHDOG, STATUS, STOPPING) and the role file that
-        # ExecStopPost reads to decide whether to fence (failoverd/stoppost.py).
+        # systemd: sd_notify (READY, WATCHDOG, STATUS, STOPPING); the role file ExecStopPost
+        # fences by and its marker of a failed fence are in self.run_files (failoverd/runfiles.py).
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.metrics = Metrics(self.settings, cfg.cluster.name)
         # A dry run of the SSH fence of the peer at start-up and every check_interval, on its
@@ -171,19 +153,7 @@ class Daemon:
         self._fencing_skipped: str | None = None  # why the last fencing check was not made
         self.fencing_checker = self._fencing_checker(cfg)
         self.metrics.config_loaded_at(wall())
-        self.role_file = role_file_path(os.environ)
-        # ExecStopPost's fence failed after our previous life: no start-up grace (see the core).
-        self.unfenced_marker = unfenced_marker_path(os.environ)
-        self.started_unfenced = self.unfenced_marker is not None and self.unfenced_marker.exists()
-        if self.started_unfenced:
-            self.log.warning(
-                "previous_life_unfenced",
-                detail="the previous run ended abnormally and ExecStopPost's fence-self failed: "
-                "fencing at once if this node serves",
-                path=str(self.unfenced_marker),
-            )
-        self._role_written: str | None = None
-        self._role_file_error: str | None = None
+        self.run_files = RunFiles(os.environ, self.log)
         self._ready_sent = False
         self._status_sent: str | None = None
         self._notify_error: str | None = None
@@ -587,7 +557,7 @@ class Daemon:
             pledge=pledge,
             pledged_until=pledged_until,
             granting=granting,
-            started_unfenced=self.started_unfenced,
+            started_unfenced=self.run_files.started_unfenced,
         )
 
     def _vip_present(self) -> bool | None:
@@ -610,7 +580,7 @@ class Daemon:
         self.metrics.update(before, result, obs)
         if self.failsafe is not None:
             self.metrics.update_failsafe(self.failsafe.stats())
-        log_decisions(self.log, before, result)
+        logmod.log_decisions(self.log, before, result)
         self._report(result.state)
         for action in result.actions:
             if isinstance(action, RecordEvent) and action.to_node == self.cfg.node:
@@ -629,17 +599,7 @@ class Daemon:
 
     def _report(self, state: State) -> None:
         """Before this step's actions run: the role file, then STATUS on change and READY once."""
-        supervised_as = supervision_role(state)
-        if self.started_unfenced and state.role is not Role.STARTING:
-            self._consume_unfenced_marker(state)
-        if self.role_file is not None and supervised_as != self._role_written:
-            try:
-                write_role(self.role_file, supervised_as)
-                self._role_written, self._role_file_error = supervised_as, None
-            except OSError as e:
-                if str(e) != self._role_file_error:
-                    self.log.warning("role_file_unwritable", path=str(self.role_file), error=str(e))
-                self._role_file_error = str(e)
+        self.run_files.record(state)
         status = self._status(state)
         if not self._ready_sent and settled(state):
             self._ready_sent = self.notifier.ready(status)
@@ -648,20 +608,6 @@ class Daemon:
         elif status != self._status_sent:
             self._notified(self.notifier.status(status))
             self._status_sent = status
-
-    def _consume_unfenced_marker(self, state: State) -> None:
-        """Our role is taken (fenced, or from a fresh round-trip) and recorded for ExecStopPost:
-        the next life needs no warning from this one's predecessor."""
-        assert self.unfenced_marker is not None
-        try:
-            self.unfenced_marker.unlink(missing_ok=True)
-        except OSError as e:
-            self.log.warning(
-                "unfenced_marker_unremovable", path=str(self.unfenced_marker), error=str(e)
-            )
-            return
-        self.started_unfenced = False
-        self.log.info("unfenced_marker_removed", role=state.role.value, reason=state.reason.text)
 
     def _status(self, state: State) -> str:
         """systemd's STATUS=: role, epoch, reason, and the last reload's outcome if any."""
@@ -748,21 +694,3 @@ def settled(state: State) -> bool:
         "starting",
         "waiting_for_observation",
     )
-
-
-def peer_probe(facts: Mapping[str, object] | None) -> PeerProbe:
-    """The core's view of the peer's database from the latest direct probe.
-
-    A probe that gave no answer in time means the peer is unreachable: that is what it saw.
-    """
-    if facts is None:
-        return PeerProbe(PeerDb.UNKNOWN, 0.0)
-    probed_at = facts.get("probed_at")
-    at = float(probed_at) if isinstance(probed_at, int | float) else 0.0
-    value = facts.get("peer_db")
-    if value is None:
-        return PeerProbe(PeerDb.UNREACHABLE, at)
-    try:
-        return PeerProbe(PeerDb(str(value)), at)
-    except ValueError:
-        return PeerProbe(PeerDb.UNKNOWN, at)

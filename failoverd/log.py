@@ -13,9 +13,12 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import structlog
+
+if TYPE_CHECKING:
+    from failoverd.core import State, Step
 
 SYSLOG_PRIORITY: Final = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 """syslog(3) priorities for the logging levels, as journald stores them (``PRIORITY=``)."""
@@ -55,6 +58,23 @@ other code. One table, so what pages and what merely narrates is decided in one 
 def decision_level(code: str) -> int:
     """The logging level to log a decision with this reason code at."""
     return DECISION_LEVELS.get(code, logging.INFO)
+
+
+def log_decisions(log: Any, before: State, result: Step) -> None:
+    """Each decision once, by its reason code, also one superseded within the step; at the level
+    its code has in ``DECISION_LEVELS``, so a failed fence is a warning in the journal."""
+    previous = before.reason.code
+    for decision in result.decisions:
+        if decision.code != previous:
+            log.log(
+                decision_level(decision.code),
+                decision.code,
+                reason=decision.text,
+                role=result.state.role.value,
+                previous_role=before.role.value,
+                epoch=result.state.epoch,
+            )
+        previous = decision.code
 
 
 def stdout_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:

@@ -23,7 +23,7 @@ from failoverd.checks.postgres import PeerDatabaseProbe, PostgresCheck
 from failoverd.checks.squid import SquidCheck
 from failoverd.clock import boottime
 from failoverd.config import CheckConfig, Config
-from failoverd.core import CheckStatus
+from failoverd.core import CheckStatus, PeerDb, PeerProbe
 
 GRACE = 0.05  # on top of a check's timeout before the runner stops waiting for it
 
@@ -252,3 +252,21 @@ def build_observers(cfg: Config) -> list[tuple[CheckConfig, Checker]]:
             PeerDatabaseProbe(cfg.peer.address, cfg.peer.db_port, cfg.postgres, probe_cfg.timeout),
         )
     ]
+
+
+def peer_probe(facts: Mapping[str, object] | None) -> PeerProbe:
+    """The core's view of the peer's database from the latest direct probe.
+
+    A probe that gave no answer in time means the peer is unreachable: that is what it saw.
+    """
+    if facts is None:
+        return PeerProbe(PeerDb.UNKNOWN, 0.0)
+    probed_at = facts.get("probed_at")
+    at = float(probed_at) if isinstance(probed_at, int | float) else 0.0
+    value = facts.get("peer_db")
+    if value is None:
+        return PeerProbe(PeerDb.UNREACHABLE, at)
+    try:
+        return PeerProbe(PeerDb(str(value)), at)
+    except ValueError:
+        return PeerProbe(PeerDb.UNKNOWN, at)

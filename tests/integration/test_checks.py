@@ -36,7 +36,7 @@ from failoverd.checks.postgres import (
     PostgresCheck,
     database_status,
 )
-from failoverd.checks.runner import CheckRunner
+from failoverd.checks.runner import CheckRunner, peer_probe
 from failoverd.checks.squid import SquidCheck
 from failoverd.clock import boottime
 from failoverd.config import CheckConfig, CheckType, PostgresConfig
@@ -55,7 +55,6 @@ from failoverd.core import (
     eligibility,
     policy,
 )
-from failoverd.daemon import peer_probe
 from failoverd.pgconn import read_control_data, wal_end
 from lab.donations import DonationsApp
 from lab.loopback import DaemonProcess

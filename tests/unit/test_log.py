@@ -12,8 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from failoverd.core import Reason, Role, State, Step
-from failoverd.daemon import log_decisions
-from failoverd.log import DECISION_LEVELS, decision_level, get, stdout_is_journal
+from failoverd.log import DECISION_LEVELS, decision_level, get, log_decisions, stdout_is_journal
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = "\n".join(p.read_text() for p in sorted((REPO / "failoverd" / "core").glob("*.py")))
